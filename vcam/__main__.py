@@ -1,0 +1,7 @@
+"""`python -m vcam` is the `vcam` command."""
+
+import sys
+
+from vcam.cli import main
+
+sys.exit(main())

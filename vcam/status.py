@@ -1,0 +1,37 @@
+"""One snapshot of the runtime's state, read by the CLI, the tray and the preview page."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+#: the states the runtime can be in
+STATES = ("starting", "warming_up", "running", "loading_style", "paused", "reconnecting", "error", "stopped")
+
+
+@dataclass(frozen=True)
+class Status:
+    state: str = "starting"
+    style: str = "passthrough"
+    segment: str = "off"
+    source: str = ""
+    sinks: tuple[str, ...] = ()
+    fps_in: float = 0.0  # frames captured per second (last few seconds)
+    fps_out: float = 0.0  # frames sent to the sinks per second
+    fps_model: float = 0.0  # frames the translator finished per second
+    latency_ms_p50: float = 0.0  # capture -> send of the frame's translation
+    latency_ms_p95: float = 0.0
+    frames_out: int = 0
+    dropped: int = 0  # captured frames the work thread never saw (it was busy)
+    repeated: int = 0  # output ticks that re-sent the previous frame
+    segment_ms: float = 0.0  # segmentation time per frame (median)
+    translate_ms: float = 0.0  # translator time per frame (median)
+    last_error: str | None = None
+    preview_url: str | None = None
+    styles_loading: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["sinks"] = list(self.sinks)
+        data["styles_loading"] = list(self.styles_loading)
+        return data
