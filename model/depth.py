@@ -1,0 +1,60 @@
+"""The depth prior: MiDaS DPT-Hybrid (transformers' DPT classes) -> normalised 3-channel depth -> VAE latent."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import DPTForDepthEstimation
+
+    from vcam.model.vae import LatentCodec
+
+log = logging.getLogger(__name__)
+
+#: the input size DPT-Hybrid was trained at
+DPT_INPUT_SIZE = 384
+
+
+class DepthEncoder:
+    """Turns input frames into the depth latents the UNet's mapping network consumes.
+
+    For each frame: resize to the DPT's input size (DPT-Hybrid's processor normalises with mean and std
+    0.5, i.e. takes [-1, 1] images as they are), predict relative inverse depth, min-max normalise it per
+    frame to [-1, 1], repeat it to 3 channels, resize to the frame's size and encode it with the VAE
+    (scaled like SD latents).
+    """
+
+    def __init__(self, model: DPTForDepthEstimation, input_size: int = DPT_INPUT_SIZE) -> None:
+        self.model = model
+        self.input_size = input_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def depth_images(self, images: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] in [-1, 1] -> [B, 3, H, W] depth in [-1, 1] (near is 1)."""
+        import torch
+        import torch.nn.functional as F
+
+        height, width = int(images.shape[2]), int(images.shape[3])
+        pixels = images.to(device=self.device, dtype=self.dtype)
+        pixels = F.interpolate(pixels, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+        with torch.inference_mode():
+            depth = self.model(pixel_values=pixels).predicted_depth  # [B, d, d]
+        depth = depth.float()[:, None]  # [B, 1, d, d]
+        low = depth.amin(dim=(1, 2, 3), keepdim=True)  # [B, 1, 1, 1]
+        high = depth.amax(dim=(1, 2, 3), keepdim=True)  # [B, 1, 1, 1]
+        normalised = (depth - low) / (high - low).clamp_min(1e-6) * 2.0 - 1.0  # [B, 1, d, d]
+        normalised = F.interpolate(normalised, size=(height, width), mode="bilinear", align_corners=False)
+        return normalised.repeat(1, 3, 1, 1).clamp(-1.0, 1.0)  # [B, 3, H, W]
+
+    def __call__(self, images: torch.Tensor, codec: LatentCodec) -> torch.Tensor:
+        """[B, 3, H, W] in [-1, 1] -> depth latents [B, 4, H/8, W/8]."""
+        return codec.encode(self.depth_images(images))

@@ -1,0 +1,579 @@
+"""`StreamPipeline`: Live2Diff's streaming video-to-video, one `__call__` per new camera frame.
+
+One call:
+  1. encode the frame (VAE or TAESD) and its depth (DPT -> normalised -> VAE), keep both for a later
+     prompt change;
+  2. while warming up, collect frames; the 8th frame runs the warmup: the 8 frames are denoised together
+     (bi-directional temporal attention), every step in sequence, filling each step's cache sink slots,
+     and all 8 outputs are emitted;
+  3. afterwards, one UNet call carries the stream batch: the new frame at step 0 (the noisiest timestep)
+     and every frame still in flight at its next step, each with its own timestep, depth latent and cache
+     step; the entry that finished its last step is decoded and emitted, the others are re-noised to
+     their next timestep. Right after the warmup the batch grows 1, 2, ... T entries (no filler frames),
+     so output i is always the translation of input i, T-1 calls later.
+
+`set_prompt` changes the prompt without a stall: the new prompt's warmup runs in a background thread on
+the most recent warmup-size input frames, with its own caches, while calls keep using the old prompt;
+the next call after it finishes swaps prompt, embeddings and caches at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from vcam.errors import ConfigError
+from vcam.frame import check_image
+
+if TYPE_CHECKING:
+    import torch
+
+    from vcam.model.depth import DepthEncoder
+    from vcam.model.scheduler import StreamSchedule
+    from vcam.model.text import PromptEncoder
+    from vcam.model.unet import StreamUNet
+    from vcam.model.vae import LatentCodec
+
+log = logging.getLogger(__name__)
+
+NOISE_MODES = ("fixed", "fresh")
+#: Live2Diff's inference constants: sink slots and cache window
+WARMUP_FRAMES = 8
+WINDOW = 16
+#: the similar-frame filter's defaults (from StreamDiffusion / Live2Diff)
+SIMILAR_THRESHOLD = 0.98
+SIMILAR_MAX_SKIPS = 10
+STAGES = ("encode", "depth", "unet", "decode")
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    """One finished frame: the translation of input number `index` (0, 1, 2, ... since the last reset)."""
+
+    index: int
+    image: np.ndarray  # [H, W, 3] uint8 RGB at the model size
+    skipped: bool = False  # True when the input was skipped as similar and the previous output repeated
+    latent: torch.Tensor | None = None  # [4, h, w] the denoised latent that was decoded (None when skipped)
+
+
+@dataclass
+class _InFlight:
+    """A frame inside the stream batch: its noisy latent at timestep `step` of the schedule."""
+
+    index: int
+    sample: torch.Tensor  # [4, h, w] x_t at timesteps[step]
+    depth: torch.Tensor | None  # [4, h, w]
+    step: int
+
+
+@dataclass
+class _Encoded:
+    """An input frame in latent space, kept for the warmup and for a prompt change."""
+
+    index: int
+    latent: torch.Tensor  # [4, h, w] clean latent
+    depth: torch.Tensor | None  # [4, h, w]
+
+
+@dataclass
+class _PromptState:
+    """What a prompt owns: its embedding and its caches (one per denoising step)."""
+
+    prompt: str
+    embeds: torch.Tensor  # [1, 77, d]
+    caches: Any  # vcam.model.stream_attention.StreamCaches
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per stage since the last `clear()` (CUDA work is synchronised before reading the clock)."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    calls: int = 0
+
+    def clear(self) -> None:
+        self.seconds = dict.fromkeys(STAGES, 0.0)
+        self.calls = 0
+
+    def per_call_ms(self) -> dict[str, float]:
+        count = max(self.calls, 1)
+        return {stage: 1000.0 * value / count for stage, value in self.seconds.items()}
+
+
+class SimilarFrameFilter:
+    """Skips inputs nearly equal to the last processed one (StreamDiffusion's stochastic similarity filter).
+
+    Skip probability max(0, 1 - (1 - cos) / (1 - threshold)), cos being the cosine similarity of the two
+    frames, with at most `max_skips` skips in a row. Seeded, so a run is reproducible.
+    """
+
+    def __init__(
+        self, threshold: float = SIMILAR_THRESHOLD, max_skips: int = SIMILAR_MAX_SKIPS, seed: int = 0
+    ) -> None:
+        if not 0.0 < threshold < 1.0:
+            raise ConfigError(f"similar-frame threshold {threshold} is not in (0, 1): use e.g. 0.98")
+        if max_skips < 1:
+            raise ConfigError(f"similar-frame max_skips {max_skips} is not >= 1: use e.g. 10")
+        self.threshold = threshold
+        self.max_skips = max_skips
+        self.seed = seed
+        self._random = random.Random(seed)
+        self._previous: torch.Tensor | None = None
+        self._skips = 0
+
+    def reset(self) -> None:
+        self._random = random.Random(self.seed)
+        self._previous = None
+        self._skips = 0
+
+    def should_skip(self, image: torch.Tensor) -> bool:
+        """True to skip `image` ([3, H, W]); a processed image becomes the new reference."""
+        import torch
+
+        flat = image.reshape(-1).float()
+        if self._previous is not None and self._skips < self.max_skips:
+            cosine = float(torch.nn.functional.cosine_similarity(flat, self._previous, dim=0))
+            probability = max(0.0, 1.0 - (1.0 - cosine) / (1.0 - self.threshold))
+            if self._random.random() < probability:
+                self._skips += 1
+                return True
+        self._previous = flat
+        self._skips = 0
+        return False
+
+
+class StreamPipeline:
+    """Live2Diff streaming video-to-video; one `__call__` per new frame, thread-safe.
+
+    Frames are HxWx3 uint8 RGB at exactly `width` x `height` (the translator resizes camera frames).
+    With `stream_batch=False` every frame runs its T steps as T UNet calls one after another (no delay;
+    the reference the stream batch is tested and benchmarked against).
+    """
+
+    def __init__(
+        self,
+        unet: StreamUNet,
+        prompt_encoder: PromptEncoder,
+        codec: LatentCodec,
+        depth_encoder: DepthEncoder | None,
+        schedule: StreamSchedule,
+        prompt: str,
+        width: int,
+        height: int,
+        seed: int = 0,
+        noise: str = "fixed",
+        stream_batch: bool = True,
+        similar_filter: SimilarFrameFilter | None = None,
+        warmup_frames: int = WARMUP_FRAMES,
+        window: int = WINDOW,
+    ) -> None:
+        import torch
+
+        if noise not in NOISE_MODES:
+            raise ConfigError(f"noise mode {noise!r} is not one of {NOISE_MODES}")
+        if width % 8 or height % 8 or width < 8 or height < 8:
+            raise ConfigError(f"model size {width}x{height} is not a positive multiple of 8: use e.g. 512x512")
+        self.unet = unet
+        self.prompt_encoder = prompt_encoder
+        self.codec = codec
+        self.depth_encoder = depth_encoder
+        self.width = width
+        self.height = height
+        self.seed = seed
+        self.noise = noise
+        self.stream_batch = stream_batch
+        self.similar_filter = similar_filter
+        self.warmup_frames = warmup_frames
+        self.window = window
+        parameter = next(unet.parameters())
+        self.device: torch.device = parameter.device
+        self.dtype: torch.dtype = parameter.dtype
+        self.schedule = schedule.to(self.device, self.dtype)
+        self.times = StageTimes()
+        self._state_lock = threading.RLock()  # guards the stream state below
+        self._unet_lock = threading.Lock()  # one UNet forward at a time (the UNet holds per-call context)
+        self._prompt = self._make_prompt_state(prompt)
+        self._switch_generation = 0
+        self._switch_ready: _PromptState | None = None
+        self._switch_thread: threading.Thread | None = None
+        self._switch_error: BaseException | None = None
+        self._reset_stream()
+
+    # ----------------------------------------------------------------------------------------------
+    # public API
+
+    @property
+    def num_steps(self) -> int:
+        return self.schedule.num_steps
+
+    @property
+    def latency_frames(self) -> int:
+        """Calls between an input and its output once warmed up (T - 1 with the stream batch)."""
+        return self.num_steps - 1 if self.stream_batch else 0
+
+    @property
+    def prompt(self) -> str:
+        return self._prompt.prompt
+
+    @property
+    def prompt_embeds(self) -> torch.Tensor:
+        """The embedding used by the stream right now: [1, 77, d]."""
+        return self._prompt.embeds
+
+    @property
+    def warmed_up(self) -> bool:
+        return self._warmed
+
+    @property
+    def frames_in(self) -> int:
+        return self._next_index
+
+    @property
+    def prompt_switch_pending(self) -> bool:
+        """True from `set_prompt` (on a warmed-up stream) until the switch has happened."""
+        return self._switch_thread is not None
+
+    def cache_nbytes(self) -> int:
+        """Bytes held by the KV caches of the current prompt and of a pending prompt switch."""
+        total = int(self._prompt.caches.nbytes())
+        ready = self._switch_ready
+        return total + (int(ready.caches.nbytes()) if ready is not None else 0)
+
+    def __call__(self, image: np.ndarray) -> list[np.ndarray]:
+        """Feed one frame; returns the frames finished by this call (0 while filling, 8 at warmup, then 1)."""
+        return [result.image for result in self.step(image)]
+
+    def step(self, image: np.ndarray) -> list[StreamResult]:
+        """Like `__call__`, with each output's input index."""
+        check_image(image, self.width, self.height)
+        with self._state_lock:
+            self._apply_ready_switch()
+            index = self._next_index
+            self._next_index += 1
+            pixels = self._to_tensor(image)  # [1, 3, H, W]
+            if self._warmed and self.similar_filter is not None and self.similar_filter.should_skip(pixels[0]):
+                self._order.append((index, True))
+                return self._emit()
+            encoded = self._encode(index, pixels)
+            self._recent.append(encoded)
+            if not self._warmed:
+                self._order.append((index, False))
+                self._pending.append(encoded)
+                if len(self._pending) == self.warmup_frames:
+                    self._run_stream_warmup()
+                return self._emit()
+            self._order.append((index, False))
+            if self.stream_batch:
+                self._stream_step(encoded)
+            else:
+                self._sequential_steps(encoded)
+            self.times.calls += 1
+            return self._emit()
+
+    def flush(self) -> list[np.ndarray]:
+        """Finish every frame still in the pipeline (end of a video): returns their outputs in order."""
+        with self._state_lock:
+            if not self._warmed and self._pending:
+                self._run_stream_warmup()
+            while self._inflight:
+                self._stream_step(None)
+            return [result.image for result in self._emit()]
+
+    def reset(self) -> None:
+        """Forget the stream: caches, frames in flight, warmup; a pending prompt switch is dropped."""
+        with self._state_lock:
+            self._cancel_switch()
+            self._prompt.caches.reset()
+            self._reset_stream()
+
+    def set_prompt(self, prompt: str, background: bool = True) -> None:
+        """Change the prompt without a gap in the output.
+
+        Before the warmup has run, the new prompt simply replaces the old one. Afterwards its warmup runs on
+        the most recent inputs with fresh caches (in a thread when `background`), the stream keeps the old
+        prompt meanwhile, and the first call after it is done switches atomically. A newer `set_prompt`
+        supersedes a pending one.
+        """
+        with self._state_lock:
+            if prompt == self._prompt.prompt and self._switch_thread is None:
+                return
+            self._cancel_switch()
+            if not self._warmed:
+                self._prompt.prompt = prompt
+                self._prompt.embeds = self._embed(prompt)
+                return
+            frames = list(self._recent)[-self.warmup_frames :]
+            self._switch_generation += 1
+            generation = self._switch_generation
+            thread = threading.Thread(
+                target=self._prepare_switch,
+                args=(prompt, frames, generation),
+                name="vcam-prompt-warmup",
+                daemon=True,
+            )
+            self._switch_thread = thread
+        if background:
+            thread.start()
+        else:
+            thread.run()
+            with self._state_lock:
+                self._apply_ready_switch()
+
+    def wait_prompt_switch(self, timeout: float | None = None) -> bool:
+        """Wait until a pending prompt warmup has finished (the swap happens on the next call)."""
+        thread = self._switch_thread
+        if thread is not None and thread.ident is not None:
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
+
+    def close(self) -> None:
+        """Drop the stream and free the caches."""
+        with self._state_lock:
+            self._cancel_switch()
+            self._prompt.caches.release()
+            self._reset_stream()
+
+    # ----------------------------------------------------------------------------------------------
+    # stream state
+
+    def _reset_stream(self) -> None:
+        import torch
+
+        self._next_index = 0
+        self._warmed = False
+        self._pending: list[_Encoded] = []
+        self._recent: deque[_Encoded] = deque(maxlen=self.warmup_frames)
+        self._inflight: list[_InFlight] = []
+        self._order: deque[tuple[int, bool]] = deque()  # (input index, skipped) awaiting output, in order
+        self._finished: dict[int, tuple[np.ndarray, torch.Tensor]] = {}
+        self._last_output: np.ndarray | None = None
+        self._noise_generator = torch.Generator(device="cpu").manual_seed(self.seed)
+        latent_shape = (self.num_steps, 4, self.height // 8, self.width // 8)
+        fixed = torch.randn(latent_shape, generator=torch.Generator(device="cpu").manual_seed(self.seed))
+        self._fixed_noise = fixed.to(device=self.device, dtype=self.dtype)  # [T, 4, h, w]
+        if self.similar_filter is not None:
+            self.similar_filter.reset()
+
+    def _make_prompt_state(self, prompt: str) -> _PromptState:
+        caches = self.unet.create_caches(self.num_steps, warmup_frames=self.warmup_frames, window=self.window)
+        return _PromptState(prompt=prompt, embeds=self._embed(prompt), caches=caches)
+
+    def _embed(self, prompt: str) -> torch.Tensor:
+        return self.prompt_encoder(prompt).to(device=self.device, dtype=self.dtype)  # [1, 77, d]
+
+    def _emit(self) -> list[StreamResult]:
+        """Pop the outputs that are ready, in input order."""
+        results: list[StreamResult] = []
+        while self._order:
+            index, skipped = self._order[0]
+            latent = None
+            if skipped:
+                if self._last_output is None:
+                    break
+                image = self._last_output
+            elif index in self._finished:
+                image, latent = self._finished.pop(index)
+            else:
+                break
+            self._order.popleft()
+            self._last_output = image
+            results.append(StreamResult(index=index, image=image, skipped=skipped, latent=latent))
+        return results
+
+    # ----------------------------------------------------------------------------------------------
+    # model stages
+
+    @contextmanager
+    def _timed(self, stage: str) -> Iterator[None]:
+        import torch
+
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.times.seconds[stage] += time.perf_counter() - start
+
+    def _to_tensor(self, image: np.ndarray) -> torch.Tensor:
+        from vcam.model.vae import images_to_tensor
+
+        return images_to_tensor([image], self.codec.device, self.codec.dtype)  # [1, 3, H, W]
+
+    def _encode(self, index: int, pixels: torch.Tensor) -> _Encoded:
+        with self._timed("encode"):
+            latent = self.codec.encode(pixels).to(device=self.device, dtype=self.dtype)  # [1, 4, h, w]
+        depth = None
+        if self.depth_encoder is not None:
+            with self._timed("depth"):
+                depth = self.depth_encoder(pixels, self.codec).to(device=self.device, dtype=self.dtype)  # [1, 4, h, w]
+        return _Encoded(index=index, latent=latent[0], depth=None if depth is None else depth[0])
+
+    def _noise(self, step: int, count: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Noise for `count` latents at `step`: the step's fixed tensor, or fresh seeded draws."""
+        import torch
+
+        if self.noise == "fixed":
+            return self._fixed_noise[step].expand(count, -1, -1, -1)  # [count, 4, h, w]
+        shape = (count, 4, self.height // 8, self.width // 8)
+        fresh = torch.randn(shape, generator=generator if generator is not None else self._noise_generator)
+        return fresh.to(device=self.device, dtype=self.dtype)  # [count, 4, h, w]
+
+    def _decode(self, latents: torch.Tensor) -> list[np.ndarray]:
+        from vcam.model.vae import tensor_to_images
+
+        with self._timed("decode"):
+            images = self.codec.decode(latents)  # [B, 3, H, W]
+            return tensor_to_images(images)
+
+    def _run_warmup(
+        self, frames: Sequence[_Encoded], state: _PromptState, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Denoise `frames` together through every step, filling slots 0..F-1 of each step's caches.
+
+        Returns the clean latents [F, 4, h, w]. `generator` draws fresh noise (the stream's when None).
+        """
+        import torch
+
+        count = len(frames)
+        latents = torch.stack([frame.latent for frame in frames])  # [F, 4, h, w]
+        depth = None if frames[0].depth is None else torch.stack([f.depth for f in frames])  # type: ignore[misc]
+        sample = self.schedule.add_noise(latents, self._noise(0, count, generator), [0] * count)  # [F, 4, h, w]
+        denoised = sample
+        for step in range(self.num_steps):
+            with self._unet_lock, self._timed("unet"), torch.inference_mode():
+                noise_pred = self.unet.warmup(
+                    sample, self.schedule.timesteps[step], state.embeds, depth, state.caches, step=step
+                )  # [F, 4, h, w]
+            denoised = self.schedule.denoise(sample, noise_pred, [step] * count)  # [F, 4, h, w]
+            if step + 1 < self.num_steps:
+                noise = self._noise(step + 1, count, generator)  # [F, 4, h, w]
+                sample = self.schedule.add_noise(denoised, noise, [step + 1] * count)
+        return denoised
+
+    def _run_stream_warmup(self) -> None:
+        """Step 2: the first frames, denoised together; their outputs are emitted."""
+        frames = self._pending
+        self._pending = []
+        denoised = self._run_warmup(frames, self._prompt)  # [F, 4, h, w]
+        for frame, image, latent in zip(frames, self._decode(denoised), denoised):
+            self._finished[frame.index] = (image, latent)
+        self._warmed = True
+        log.debug("warmup done on %d frames (%d steps)", len(frames), self.num_steps)
+
+    def _stream_step(self, new: _Encoded | None) -> None:
+        """Step 3: one UNet call over the new frame (step 0) and the frames in flight (their next step)."""
+        import torch
+
+        entries = list(self._inflight)
+        if new is not None:
+            sample = self.schedule.add_noise(new.latent[None], self._noise(0, 1), [0])[0]  # [4, h, w]
+            entries.insert(0, _InFlight(index=new.index, sample=sample, depth=new.depth, step=0))
+        if not entries:
+            return
+        entries.sort(key=lambda entry: entry.step)  # newest (noisiest) first, the oldest last
+        steps = [entry.step for entry in entries]
+        samples = torch.stack([entry.sample for entry in entries])  # [B, 4, h, w]
+        depth = None if entries[0].depth is None else torch.stack([e.depth for e in entries])  # type: ignore[misc]
+        timesteps = self.schedule.timesteps[steps]  # [B]
+        embeds = self._prompt.embeds.expand(len(entries), -1, -1)  # [B, 77, d]
+        with self._unet_lock, self._timed("unet"), torch.inference_mode():
+            noise_pred = self.unet.stream(samples, timesteps, embeds, depth, self._prompt.caches, steps=steps)
+        denoised = self.schedule.denoise(samples, noise_pred, steps)  # [B, 4, h, w]
+        still: list[_InFlight] = []
+        done: list[int] = []
+        for position, entry in enumerate(entries):
+            if entry.step == self.num_steps - 1:
+                done.append(position)
+                continue
+            next_step = entry.step + 1
+            renoised = self.schedule.add_noise(
+                denoised[position : position + 1], self._noise(next_step, 1), [next_step]
+            )
+            still.append(_InFlight(index=entry.index, sample=renoised[0], depth=entry.depth, step=next_step))
+        self._inflight = still
+        if done:
+            images = self._decode(denoised[done])
+            for position, image in zip(done, images):
+                self._finished[entries[position].index] = (image, denoised[position])
+
+    def _sequential_steps(self, new: _Encoded) -> None:
+        """The reference: the new frame runs its T steps as T UNet calls, one after another."""
+        import torch
+
+        sample = self.schedule.add_noise(new.latent[None], self._noise(0, 1), [0])  # [1, 4, h, w]
+        depth = None if new.depth is None else new.depth[None]  # [1, 4, h, w]
+        denoised = sample
+        for step in range(self.num_steps):
+            with self._unet_lock, self._timed("unet"), torch.inference_mode():
+                noise_pred = self.unet.stream(
+                    sample,
+                    self.schedule.timesteps[step : step + 1],
+                    self._prompt.embeds,
+                    depth,
+                    self._prompt.caches,
+                    steps=[step],
+                )  # [1, 4, h, w]
+            denoised = self.schedule.denoise(sample, noise_pred, [step])  # [1, 4, h, w]
+            if step + 1 < self.num_steps:
+                sample = self.schedule.add_noise(denoised, self._noise(step + 1, 1), [step + 1])
+        self._finished[new.index] = (self._decode(denoised)[0], denoised[0])
+
+    # ----------------------------------------------------------------------------------------------
+    # prompt switch
+
+    def _prepare_switch(self, prompt: str, frames: list[_Encoded], generation: int) -> None:
+        """Background: the new prompt's embeddings, caches and warmup on the most recent frames."""
+        import torch
+
+        try:
+            state = self._make_prompt_state(prompt)
+            if frames:
+                generator = torch.Generator(device="cpu").manual_seed(self.seed + generation)
+                self._run_warmup(frames, state, generator)
+        except BaseException as error:  # reported on the next call, which keeps the old prompt
+            log.exception("prompt warmup for %r failed", prompt)
+            with self._state_lock:
+                if generation == self._switch_generation:
+                    self._switch_error = error
+            return
+        with self._state_lock:
+            if generation == self._switch_generation:
+                self._switch_ready = state
+            else:
+                state.caches.release()
+
+    def _apply_ready_switch(self) -> None:
+        """Swap in a finished prompt warmup: prompt, embeddings and caches at once. Frames in flight go on."""
+        error = self._switch_error
+        if error is not None:
+            self._switch_error = None
+            self._switch_thread = None
+            raise RuntimeError(f"the new prompt's warmup failed ({error}); the previous prompt stays") from error
+        ready = self._switch_ready
+        if ready is None:
+            return
+        old = self._prompt
+        self._prompt = ready
+        self._switch_ready = None
+        self._switch_thread = None
+        old.caches.release()
+        log.info("prompt switched to %r", ready.prompt)
+
+    def _cancel_switch(self) -> None:
+        self._switch_generation += 1
+        if self._switch_ready is not None:
+            self._switch_ready.caches.release()
+        self._switch_ready = None
+        self._switch_error = None
+        self._switch_thread = None

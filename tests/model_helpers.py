@@ -1,0 +1,71 @@
+"""Shared helpers for the model tests: an independent reference of Live2Diff's attention pattern."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from vcam.model.stream_attention import SlotPositionalEncoding
+from vcam.model.unet import StreamUNet
+
+
+def reference_visible(frame: int, warmup_frames: int, window: int, num_frames: int) -> tuple[list[int], list[int]]:
+    """The frames that ``frame`` attends to and their PE positions, written straight from the spec."""
+    if frame < warmup_frames:
+        frames = list(range(min(warmup_frames, num_frames)))
+        return frames, frames
+    ring = window - warmup_frames
+    query_position = warmup_frames + min(frame - warmup_frames, ring - 1)
+    recent = list(range(max(warmup_frames, frame - ring + 1), frame + 1))
+    frames = list(range(warmup_frames)) + recent
+    positions = list(range(warmup_frames)) + [query_position - (frame - f) for f in recent]
+    return frames, positions
+
+
+class ReferenceCausalProcessor:
+    """Full recompute of a whole clip: each frame attends to the warmup frames and its window of predecessors.
+
+    Computes ``softmax(W_q(x+pe) . W_k(x+pe)) W_v(x+pe)`` one query at a time, with no cache and no PE algebra.
+    """
+
+    def __init__(self, pos_table: SlotPositionalEncoding, warmup_frames: int, window: int) -> None:
+        self.pos_table = pos_table
+        self.warmup_frames = warmup_frames
+        self.window = window
+
+    def __call__(self, attn: Any, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        rows, num_frames, _ = hidden_states.shape
+        pe = self.pos_table.pe[0]  # [L, C]
+        heads = attn.heads
+        outs = []
+        for frame in range(num_frames):
+            frames, positions = reference_visible(frame, self.warmup_frames, self.window, num_frames)
+            query_position = positions[frames.index(frame)]
+            query = attn.to_q(hidden_states[:, frame : frame + 1] + pe[query_position])  # [rows, 1, inner]
+            keys_in = hidden_states[:, frames] + pe[positions]  # [rows, n, C]
+            key = attn.to_k(keys_in)  # [rows, n, inner]
+            value = attn.to_v(keys_in)  # [rows, n, inner]
+            query = query.view(rows, 1, heads, -1).transpose(1, 2)  # [rows, heads, 1, d]
+            key = key.view(rows, len(frames), heads, -1).transpose(1, 2)  # [rows, heads, n, d]
+            value = value.view(rows, len(frames), heads, -1).transpose(1, 2)  # [rows, heads, n, d]
+            weights = (query @ key.transpose(-1, -2) * attn.scale).softmax(-1)  # [rows, heads, 1, n]
+            outs.append((weights @ value).transpose(1, 2).reshape(rows, 1, -1))  # [rows, 1, inner]
+        out = torch.cat(outs, dim=1)  # [rows, F, inner]
+        return attn.to_out[1](attn.to_out[0](out))
+
+
+def install_reference(unet: StreamUNet, warmup_frames: int = 8, window: int = 16) -> None:
+    """Replace every temporal processor of ``unet`` by the causal reference (the model is no longer streaming)."""
+    for block in unet.temporal_transformer_blocks():
+        for attn in (block.attn1, block.attn2):
+            attn.set_processor(ReferenceCausalProcessor(block.pos_embed, warmup_frames, window))
+
+
+def random_clip(num_frames: int, size: int = 16, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Latents, depth latents and one prompt embedding for a clip, seeded."""
+    generator = torch.Generator().manual_seed(seed)
+    return {
+        "latents": torch.randn(num_frames, 4, size, size, generator=generator),
+        "depth": torch.randn(num_frames, 4, size, size, generator=generator),
+        "prompt": torch.randn(1, 77, 32, generator=generator),
+    }

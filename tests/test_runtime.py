@@ -1,0 +1,330 @@
+"""The frame loop: steady output pacing whatever the translator does, reconnect slates, control, shutdown."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from tests.fakes_vcam import fake_backend
+from vcam.errors import SourceUnavailable
+from vcam.frame import Frame
+from vcam.imaging import slate
+from vcam.runtime import Runtime
+from vcam.sinks.base import Sink
+from vcam.sinks.null import NullSink
+from vcam.sinks.virtual_camera import VirtualCameraSink
+from vcam.sources.base import Source
+from vcam.sources.demo import DemoSource
+from vcam.translators.base import Translator
+from vcam.translators.classic import ClassicTranslator
+
+W, H, FPS = 160, 96, 30.0
+
+
+class SlowRandomTranslator(Translator):
+    """Takes a random 0-200 ms per frame (seeded), like a model slower than the camera."""
+
+    name = "slow"
+
+    def __init__(self, seed: int = 0) -> None:
+        self._random = random.Random(seed)
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        time.sleep(self._random.uniform(0.0, 0.2))
+        return 255 - image
+
+
+class RecordingSink(Sink):
+    """Keeps every frame sent (small sizes only) with its time."""
+
+    description = "recording"
+
+    def __init__(self) -> None:
+        self.frames: list[np.ndarray] = []
+        self.times: list[float] = []
+        self.opened: tuple[int, int, float] | None = None
+        self.closed = 0
+
+    def open(self, width: int, height: int, fps: float) -> None:
+        self.opened = (width, height, fps)
+
+    def send(self, image: np.ndarray) -> None:
+        self.frames.append(image.copy())
+        self.times.append(time.monotonic())
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+class FlakySource(Source):
+    """A camera that goes away after `fail_after` frames and comes back after `down_for` seconds."""
+
+    description = "flaky camera"
+
+    def __init__(self, fail_after: int, down_for: float) -> None:
+        self.fail_after, self.down_for = fail_after, down_for
+        self.index = 0
+        self.lost_at: float | None = None
+        self.opens = 0
+
+    def open(self) -> None:
+        if self.lost_at is not None and time.monotonic() - self.lost_at < self.down_for:
+            raise SourceUnavailable("camera unplugged")
+        self.opens += 1
+
+    def read(self) -> Frame:
+        time.sleep(1 / FPS)
+        self.index += 1
+        if self.index == self.fail_after:
+            self.lost_at = time.monotonic()
+            raise SourceUnavailable("camera unplugged")
+        image = np.full((H, W, 3), 100, np.uint8)
+        return Frame(image, time.monotonic(), self.index)
+
+    def close(self) -> None:
+        return None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return W, H
+
+    @property
+    def fps(self) -> float:
+        return FPS
+
+
+@pytest.fixture
+def no_thread_leak() -> Iterator[None]:
+    before = {thread.ident for thread in threading.enumerate()}
+    yield
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        extra = [t for t in threading.enumerate() if t.ident not in before and t.name.startswith("vcam-")]
+        if not extra:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"threads left running: {[t.name for t in extra]}")
+
+
+def test_output_keeps_its_fps_with_a_slow_random_translator(no_thread_leak: None) -> None:
+    with fake_backend() as backend:
+        sink = VirtualCameraSink(backend="fake")
+        runtime = Runtime(
+            DemoSource(W, H, FPS),
+            [sink],
+            width=W,
+            height=H,
+            fps=FPS,
+            style="slow",
+            translator_loader=lambda name: SlowRandomTranslator(seed=1),
+        )
+        runtime.start()
+        time.sleep(0.5)  # start-up settles (style loads in the background)
+        camera = backend.last()
+        first = camera.frames_received
+        started = time.monotonic()
+        time.sleep(3.0)
+        counted = camera.frames_received - first
+        elapsed = time.monotonic() - started
+        times = np.array(camera.timestamps[first:])
+        runtime.stop()
+    expected = elapsed * FPS
+    assert abs(counted - expected) / expected < 0.05, (counted, expected)
+    gaps = np.diff(times)
+    assert gaps.max() < 2 / FPS, f"longest gap {gaps.max() * 1000:.1f} ms"
+    status = runtime.status()
+    assert status.style == "slow"
+    assert status.repeated > 0  # the translator is slower than the output: frames were repeated
+
+
+def test_exact_frame_count_and_sink_lifecycle(no_thread_leak: None) -> None:
+    sink = RecordingSink()
+    runtime = Runtime(DemoSource(W, H, FPS, realtime=False), [sink, NullSink()], width=W, height=H, fps=60.0)
+    runtime.start(max_frames=25)
+    assert runtime.wait(frames=25, timeout=10)
+    runtime.stop()
+    runtime.stop()  # idempotent
+    assert len(sink.frames) == 25
+    assert sink.opened == (W, H, 60.0)
+    assert sink.closed == 1
+    assert all(frame.shape == (H, W, 3) and frame.dtype == np.uint8 for frame in sink.frames)
+
+
+def test_frames_are_resized_to_the_output_size() -> None:
+    sink = RecordingSink()
+    runtime = Runtime(DemoSource(320, 240, FPS, realtime=False), [sink], width=W, height=H, fps=60.0)
+    runtime.start(max_frames=5)
+    runtime.wait(frames=5, timeout=10)
+    runtime.stop()
+    assert {frame.shape for frame in sink.frames} == {(H, W, 3)}
+
+
+def test_lost_camera_shows_the_slate_then_frames_resume(monkeypatch: pytest.MonkeyPatch) -> None:
+    import vcam.sources.reconnect as reconnect
+
+    monkeypatch.setattr(reconnect, "RECONNECT_INITIAL_DELAY", 0.1)
+    monkeypatch.setattr(reconnect.Backoff.__init__, "__defaults__", (0.1, 2.0, 0.4))
+    source = FlakySource(fail_after=10, down_for=0.6)
+    sink = RecordingSink()
+    runtime = Runtime(source, [sink], width=W, height=H, fps=FPS)
+    runtime.start()
+    seen_states: set[str] = set()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not (source.opens >= 2 and len(sink.frames) > 80):
+        seen_states.add(runtime.status().state)
+        time.sleep(0.02)
+    runtime.stop()
+    card = slate(W, H, "Camera unavailable", "reconnecting...")
+    is_slate = [np.array_equal(frame, card) for frame in sink.frames]
+    assert "reconnecting" in seen_states
+    assert any(is_slate), "the slate was never sent"
+    first_slate = is_slate.index(True)
+    last_slate = len(is_slate) - 1 - is_slate[::-1].index(True)
+    assert not all(is_slate[last_slate + 1 :]) or last_slate + 1 == len(is_slate)
+    assert any(not s for s in is_slate[last_slate + 1 :]), "frames did not resume after reconnecting"
+    assert not any(is_slate[:first_slate]) and first_slate > 0
+    assert source.opens >= 2
+
+
+def test_pause_sends_the_privacy_frame_and_resume_restores(no_thread_leak: None) -> None:
+    sink = RecordingSink()
+    runtime = Runtime(DemoSource(W, H, FPS), [sink], width=W, height=H, fps=FPS)
+    runtime.start()
+    time.sleep(0.3)
+    runtime.pause()
+    assert runtime.status().state == "paused"
+    time.sleep(0.3)
+    paused_count = len(sink.frames)
+    card = slate(W, H, "Camera paused", "privacy mode: your camera is not shown")
+    assert np.array_equal(sink.frames[-1], card)
+    runtime.resume()
+    time.sleep(0.3)
+    runtime.stop()
+    assert not np.array_equal(sink.frames[-1], card)
+    assert len(sink.frames) > paused_count
+
+
+def test_style_switch_is_seamless_and_a_failed_style_keeps_the_old_one(no_thread_leak: None) -> None:
+    def loader(name: str) -> Translator:
+        if name == "broken":
+            raise RuntimeError("weights are corrupt")
+        time.sleep(0.3)  # a slow load must not stall the output
+        return ClassicTranslator(name)
+
+    sink = RecordingSink()
+    runtime = Runtime(DemoSource(W, H, FPS), [sink], width=W, height=H, fps=FPS, translator_loader=loader)
+    events: list[str] = []
+    runtime.add_status_listener(lambda status: events.append(status.state))
+    runtime.start()
+    runtime.set_style("posterize")
+    time.sleep(0.1)
+    assert runtime.status().state == "loading_style"
+    deadline = time.monotonic() + 5
+    while runtime.status().style != "posterize" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert runtime.status().style == "posterize"
+    runtime.set_style("broken")
+    time.sleep(0.3)
+    status = runtime.status()
+    runtime.stop()
+    assert status.style == "posterize"
+    assert status.last_error is not None and "broken" in status.last_error and "corrupt" in status.last_error
+    assert "loading_style" in events
+    gaps = np.diff(sink.times)
+    assert gaps.max() < 2 / FPS
+
+
+def test_configured_style_that_cannot_load_falls_back_to_a_classic_look() -> None:
+    from vcam.errors import UserError
+
+    def loader(name: str) -> Translator:
+        if name == "missing-weights":
+            raise UserError("style 'missing-weights' is not downloaded: run `vcam models download missing-weights`")
+        return ClassicTranslator(name)
+
+    runtime = Runtime(
+        DemoSource(W, H, FPS),
+        [NullSink()],
+        width=W,
+        height=H,
+        fps=FPS,
+        style="missing-weights",
+        translator_loader=loader,
+    )
+    runtime.start()
+    deadline = time.monotonic() + 5
+    while runtime.status().style != "cartoon" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    status = runtime.status()
+    runtime.stop()
+    assert status.style == "cartoon"
+    assert status.last_error is not None and "vcam models download missing-weights" in status.last_error
+
+
+class DelayedTranslator(Translator):
+    """Returns the input of `delay` calls ago (None until it has one): a stand-in for a pipelined model."""
+
+    name = "delayed"
+
+    def __init__(self, delay: int) -> None:
+        self.delay = delay
+        self.history: list[np.ndarray] = []
+
+    def __call__(self, image: np.ndarray) -> np.ndarray | None:
+        self.history.append(image)
+        if len(self.history) <= self.delay:
+            return None
+        return self.history[-1 - self.delay]
+
+    @property
+    def latency_frames(self) -> int:
+        return self.delay
+
+
+def test_latency_is_measured_from_the_capture_of_the_translated_input() -> None:
+    sink = RecordingSink()
+    runtime = Runtime(
+        DemoSource(W, H, FPS),
+        [sink],
+        width=W,
+        height=H,
+        fps=FPS,
+        style="delayed",
+        translator_loader=lambda name: DelayedTranslator(3),
+    )
+    runtime.start()
+    time.sleep(1.5)
+    status = runtime.status()
+    runtime.stop()
+    # three frames of delay at 30 fps is at least 100 ms of capture-to-send latency
+    assert status.latency_ms_p50 >= 90, status
+    assert status.fps_out > 25
+
+
+def test_status_snapshot_fields() -> None:
+    runtime = Runtime(DemoSource(W, H, FPS), [NullSink()], width=W, height=H, fps=FPS)
+    runtime.start()
+    time.sleep(0.6)
+    status = runtime.status()
+    runtime.stop()
+    data = status.to_dict()
+    for key in (
+        "state",
+        "fps_in",
+        "fps_out",
+        "latency_ms_p50",
+        "latency_ms_p95",
+        "dropped",
+        "repeated",
+        "style",
+        "last_error",
+    ):
+        assert key in data
+    assert data["state"] == "running"
+    assert data["fps_out"] > 20
+    assert runtime.status().state == "stopped"

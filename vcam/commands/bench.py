@@ -1,0 +1,36 @@
+"""`vcam bench TARGET`: benchmarks that print JSON (figures for the README)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+from typing import Any
+
+#: target -> module under vcam/bench/ with add_arguments(parser) and run(args) -> dict
+TARGETS = {
+    "runtime": "frame loop overhead and output pacing (demo source, passthrough)",
+    "unet": "streaming UNet: KV cache vs full-window recompute, SDPA vs plain attention",
+    "model": "streaming pipeline: pipelined vs sequential steps, per-stage breakdown",
+    "segment": "segmentation and compositing per mode at 1280x720",
+}
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser("bench", help="run a benchmark and print JSON")
+    targets = parser.add_subparsers(dest="target", metavar="TARGET", required=True)
+    for name, text in TARGETS.items():
+        target = targets.add_parser(name, help=text, description=text)
+        try:  # DEVTEMP
+            module = importlib.import_module(f"vcam.bench.{name}")
+        except ModuleNotFoundError:  # DEVTEMP
+            continue  # DEVTEMP
+        module.add_arguments(target)
+        target.set_defaults(handler=run, bench_module=f"vcam.bench.{name}")
+
+
+def run(args: argparse.Namespace) -> int:
+    module = importlib.import_module(args.bench_module)
+    result = module.run(args)
+    print(json.dumps(result, indent=2))
+    return 0

@@ -1,0 +1,50 @@
+"""`vcam devices`: the cameras and virtual-camera backends found, with what each supports."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser("devices", help="list cameras and virtual camera backends")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dataclasses import asdict, is_dataclass
+
+    from vcam.sinks.virtual_camera import list_virtual_camera_backends, probe_virtual_camera, virtual_camera_fix
+    from vcam.sources.webcam import list_cameras
+
+    cameras = [asdict(camera) if is_dataclass(camera) else dict(camera) for camera in list_cameras()]  # type: ignore[arg-type]
+    backends = list_virtual_camera_backends()
+    available, reason = probe_virtual_camera()
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "cameras": cameras,
+                    "virtual_cameras": backends,
+                    "virtual_camera_ready": available,
+                    "virtual_camera_detail": reason,
+                },
+                indent=2,
+                default=str,
+            )
+        )
+        return 0
+    print("Cameras (sources):")
+    if not cameras:
+        print("  none found (use --source demo, file:PATH or screen)")
+    for camera in cameras:
+        print("  " + ", ".join(f"{key}: {value}" for key, value in camera.items()))
+    print("\nVirtual camera (sink):")
+    for backend in backends:
+        print("  " + ", ".join(f"{key}: {value}" for key, value in backend.items()))
+    print(f"  {'ready' if available else 'not ready'}: {reason}")
+    if not available:
+        print("\n" + virtual_camera_fix())
+    return 0

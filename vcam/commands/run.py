@@ -1,0 +1,122 @@
+"""`vcam run`: the camera: a source through a style into the virtual camera (and other sinks)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+from vcam.commands.common import add_config_argument, load_config_from_args, parse_size, positive_int
+
+log = logging.getLogger(__name__)
+
+SOURCE_HELP = "webcam[:N|NAME] | file:PATH | screen[:N] | demo | auto (default: the webcam if there is one, else demo)"
+SINK_HELP = (
+    "vcam[:NAME] | preview[:PORT] | file:PATH.mp4 | null | auto; repeat for several sinks "
+    "(default: the virtual camera if a driver is present, else the preview stream)"
+)
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="run the camera (the default: webcam -> style -> virtual camera)",
+        description="Run the camera: read the source, apply the style, send to the sinks at a steady fps.",
+    )
+    parser.add_argument("--source", metavar="SPEC", help=SOURCE_HELP)
+    parser.add_argument("--sink", metavar="SPEC", action="append", help=SINK_HELP)
+    parser.add_argument("--style", metavar="NAME", help="style name (`vcam styles` lists them)")
+    parser.add_argument("--segment", metavar="MODE", help="off | person | background | blur | replace")
+    parser.add_argument("--background", metavar="IMAGE", help="background image for --segment replace")
+    parser.add_argument("--size", type=parse_size, metavar="WxH", help="output (and camera) size, e.g. 1280x720")
+    parser.add_argument("--fps", type=float, metavar="N", help="output (and camera) frames per second")
+    parser.add_argument("--frames", type=positive_int, metavar="N", help="stop after N output frames")
+    parser.add_argument("--save", action="store_true", help="save --style/--segment/--size/--fps as your defaults")
+    add_config_argument(parser)
+    parser.set_defaults(handler=run)
+
+
+def apply_overrides(config: Any, args: argparse.Namespace) -> None:
+    """CLI flags override the config; the result is validated again."""
+    from vcam.config import validate
+
+    if args.source:
+        config.camera.source = args.source
+    if args.sink:
+        config.output.sinks = list(args.sink)
+    if args.style:
+        config.style.name = args.style
+    if args.segment:
+        config.segment.mode = args.segment
+    if args.background:
+        config.segment.background_image = args.background
+    if args.size:
+        config.output.width, config.output.height = args.size
+        config.camera.width, config.camera.height = args.size
+    if args.fps:
+        config.output.fps = config.camera.fps = args.fps
+    validate(config)
+
+
+def saved_settings(args: argparse.Namespace) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    if args.style:
+        changes["style.name"] = args.style
+    if args.segment:
+        changes["segment.mode"] = args.segment
+    if args.size:
+        changes["output.width"], changes["output.height"] = args.size
+    if args.fps:
+        changes["output.fps"] = args.fps
+    return changes
+
+
+def run(args: argparse.Namespace) -> int:
+    from vcam.runtime import build_runtime
+    from vcam.styles import find_style
+
+    config = load_config_from_args(args)
+    apply_overrides(config, args)
+    find_style(config.style.name, config)  # an unknown name is an error before anything opens
+    if args.save:
+        from vcam.config import update_config
+
+        update_config(saved_settings(args), config.path)
+    runtime = build_runtime(config)
+    stop_requested = threading.Event()
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        log.info("signal %d: stopping", signum)
+        stop_requested.set()
+
+    previous = signal.signal(signal.SIGTERM, request_stop)
+    try:
+        runtime.start(max_frames=args.frames)
+        status = runtime.status()
+        print(f"vcam: {status.source} -> style {config.style.name!r} -> {', '.join(status.sinks)}", file=sys.stderr)
+        if status.preview_url:
+            print(f"vcam: preview and OBS stream at {status.preview_url}", file=sys.stderr)
+        if args.frames is None:
+            print("vcam: running; press Ctrl-C to stop", file=sys.stderr)
+        while not stop_requested.is_set():
+            if runtime.wait(frames=args.frames, timeout=0.2) and args.frames is not None:
+                break
+            if not runtime.running:
+                break
+    except KeyboardInterrupt:
+        log.info("interrupted: stopping")
+    finally:
+        runtime.stop()
+        signal.signal(signal.SIGTERM, previous)
+    status = runtime.status()
+    print(
+        f"vcam: sent {status.frames_out} frames (repeated {status.repeated}, dropped {status.dropped})",
+        file=sys.stderr,
+    )
+    if status.last_error and "thread failed" in status.last_error:
+        print(f"vcam: error: {status.last_error}", file=sys.stderr)
+        return 1
+    return 0

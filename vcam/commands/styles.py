@@ -1,0 +1,39 @@
+"""`vcam styles`: the styles and whether each is ready."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from vcam.commands.common import add_config_argument, load_config_from_args
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser("styles", help="list the styles and whether each is ready")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    add_config_argument(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from vcam.styles import list_styles
+
+    config = load_config_from_args(args)
+    styles = list_styles(config)
+    if args.json:
+        print(json.dumps([style.__dict__ for style in styles], indent=2))
+        return 0
+    width = max(len(style.name) for style in styles)
+    current = config.style.name
+    for kind, heading in (("classic", "Classic looks"), ("diffusion", "Diffusion styles"), ("test", "Test styles")):
+        group = [style for style in styles if style.kind == kind]
+        if not group:
+            continue
+        print(f"{heading}:")
+        for style in group:
+            mark = "*" if style.name == current else " "
+            state = "ready" if style.ready else "not downloaded"
+            print(f" {mark} {style.name:<{width}}  {state:<14}  {style.title}: {style.detail}")
+    print("\n* = your current style; choose with `vcam run --style NAME` (add --save to keep it)")
+    return 0

@@ -1,0 +1,650 @@
+"""The frame loop: capture -> work (segment, translate, composite) -> output at a fixed fps.
+
+Three threads, stopped by one `threading.Event`:
+- capture: reads the source and keeps only the newest frame (a slow model never builds a
+  backlog); when the camera is lost it reconnects with backoff while the output shows a slate.
+- work: takes the newest frame, segments it, translates it (the current style), composites, and
+  publishes the result. A style switch loads in a background thread while the old style keeps
+  running, then swaps atomically between two frames with a short crossfade.
+- output: sends to every sink at exactly the output fps, repeating the newest finished frame when
+  none is new: a meeting app never sees the camera stall, whatever the model does.
+Control (`set_style`, `set_segment`, `pause`, `resume`, `stop`) is thread-safe; `status()` is one
+snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from vcam.errors import SourceUnavailable, UserError
+from vcam.imaging import fit_cover, slate
+from vcam.sources.base import Source
+from vcam.status import Status
+from vcam.translators.base import Translator
+from vcam.translators.passthrough import PassthroughTranslator
+
+if TYPE_CHECKING:
+    from vcam.config import Config
+    from vcam.segment.stage import SegmentationStage
+    from vcam.sinks.base import Sink
+
+log = logging.getLogger(__name__)
+
+TranslatorLoader = Callable[[str], Translator]
+StatusListener = Callable[[Status], None]
+
+#: the classic look shown when the configured diffusion style cannot load
+FALLBACK_STYLE = "cartoon"
+#: frames over which a style switch crossfades from the old look to the new one
+CROSSFADE_FRAMES = 12
+#: how many recent input frames are kept for a new style's warmup
+RECENT_FRAMES = 8
+#: seconds of history for the fps and latency figures
+STATS_WINDOW_S = 3.0
+
+
+@dataclass
+class _Published:
+    """The newest finished frame, as the output thread sees it."""
+
+    image: np.ndarray  # [h, w, 3] uint8 RGB, output size
+    capture_time: float  # monotonic time its input was captured
+    serial: int  # increments with every new frame
+
+
+@dataclass
+class _Stats:
+    captured: deque[float] = field(default_factory=lambda: deque(maxlen=1024))
+    sent: deque[float] = field(default_factory=lambda: deque(maxlen=1024))
+    finished: deque[float] = field(default_factory=lambda: deque(maxlen=1024))
+    latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=300))
+    segment_ms: deque[float] = field(default_factory=lambda: deque(maxlen=60))
+    translate_ms: deque[float] = field(default_factory=lambda: deque(maxlen=60))
+    frames_out: int = 0
+    dropped: int = 0
+    repeated: int = 0
+
+
+def _rate(times: deque[float], now: float) -> float:
+    recent = [t for t in times if now - t <= STATS_WINDOW_S]
+    if len(recent) < 2:
+        return 0.0
+    span = recent[-1] - recent[0]
+    return (len(recent) - 1) / span if span > 0 else 0.0
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])
+
+
+class Runtime:
+    """Runs a source through a translator into sinks; see the module docstring."""
+
+    def __init__(
+        self,
+        source: Source,
+        sinks: Sequence[Sink],
+        *,
+        width: int = 1280,
+        height: int = 720,
+        fps: float = 30.0,
+        style: str = "passthrough",
+        translator_loader: TranslatorLoader | None = None,
+        segmentation: SegmentationStage | None = None,
+        segmentation_factory: Callable[[str], SegmentationStage] | None = None,
+        fallback_style: str = FALLBACK_STYLE,
+    ) -> None:
+        if not sinks:
+            raise ValueError("a runtime needs at least one sink")
+        self.source = source
+        self.sinks = list(sinks)
+        self.width, self.height, self.fps = width, height, fps
+        self._loader: TranslatorLoader = translator_loader or (lambda name: PassthroughTranslator())
+        self._segmentation = segmentation
+        self._segmentation_factory = segmentation_factory
+        self._fallback_style = fallback_style
+        self._initial_style = style
+
+        self._stop = threading.Event()
+        self._done = threading.Event()  # set when the output thread has sent `max_frames` or stopped
+        self._lock = threading.Lock()
+        self._new_frame = threading.Condition(self._lock)
+        self._threads: list[threading.Thread] = []
+        self._started = False
+        self._stopped = False
+
+        # capture -> work
+        self._latest_input: tuple[np.ndarray, float, int] | None = None  # (image, capture time, serial)
+        self._input_serial = 0
+        self._camera_lost = False
+        self._recent_inputs: deque[np.ndarray] = deque(maxlen=RECENT_FRAMES)
+        # work -> output
+        self._published: _Published | None = None
+        # control
+        self._translator: Translator = PassthroughTranslator()
+        self._style = "passthrough"
+        self._pending: tuple[int, str, Translator] | None = None  # (generation, name, translator)
+        self._load_generation = 0
+        self._loading: set[str] = set()
+        self._paused = False
+        self._last_error: str | None = None
+        self._crossfade_from: np.ndarray | None = None
+        self._crossfade_step = 0
+        self._max_frames: int | None = None
+        self._stats = _Stats()
+        self._listeners: list[StatusListener] = []
+        self._last_notified: tuple[Any, ...] | None = None
+        self._preview_url: str | None = None
+        # work thread: recent (input, mask, capture time), to pair a delayed translation with its input
+        self._delay_line: deque[tuple[np.ndarray, np.ndarray | None, float]] = deque()
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, max_frames: int | None = None) -> None:
+        """Open the source and the sinks (errors propagate: bad input is the caller's to report),
+        load the initial style in the background, and start the threads."""
+        if self._started:
+            raise RuntimeError("the runtime was already started")
+        self._started = True
+        self._max_frames = max_frames
+        self.source.open()
+        opened: list[Sink] = []
+        try:
+            for sink in self.sinks:
+                sink.bind_status(lambda: self.status().to_dict())
+                sink.open(self.width, self.height, self.fps)
+                opened.append(sink)
+                url = getattr(sink, "url", None)
+                if isinstance(url, str):
+                    self._preview_url = url
+        except BaseException:
+            for sink in opened:
+                self._close_quietly(sink)
+            self.source.close()
+            raise
+        log.info("source: %s; sinks: %s", self.source.description, ", ".join(s.description for s in self.sinks))
+        for target, name in (
+            (self._capture_loop, "capture"),
+            (self._work_loop, "work"),
+            (self._output_loop, "output"),
+        ):
+            thread = threading.Thread(target=self._guard(target, name), name=f"vcam-{name}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+        if self._initial_style != "passthrough":
+            self.set_style(self._initial_style)
+
+    def wait(self, frames: int | None = None, timeout: float | None = None) -> bool:
+        """Block until `frames` output frames were sent (or the runtime stopped); True if reached."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._stop.is_set():
+            if frames is not None and self._stats.frames_out >= frames:
+                return True
+            if self._done.wait(0.05):
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+        return frames is None or self._stats.frames_out >= frames
+
+    def stop(self) -> None:
+        """Stop the threads, close the sinks and the source, free the translator. Idempotent."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            self._stop.set()
+            self._new_frame.notify_all()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=10)
+        for sink in self.sinks:
+            self._close_quietly(sink)
+        self._close_quietly(self.source)
+        self._close_quietly(self._translator)
+        if self._pending is not None:
+            self._close_quietly(self._pending[2])
+        if self._segmentation is not None:
+            self._close_quietly(self._segmentation)
+        self._notify()
+
+    @property
+    def running(self) -> bool:
+        """False once stopping was asked for, or a runtime thread failed (see `status().last_error`)."""
+        return self._started and not self._stop.is_set()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @staticmethod
+    def _close_quietly(thing: Any) -> None:
+        try:
+            thing.close()
+        except Exception:  # closing must not hide the error that led here
+            log.exception("error while closing %r", thing)
+
+    def _guard(self, target: Callable[[], None], name: str) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                target()
+            except Exception as error:
+                log.exception("the %s thread failed", name)
+                self._set_error(f"{name} thread failed: {error}")
+                self._stop.set()
+                self._done.set()
+
+        return run
+
+    # ------------------------------------------------------------------ control
+    def set_style(self, name: str) -> None:
+        """Load style `name` in the background; the current style keeps running until it is ready."""
+        with self._lock:
+            self._load_generation += 1
+            generation = self._load_generation
+            self._loading.add(name)
+        recent = list(self._recent_inputs)
+        thread = threading.Thread(
+            target=self._load_style, args=(generation, name, recent), name=f"vcam-load-{name}", daemon=True
+        )
+        thread.start()
+        self._notify()
+
+    def _load_style(self, generation: int, name: str, recent: list[np.ndarray]) -> None:
+        try:
+            translator = self._loader(name)
+            warmup = getattr(translator, "warmup", None)
+            if callable(warmup) and recent:
+                warmup(recent)  # fill the new style's temporal state on the latest camera frames
+        except Exception as error:
+            message = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
+            if not isinstance(error, UserError):
+                log.exception("style %r failed to load", name)
+            self._style_failed(generation, name, message)
+            return
+        stale: Translator | None
+        with self._lock:
+            self._loading.discard(name)
+            if generation != self._load_generation or self._stopped:
+                stale = translator
+            else:
+                stale = self._pending[2] if self._pending is not None else None
+                self._pending = (generation, name, translator)
+        if stale is not None:
+            self._close_quietly(stale)
+        self._notify()
+
+    def _style_failed(self, generation: int, name: str, message: str) -> None:
+        log.warning("style %r could not be loaded: %s", name, message)
+        fall_back = False
+        with self._lock:
+            self._loading.discard(name)
+            self._last_error = f"style {name!r} could not be loaded: {message}"
+            fall_back = (
+                generation == self._load_generation
+                and self._style == "passthrough"
+                and name == self._initial_style
+                and name != self._fallback_style
+            )
+        if fall_back:
+            log.warning("showing the classic %r look meanwhile", self._fallback_style)
+            self.set_style(self._fallback_style)
+        self._notify()
+
+    def set_segment(self, mode: str) -> None:
+        """Switch the segmentation mode (off | person | background | blur | replace)."""
+        try:
+            if self._segmentation is None:
+                if mode == "off":
+                    return
+                if self._segmentation_factory is None:
+                    raise UserError("segmentation is not available in this runtime")
+                stage = self._segmentation_factory(mode)
+                with self._lock:
+                    self._segmentation = stage
+            else:
+                self._segmentation.set_mode(mode)
+        except UserError as error:
+            self._set_error(str(error))
+            raise
+        self._notify()
+
+    def pause(self) -> None:
+        """Send a still privacy frame instead of the camera until `resume()`."""
+        with self._lock:
+            self._paused = True
+        self._notify()
+
+    def resume(self) -> None:
+        with self._lock:
+            self._paused = False
+        self._notify()
+
+    def add_status_listener(self, listener: StatusListener) -> None:
+        """Call `listener(status)` (from a runtime thread) when the state, style, mode or error change."""
+        with self._lock:
+            self._listeners.append(listener)
+
+    def _set_error(self, message: str) -> None:
+        with self._lock:
+            self._last_error = message
+        self._notify()
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> Status:
+        now = time.monotonic()
+        with self._lock:
+            stats = self._stats
+            translator = self._translator
+            if self._stopped:
+                state = "stopped"
+            elif self._paused:
+                state = "paused"
+            elif self._camera_lost:
+                state = "reconnecting"
+            elif self._loading:
+                state = "loading_style"
+            elif stats.frames_out == 0:
+                state = "starting"
+            elif translator.warming_up:
+                state = "warming_up"
+            else:
+                state = "running"
+            latency = list(stats.latency_ms)
+            segment_mode = self._segmentation.mode if self._segmentation is not None else "off"
+            return Status(
+                state=state,
+                style=self._style,
+                segment=segment_mode,
+                source=self.source.description,
+                sinks=tuple(sink.description for sink in self.sinks),
+                fps_in=round(_rate(stats.captured, now), 2),
+                fps_out=round(_rate(stats.sent, now), 2),
+                fps_model=round(_rate(stats.finished, now), 2),
+                latency_ms_p50=round(_percentile(latency, 0.5), 1),
+                latency_ms_p95=round(_percentile(latency, 0.95), 1),
+                frames_out=stats.frames_out,
+                dropped=stats.dropped,
+                repeated=stats.repeated,
+                segment_ms=round(statistics.median(stats.segment_ms), 2) if stats.segment_ms else 0.0,
+                translate_ms=round(statistics.median(stats.translate_ms), 2) if stats.translate_ms else 0.0,
+                last_error=self._last_error,
+                preview_url=self._preview_url,
+                styles_loading=tuple(sorted(self._loading)),
+            )
+
+    def _notify(self) -> None:
+        status = self.status()
+        key = (status.state, status.style, status.segment, status.last_error, status.styles_loading)
+        with self._lock:
+            if key == self._last_notified:
+                return
+            self._last_notified = key
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(status)
+            except Exception:
+                log.exception("a status listener failed")
+
+    # ------------------------------------------------------------------ capture thread
+    def _capture_loop(self) -> None:
+        from vcam.sources.reconnect import Backoff
+
+        backoff = Backoff()
+        while not self._stop.is_set():
+            try:
+                frame = self.source.read()
+            except SourceUnavailable as error:
+                self._reconnect(error, backoff)
+                continue
+            backoff.reset()
+            with self._lock:
+                if self._latest_input is not None:
+                    self._stats.dropped += 1  # the work thread never saw the previous one
+                self._input_serial += 1
+                self._latest_input = (frame.image, frame.timestamp, self._input_serial)
+                self._stats.captured.append(time.monotonic())
+                self._new_frame.notify_all()
+
+    def _reconnect(self, error: Exception, backoff: Any) -> None:
+        with self._lock:
+            first = not self._camera_lost
+            self._camera_lost = True
+            self._latest_input = None
+        if first:
+            log.warning("camera unavailable (%s); reconnecting", error)
+            self._notify()
+        self._close_quietly(self.source)
+        while not self._stop.is_set():
+            if self._stop.wait(backoff.next_delay()):
+                return
+            try:
+                self.source.open()
+            except (SourceUnavailable, UserError) as retry_error:
+                log.debug("reconnect failed: %s", retry_error)
+                continue
+            log.warning("camera back: %s", self.source.description)
+            with self._lock:
+                self._camera_lost = False
+            self._notify()
+            return
+
+    # ------------------------------------------------------------------ work thread
+    def _take_input(self) -> tuple[np.ndarray, float] | None:
+        with self._lock:
+            while self._latest_input is None and not self._stop.is_set():
+                self._new_frame.wait(0.1)
+                if self._pending is not None:
+                    break
+            if self._latest_input is None:
+                return None
+            image, capture_time, _ = self._latest_input
+            self._latest_input = None
+            return image, capture_time
+
+    def _swap_pending(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, None
+            if pending is None:
+                return
+            _, name, translator = pending
+            old, self._translator = self._translator, translator
+            self._style = name
+            if self._published is not None:
+                self._crossfade_from = self._published.image
+                self._crossfade_step = 0
+            self._delay_line.clear()
+        log.info("style is now %r", name)
+        if old is not translator:
+            self._close_quietly(old)
+        self._notify()
+
+    def _work_loop(self) -> None:
+        while not self._stop.is_set():
+            if self._pending is not None:
+                self._swap_pending()
+            taken = self._take_input()
+            if taken is None:
+                continue
+            raw, capture_time = taken
+            image = fit_cover(raw, self.width, self.height)  # [h, w, 3] at the output size
+            self._recent_inputs.append(image)
+            if self._paused:
+                continue
+            result = self._process(image, capture_time)
+            if result is None:
+                continue
+            out, out_capture_time = result
+            out = self._crossfade(out)
+            with self._lock:
+                serial = self._published.serial + 1 if self._published else 1
+                self._published = _Published(out, out_capture_time, serial)
+                self._stats.finished.append(time.monotonic())
+        self._notify()
+
+    def _process(self, image: np.ndarray, capture_time: float) -> tuple[np.ndarray, float] | None:
+        """Segment, translate and composite one frame; returns the output and its input's capture time."""
+        stage = self._segmentation
+        mask = None
+        if stage is not None and stage.mode != "off":
+            start = time.perf_counter()
+            mask = stage.mask(image, capture_time)
+            self._stats.segment_ms.append((time.perf_counter() - start) * 1000)
+        translator = self._translator
+        if stage is not None and stage.mode != "off" and not stage.needs_translation:
+            return stage.composite(image, None, mask), capture_time
+        start = time.perf_counter()
+        translated = translator(image)
+        self._stats.translate_ms.append((time.perf_counter() - start) * 1000)
+        # the translation of the input `latency_frames` calls ago: composite it with that input's mask
+        self._delay_line.append((image, mask, capture_time))
+        while len(self._delay_line) > translator.latency_frames + 1:
+            self._delay_line.popleft()
+        if translated is None:
+            if self._published is None or self._style == "passthrough":
+                return image, capture_time  # nothing styled yet: show the camera rather than nothing
+            return None
+        original, original_mask, original_time = self._delay_line[0]
+        if translated.shape != original.shape:
+            translated = fit_cover(translated, self.width, self.height)
+        if stage is not None and stage.mode != "off":
+            return stage.composite(original, translated, original_mask), original_time
+        return translated, original_time
+
+    def _crossfade(self, image: np.ndarray) -> np.ndarray:
+        if self._crossfade_from is None:
+            return image
+        self._crossfade_step += 1
+        alpha = self._crossfade_step / CROSSFADE_FRAMES
+        if alpha >= 1.0 or self._crossfade_from.shape != image.shape:
+            self._crossfade_from = None
+            return image
+        blended = self._crossfade_from.astype(np.float32) * (1 - alpha) + image.astype(np.float32) * alpha
+        return blended.astype(np.uint8)
+
+    # ------------------------------------------------------------------ output thread
+    def _frame_to_send(self, last_serial: int) -> tuple[np.ndarray, int, float | None]:
+        """The image for this tick, its serial (0 for slates) and its capture time if it is new."""
+        with self._lock:
+            paused, lost, published = self._paused, self._camera_lost, self._published
+        if paused:
+            return slate(self.width, self.height, "Camera paused", "privacy mode: your camera is not shown"), 0, None
+        if lost:
+            return slate(self.width, self.height, "Camera unavailable", "reconnecting..."), 0, None
+        if published is None:
+            return slate(self.width, self.height, "Starting camera", "live2diff-vcam"), 0, None
+        is_new = published.serial != last_serial
+        return published.image, published.serial, published.capture_time if is_new else None
+
+    def _output_loop(self) -> None:
+        interval = 1.0 / self.fps
+        start = time.monotonic()
+        tick = 0
+        last_serial = -1
+        while not self._stop.is_set():
+            deadline = start + tick * interval
+            delay = deadline - time.monotonic()
+            if delay > 0 and self._stop.wait(delay):
+                break
+            if time.monotonic() - deadline > 2 * interval:  # fell far behind (suspended?): restart the clock
+                start, tick = time.monotonic(), 0
+            image, serial, capture_time = self._frame_to_send(last_serial)
+            for sink in self.sinks:
+                sink.send(image)
+            now = time.monotonic()
+            with self._lock:
+                stats = self._stats
+                stats.frames_out += 1
+                stats.sent.append(now)
+                if capture_time is not None:
+                    stats.latency_ms.append((now - capture_time) * 1000)
+                elif serial != 0:
+                    stats.repeated += 1
+                done = self._max_frames is not None and stats.frames_out >= self._max_frames
+            last_serial = serial
+            tick += 1
+            if tick % 15 == 0 or tick == 1:
+                self._notify()
+            if done:
+                self._done.set()
+                return
+
+
+def build_runtime(config: Config) -> Runtime:
+    """The runtime for a (validated, CLI-overridden) config: resolves `auto` source and sinks."""
+    from vcam.sinks import parse_sink
+    from vcam.sources import parse_source
+    from vcam.styles import load_translator
+
+    source_spec = resolve_auto_source(config.camera.source)
+    source = parse_source(source_spec, config.camera.width, config.camera.height, config.camera.fps)
+    sinks = [parse_sink(spec, config.preview.port) for spec in resolve_auto_sinks(config.output.sinks)]
+
+    def make_segmentation(mode: str) -> SegmentationStage:
+        from vcam.segment.stage import SegmentationStage
+
+        return SegmentationStage(
+            mode,
+            model_path=config.segment.model or None,
+            background_image=config.segment.background_image or None,
+            blur_strength=config.segment.blur_strength,
+        )
+
+    segmentation = make_segmentation(config.segment.mode) if config.segment.mode != "off" else None
+    return Runtime(
+        source,
+        sinks,
+        width=config.output.width,
+        height=config.output.height,
+        fps=config.output.fps,
+        style=config.style.name,
+        translator_loader=lambda name: load_translator(name, config),
+        segmentation=segmentation,
+        segmentation_factory=make_segmentation,
+    )
+
+
+def resolve_auto_source(spec: str) -> str:
+    """`auto`: the first webcam if there is one, else the demo source (saying so)."""
+    if spec != "auto":
+        return spec
+    from vcam.sources.webcam import list_cameras
+
+    cameras = list_cameras()
+    if cameras:
+        return "webcam"
+    log.warning("no webcam found: showing the built-in demo scene (choose one with --source)")
+    return "demo"
+
+
+def resolve_auto_sinks(specs: Sequence[str]) -> list[str]:
+    """`auto`: the virtual camera if a driver is present, else the preview stream (saying how to install one)."""
+    resolved: list[str] = []
+    for spec in specs:
+        if spec != "auto":
+            resolved.append(spec)
+            continue
+        from vcam.sinks.virtual_camera import probe_virtual_camera, virtual_camera_fix
+
+        available, reason = probe_virtual_camera()
+        if available:
+            resolved.append("vcam")
+        else:
+            log.warning(
+                "no virtual camera driver (%s): serving the preview stream instead.\n%s", reason, virtual_camera_fix()
+            )
+            resolved.append("preview")
+    return list(dict.fromkeys(resolved))

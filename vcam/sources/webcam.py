@@ -1,0 +1,384 @@
+"""Webcam input through OpenCV's VideoCapture: device by index, by name (Linux) or the first real camera.
+
+`open()` asks for the configured size and fps (and MJPG above 640x480 on Linux, where raw YUYV
+cannot do 720p at 30 fps over USB 2), reads a first frame and reports what the camera really
+delivers. `read()` converts BGR to RGB and raises `SourceUnavailable` when the camera goes away;
+the runtime's capture thread then reopens it with backoff. By-name and automatic choices are
+resolved at every open, so a camera that comes back under another index is found again.
+
+Tests replace `create_capture` (or pass `capture_factory`) with a fake VideoCapture and point
+`SYSFS_VIDEO4LINUX` at a fake sysfs folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from vcam.errors import SourceError, SourceUnavailable
+from vcam.frame import Frame
+from vcam.sources.base import Source
+from vcam.sources.reconnect import open_failure
+
+logger = logging.getLogger(__name__)
+
+#: where Linux lists video devices (one folder per /dev/videoN, with a `name` file)
+SYSFS_VIDEO4LINUX = Path("/sys/class/video4linux")
+#: indices probed by `list_cameras()` where there is no sysfs (Windows, macOS)
+PROBE_INDICES = range(5)
+#: consecutive failed reads after which the camera counts as lost
+MAX_FAILED_READS = 5
+#: reads tried at open before giving up on a camera that opens but sends nothing
+FIRST_FRAME_ATTEMPTS = 10
+#: above this many pixels Linux asks for MJPG
+MJPG_ABOVE_PIXELS = 640 * 480
+
+
+class VideoCaptureLike(Protocol):
+    """The part of `cv2.VideoCapture` this source uses."""
+
+    def isOpened(self) -> bool: ...  # noqa: N802 (OpenCV's name)
+
+    def set(self, prop_id: int, value: float) -> bool: ...
+
+    def get(self, prop_id: int) -> float: ...
+
+    def read(self) -> tuple[bool, Any]: ...
+
+    def release(self) -> None: ...
+
+
+CaptureFactory = Callable[[int | str, int], VideoCaptureLike]
+
+
+def create_capture(target: int | str, api: int) -> VideoCaptureLike:
+    """Open `target` (an index or a device path) with OpenCV backend `api`."""
+    import cv2
+
+    capture: VideoCaptureLike = cv2.VideoCapture(target, api)
+    return capture
+
+
+@dataclass(frozen=True)
+class CameraInfo:
+    """A camera found on this machine.
+
+    `index` is what `webcam:N` takes; `path` is the device node on Linux ("" elsewhere); `virtual`
+    marks loopback/virtual devices (such as this app's own output), never picked automatically.
+    """
+
+    index: int
+    name: str
+    path: str = ""
+    driver: str = ""
+    virtual: bool = False
+
+    @property
+    def label(self) -> str:
+        extra = " (virtual)" if self.virtual else ""
+        where = f" {self.path}" if self.path else ""
+        return f"{self.index}: {self.name}{where}{extra}"
+
+
+def _capture_apis() -> list[tuple[str, int]]:
+    """OpenCV backends to try, best first, for this OS."""
+    import cv2
+
+    if sys.platform.startswith("linux"):
+        return [("V4L2", cv2.CAP_V4L2)]
+    if sys.platform == "win32":
+        return [("DSHOW", cv2.CAP_DSHOW), ("MSMF", cv2.CAP_MSMF)]
+    if sys.platform == "darwin":
+        return [("AVFOUNDATION", cv2.CAP_AVFOUNDATION)]
+    return [("ANY", cv2.CAP_ANY)]
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _sysfs_camera(entry: Path) -> CameraInfo | None:
+    """One /sys/class/video4linux/videoN entry as a CameraInfo; None for secondary (metadata) nodes."""
+    number = entry.name[len("video") :]
+    if not number.isdigit():
+        return None
+    node_index = _read_text(entry / "index")
+    if node_index not in ("", "0"):
+        return None  # a second node of the same device (UVC metadata), not a picture stream
+    name = _read_text(entry / "name") or entry.name
+    driver_link = entry / "device" / "driver"
+    driver = driver_link.resolve().name if driver_link.exists() else ""
+    device_path = str(entry.resolve()).lower()
+    virtual = (
+        not (entry / "device").exists()
+        or "/virtual/" in device_path
+        or "loopback" in device_path
+        or "loopback" in driver.lower()
+        or "loopback" in name.lower()
+        or name.startswith("Dummy video device")
+    )
+    return CameraInfo(index=int(number), name=name, path=f"/dev/{entry.name}", driver=driver, virtual=virtual)
+
+
+def _sysfs_cameras() -> list[CameraInfo]:
+    entries = sorted(
+        (entry for entry in SYSFS_VIDEO4LINUX.glob("video*") if entry.name[5:].isdigit()),
+        key=lambda entry: int(entry.name[5:]),
+    )
+    cameras = [_sysfs_camera(entry) for entry in entries]
+    return [camera for camera in cameras if camera is not None]
+
+
+def _probe_cameras(factory: CaptureFactory) -> list[CameraInfo]:
+    api = _capture_apis()[0][1]
+    found = []
+    for index in PROBE_INDICES:
+        capture = factory(index, api)
+        try:
+            if capture.isOpened():
+                found.append(CameraInfo(index=index, name=f"camera {index}"))
+        finally:
+            capture.release()
+    return found
+
+
+def list_cameras(include_virtual: bool = False, capture_factory: CaptureFactory | None = None) -> list[CameraInfo]:
+    """Cameras on this machine, by index; virtual (loopback) devices only with `include_virtual`.
+
+    Linux reads names from sysfs without opening anything; elsewhere indices 0..4 are probed by
+    opening them (a camera in use by another application may then be missed).
+    """
+    if sys.platform.startswith("linux") and SYSFS_VIDEO4LINUX.is_dir():
+        cameras = _sysfs_cameras()
+    elif sys.platform.startswith("linux"):
+        cameras = []
+    else:
+        cameras = _probe_cameras(capture_factory or create_capture)
+    return [camera for camera in cameras if include_virtual or not camera.virtual]
+
+
+def _fourcc_text(value: float) -> str:
+    code = int(value)
+    text = "".join(chr((code >> (8 * k)) & 0xFF) for k in range(4))
+    return text if text.isprintable() and code else "?"
+
+
+def _to_rgb(image: np.ndarray) -> np.ndarray:
+    """OpenCV's BGR (or gray / BGRA) frame as a new C-contiguous RGB array."""
+    import cv2
+
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+class WebcamSource(Source):
+    """A webcam: `device` is an index, a name (Linux: matched against sysfs), a /dev path, or None
+    for the first real (non-virtual) camera."""
+
+    def __init__(
+        self,
+        device: int | str | None,
+        width: int,
+        height: int,
+        fps: float,
+        capture_factory: CaptureFactory | None = None,
+    ) -> None:
+        if isinstance(device, str) and device.strip().isdigit():
+            device = int(device.strip())
+        if width <= 0 or height <= 0:
+            raise SourceError(f"webcam size must be positive, got {width}x{height}")
+        if not fps > 0:
+            raise SourceError(f"webcam fps must be > 0, got {fps}")
+        self.device = device
+        self.requested = (width, height, float(fps))
+        self._factory = capture_factory
+        self._capture: VideoCaptureLike | None = None
+        self._pending: np.ndarray | None = None
+        self._size = (width, height)
+        self._fps = float(fps)
+        self._index = 0
+        self._failed_reads = 0
+        self._opened_before = False
+        self.camera_name = ""
+        self.description = f"webcam {self._device_label()}"
+
+    def _device_label(self) -> str:
+        if self.device is None:
+            return "(first camera)"
+        return str(self.device) if isinstance(self.device, int) else repr(self.device)
+
+    # 1. which device to open
+    def _resolve(self) -> tuple[int | str, str]:
+        """(what to pass to VideoCapture, camera name) for `self.device`, raising when none matches."""
+        device = self.device
+        if isinstance(device, int):
+            if device < 0:
+                raise SourceError(f"webcam index must be >= 0, got {device}")
+            names = {camera.index: camera.name for camera in list_cameras(include_virtual=True)}
+            return device, names.get(device, f"camera {device}")
+        if isinstance(device, str) and device.startswith("/dev/"):
+            return device, device
+        if device is None:
+            if not sys.platform.startswith("linux"):
+                return 0, "camera 0"
+            cameras = list_cameras(include_virtual=True)
+            real = [camera for camera in cameras if not camera.virtual]
+            if not real:
+                skipped = ", ".join(camera.label for camera in cameras) or "none"
+                raise open_failure(
+                    self._opened_before,
+                    f"no webcam found (virtual cameras skipped: {skipped}); plug one in, "
+                    'or use source = "demo" (or "file:PATH") in the [camera] config',
+                )
+            return real[0].index, real[0].name
+        return self._resolve_name(device)
+
+    def _resolve_name(self, name: str) -> tuple[int, str]:
+        if not sys.platform.startswith("linux"):
+            raise SourceError(
+                f"webcam name {name!r}: choosing a camera by name is supported on Linux only; "
+                "use its index instead (webcam:0, webcam:1, ...; `vcam devices` lists them)"
+            )
+        cameras = list_cameras(include_virtual=True)
+        wanted = name.strip().lower()
+        exact = [camera for camera in cameras if camera.name.lower() == wanted]
+        partial = [camera for camera in cameras if wanted in camera.name.lower()]
+        matches = exact or sorted(partial, key=lambda camera: camera.virtual)
+        if not matches:
+            found = "; ".join(camera.label for camera in cameras) or "no cameras at all"
+            raise open_failure(
+                self._opened_before,
+                f"no webcam named {name!r} (found: {found}); use a name or index from `vcam devices`",
+            )
+        if len(matches) > 1:
+            logger.info("webcam name %r matches %s; using the first", name, [camera.label for camera in matches])
+        return matches[0].index, matches[0].name
+
+    def _not_opened_message(self, target: int | str) -> str:
+        if sys.platform.startswith("linux") and isinstance(target, int) and SYSFS_VIDEO4LINUX.is_dir():
+            cameras = list_cameras(include_virtual=True)
+            if all(camera.index != target for camera in cameras):
+                found = "; ".join(camera.label for camera in cameras) or "none"
+                return (
+                    f"webcam {target} does not exist (cameras found: {found}); "
+                    'pick one from `vcam devices`, or use source = "demo"'
+                )
+        return (
+            f"webcam {target!r} could not be opened: it does not exist, or another application is using it; "
+            'close other camera apps, pick a camera from `vcam devices`, or use source = "demo"'
+        )
+
+    # 2. open and negotiate
+    def open(self) -> None:
+        import cv2
+
+        self.close()
+        target, name = self._resolve()
+        factory = self._factory or create_capture
+        capture: VideoCaptureLike | None = None
+        tried = []
+        for api_name, api in _capture_apis():
+            candidate = factory(target, api)
+            if candidate.isOpened():
+                capture = candidate
+                break
+            candidate.release()
+            tried.append(api_name)
+        if capture is None:
+            raise open_failure(self._opened_before, self._not_opened_message(target) + f" (tried {', '.join(tried)})")
+
+        width, height, fps = self.requested
+        if sys.platform.startswith("linux") and width * height > MJPG_ABOVE_PIXELS:
+            capture.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter.fourcc(*"MJPG"))
+        capture.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+        capture.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+        capture.set(cv2.CAP_PROP_FPS, fps)
+
+        first = None
+        for _ in range(FIRST_FRAME_ATTEMPTS):
+            ok, image = capture.read()
+            if ok and image is not None:
+                first = image
+                break
+            time.sleep(0.02)
+        if first is None:
+            capture.release()
+            raise open_failure(
+                self._opened_before,
+                f"webcam {target!r} ({name}) opened but sent no picture: another application may be using it, "
+                "or it is not a capture device; close other camera apps or pick another camera from `vcam devices`",
+            )
+
+        got_fps = float(capture.get(cv2.CAP_PROP_FPS))
+        fps_known = 0 < got_fps <= 1000
+        self._fps = got_fps if fps_known else fps
+        self._size = (int(first.shape[1]), int(first.shape[0]))
+        fourcc = _fourcc_text(capture.get(cv2.CAP_PROP_FOURCC))
+        self._capture = capture
+        self._pending = first
+        self._index = 0
+        self._failed_reads = 0
+        self._opened_before = True
+        self.camera_name = name
+        fps_text = f"{self._fps:g} fps" if fps_known else f"{fps:g} fps (not reported)"
+        self.description = f"webcam {target} ({name}) {self._size[0]}x{self._size[1]} @ {fps_text}, {fourcc}"
+        asked = f"{width}x{height} @ {fps:g} fps"
+        if self._size != (width, height) or (fps_known and abs(self._fps - fps) > 0.5):
+            logger.warning("webcam %s: asked for %s, got %s", target, asked, self.description)
+        else:
+            logger.info("opened %s", self.description)
+
+    # 3. frames
+    def read(self) -> Frame:
+        if self._capture is None:
+            raise RuntimeError("WebcamSource.read() called before open() (or after close())")
+        if self._pending is not None:
+            image, self._pending = self._pending, None
+        else:
+            image = None
+            while image is None:
+                ok, candidate = self._capture.read()
+                if ok and candidate is not None:
+                    image = candidate
+                    self._failed_reads = 0
+                    break
+                self._failed_reads += 1
+                if self._failed_reads >= MAX_FAILED_READS:
+                    raise SourceUnavailable(
+                        f"webcam {self.device if self.device is not None else ''} ({self.camera_name}) stopped "
+                        "sending frames: unplugged or taken by another application"
+                    )
+                time.sleep(0.01)
+        timestamp = time.monotonic()
+        rgb = _to_rgb(np.asarray(image))
+        self._size = (int(rgb.shape[1]), int(rgb.shape[0]))
+        frame = Frame(image=rgb, timestamp=timestamp, index=self._index)
+        self._index += 1
+        return frame
+
+    def close(self) -> None:
+        if self._capture is not None:
+            self._capture.release()
+        self._capture = None
+        self._pending = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self._size
+
+    @property
+    def fps(self) -> float:
+        return self._fps

@@ -1,0 +1,119 @@
+"""The styles a user can pick: passthrough, classic OpenCV looks, test models and diffusion styles.
+
+One registry for the CLI (`vcam styles`, `--style`), the tray menu and the runtime's loader.
+Diffusion styles come from the packaged catalogue plus the user's own `[styles.NAME]` tables;
+they are "ready" when their weights are on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from vcam.errors import UserError
+
+if TYPE_CHECKING:
+    from vcam.config import Config
+    from vcam.translators.base import Translator
+
+log = logging.getLogger(__name__)
+
+STYLE_KINDS = ("classic", "diffusion", "test")
+
+
+@dataclass(frozen=True)
+class StyleInfo:
+    name: str
+    kind: str  # "classic" | "diffusion" | "test"
+    title: str
+    ready: bool  # usable now (weights on disk for diffusion styles)
+    detail: str = ""  # description, or what is missing and how to get it
+
+
+class UnknownStyleError(UserError):
+    """A style name that is in no list."""
+
+
+class StyleNotReadyError(UserError):
+    """A diffusion style whose weights are not on disk."""
+
+
+def list_styles(config: Config, diffusion: bool = True) -> list[StyleInfo]:
+    """Every style, classic ones first (diffusion styles only when `diffusion`)."""
+    from vcam.translators.classic import CLASSIC_STYLES
+
+    styles = [StyleInfo("passthrough", "classic", "Camera (no style)", True, "the camera image as it is")]
+    styles += [StyleInfo(name, "classic", title, True, text) for name, (title, text) in CLASSIC_STYLES.items()]
+    styles += _test_styles()
+    if diffusion:
+        styles += _diffusion_styles(config)
+    return styles
+
+
+def _test_styles() -> list[StyleInfo]:
+    from vcam.model.tiny import TINY_STYLE_NAME
+
+    return [
+        StyleInfo(
+            TINY_STYLE_NAME,
+            "test",
+            "Tiny random model (test)",
+            True,
+            "a tiny random-weight Live2Diff pipeline: its output is noise; for tests and smoke runs",
+        )
+    ]
+
+
+def _diffusion_styles(config: Config) -> list[StyleInfo]:
+    from vcam.catalogue import all_styles
+    from vcam.weights import ModelStore
+
+    store = ModelStore.from_config(config)
+    infos: list[StyleInfo] = []
+    for entry in all_styles(config):
+        missing = store.missing_files(entry)
+        detail = entry.description if not missing else f"not downloaded: run `vcam models download {entry.name}`"
+        infos.append(StyleInfo(entry.name, "diffusion", entry.title, not missing, detail))
+    return infos
+
+
+def find_style(name: str, config: Config) -> StyleInfo:
+    """The style called `name` (classic and test styles are found without looking at weights)."""
+    from vcam.translators.classic import CLASSIC_STYLES
+
+    if name == "passthrough" or name in CLASSIC_STYLES or name in {info.name for info in _test_styles()}:
+        return next(info for info in list_styles(config, diffusion=False) if info.name == name)
+    styles = list_styles(config)
+    for info in styles:
+        if info.name == name:
+            return info
+    names = ", ".join(info.name for info in styles)
+    raise UnknownStyleError(f"unknown style {name!r}: choose one of {names} (`vcam styles` lists them)")
+
+
+def load_translator(name: str, config: Config) -> Translator:
+    """Build the translator for style `name` (slow for diffusion styles: call it off the frame loop)."""
+    from vcam.translators.classic import CLASSIC_STYLES, ClassicTranslator
+    from vcam.translators.passthrough import PassthroughTranslator
+
+    if name == "passthrough":
+        return PassthroughTranslator()
+    if name in CLASSIC_STYLES:
+        return ClassicTranslator(name)
+    info = find_style(name, config)
+    if info.kind == "test":
+        from vcam.model.tiny import build_tiny_translator
+
+        return build_tiny_translator(seed=config.style.seed)
+    if not info.ready:
+        raise StyleNotReadyError(
+            f"style {name!r} is not downloaded: run `vcam models download {name}` (a classic look runs meanwhile)"
+        )
+    from vcam.catalogue import find_catalogue_style
+    from vcam.model.translator import Live2DiffTranslator
+    from vcam.weights import ModelStore
+
+    entry = find_catalogue_style(name, config)
+    paths = ModelStore.from_config(config).resolve(entry)
+    return Live2DiffTranslator.from_style(entry, paths, config)
