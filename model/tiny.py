@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from transformers import CLIPTextModel, CLIPTokenizer, DPTForDepthEstimation
 
     from vcam.model.pipeline import SimilarFrameFilter, StreamPipeline
+    from vcam.translators.base import Translator
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ TINY_PROMPT = "a tiny random test pattern"
 TINY_WIDTH = 64
 TINY_HEIGHT = 64
 TINY_T_INDEX_LIST = (30, 40)
+TINY_VAES = ("kl", "taesd")
 BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
 
@@ -100,6 +102,30 @@ def tiny_taesd(seed: int = 0) -> torch.nn.Module:
     ).eval()
 
 
+def tiny_autoencoder_kl(seed: int = 0) -> torch.nn.Module:
+    """A tiny SD-layout AutoencoderKL (4 levels, 8-16 channels); its scaling factor makes latents about unit std.
+
+    Unlike the tiny TAESD, its GroupNorms keep random activations alive, so the output visibly follows the
+    latents (noise-like images that change with the input).
+    """
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 16, 16),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=TINY_WIDTH,
+        scaling_factor=5.0,
+    ).eval()
+
+
 def tiny_dpt(seed: int = 0) -> DPTForDepthEstimation:
     """A tiny non-hybrid DPT depth model taking 32x32 inputs."""
     import torch
@@ -134,8 +160,12 @@ def build_tiny_pipeline(
     similar_filter: SimilarFrameFilter | None = None,
     clip_skip: int = 1,
     depth: bool = True,
+    vae: str = "kl",
 ) -> StreamPipeline:
-    """The whole streaming pipeline with tiny random weights (seeded), on the CPU in float32."""
+    """The whole streaming pipeline with tiny random weights (seeded), on the CPU in float32.
+
+    `vae` picks the tiny autoencoder: "kl" (SD's AutoencoderKL layout, the default) or "taesd" (AutoencoderTiny).
+    """
     from vcam.model.depth import DepthEncoder
     from vcam.model.pipeline import StreamPipeline
     from vcam.model.scheduler import build_stream_schedule
@@ -146,7 +176,9 @@ def build_tiny_pipeline(
     unet = tiny_stream_unet(seed=seed)
     tokenizer = tiny_clip_tokenizer()
     text_encoder = tiny_text_encoder(tokenizer, hidden_size=int(unet.config.cross_attention_dim), seed=seed)
-    codec = LatentCodec(tiny_taesd(seed=seed))
+    if vae not in TINY_VAES:
+        raise ValueError(f"tiny vae {vae!r} is not one of {TINY_VAES}")
+    codec = LatentCodec(tiny_taesd(seed=seed) if vae == "taesd" else tiny_autoencoder_kl(seed=seed))
     depth_encoder = DepthEncoder(tiny_dpt(seed=seed), input_size=32) if depth else None
     return StreamPipeline(
         unet=unet,
@@ -162,3 +194,11 @@ def build_tiny_pipeline(
         stream_batch=stream_batch,
         similar_filter=similar_filter,
     )
+
+
+def build_tiny_translator(seed: int = 0, t_index_list: Sequence[int] = TINY_T_INDEX_LIST, fit: str = "crop") -> Translator:
+    """The "tiny-random" style: a `Live2DiffTranslator` over `build_tiny_pipeline(seed)`."""
+    from vcam.model.translator import Live2DiffTranslator
+
+    pipeline = build_tiny_pipeline(seed=seed, t_index_list=t_index_list)
+    return Live2DiffTranslator(pipeline, name=TINY_STYLE_NAME, fit=fit)

@@ -69,3 +69,35 @@ def random_clip(num_frames: int, size: int = 16, seed: int = 0) -> dict[str, tor
         "depth": torch.randn(num_frames, 4, size, size, generator=generator),
         "prompt": torch.randn(1, 77, 32, generator=generator),
     }
+
+
+def to_live2diff_names(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our motion + depth-mapper tensors under Live2Diff's original names (the inverse of the converter).
+
+    Written independently of ``convert_live2diff_motion_state_dict``, from the original AnimateDiff layout:
+    ``...motion_modules.M.temporal_transformer.{norm,proj_in,proj_out,transformer_blocks.T.{attention_blocks.A,
+    norms.A,ff,ff_norm}}`` with a PE table per attention block, and ``flow_conv_in.*`` for the depth mapper.
+    """
+    block_renames = {"attn1": "attention_blocks.0", "attn2": "attention_blocks.1", "norm1": "norms.0"}
+    block_renames |= {"norm2": "norms.1", "norm3": "ff_norm", "ff": "ff"}
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        if key.startswith("depth_mapper."):
+            out["flow_conv_in." + key[len("depth_mapper.") :]] = value
+            continue
+        if ".motion_modules." not in key:
+            continue
+        head, rest = key[len("unet.") :].split(".motion_modules.")
+        index, rest = rest.split(".", 1)
+        prefix = f"{head}.motion_modules.{index}.temporal_transformer."
+        if not rest.startswith("transformer_blocks."):
+            out[prefix + rest] = value
+            continue
+        _, block, sub = rest.split(".", 2)
+        if sub == "pos_embed.pe":
+            for attention in ("attention_blocks.0", "attention_blocks.1"):
+                out[f"{prefix}transformer_blocks.{block}.{attention}.pos_encoder.pe"] = value.clone()
+            continue
+        module, tail = sub.split(".", 1)
+        out[f"{prefix}transformer_blocks.{block}.{block_renames[module]}.{tail}"] = value
+    return out

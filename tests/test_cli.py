@@ -117,3 +117,46 @@ def test_styles_lists_classic_and_test_styles(capsys: pytest.CaptureFixture[str]
     out = capsys.readouterr().out
     for name in ("passthrough", "cartoon", "sketch", "posterize", "tiny-random"):
         assert name in out
+
+
+def test_run_with_no_flags_serves_demo_to_preview_until_sigterm(private_home: Path) -> None:
+    """The embedded default here: no webcam -> the demo scene; no driver -> the preview stream."""
+    import os
+    import signal
+    import time
+    import urllib.error
+    import urllib.request
+
+    with busy_port() as listener:
+        port = listener.getsockname()[1]
+    config = private_home / "config" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(f"[preview]\nport = {port}\n")
+    env = {**os.environ, "VCAM_HOME": str(private_home)}
+    process = subprocess.Popen([sys.executable, "-m", "vcam", "run"], stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        lines: list[str] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = process.stderr.readline() if process.stderr else ""
+            lines.append(line)
+            if "press Ctrl-C" in line or not line:
+                break
+        text = "".join(lines)
+        assert "demo" in text and f"http://127.0.0.1:{port}/" in text, text
+        jpeg = b""
+        for _ in range(100):  # the first frame is sent within a frame interval or two of start-up
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/frame.jpg", timeout=10) as response:
+                    jpeg = response.read()
+                break
+            except urllib.error.HTTPError:
+                time.sleep(0.05)
+        assert jpeg[:3] == b"\xff\xd8\xff"  # a JPEG
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+        rest = process.stderr.read() if process.stderr else ""
+        assert "sent" in rest and "Traceback" not in rest
+    finally:
+        if process.poll() is None:
+            process.kill()

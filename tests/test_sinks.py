@@ -106,6 +106,11 @@ def test_virtual_camera_device_by_name(fake: type[FakeVirtualCamera]) -> None:
     sink = VirtualCameraSink(device="Fake Camera", backend="fake")
     sink.open(WIDTH, HEIGHT, 30)
     sink.close()
+    assert fake.last().closed
+    by_name = parse_sink("vcam:Fake Camera", 8765)  # every backend is tried; only the fake has that name
+    by_name.open(WIDTH, HEIGHT, 30)
+    by_name.close()
+    assert len(fake.instances) == 2
     missing = VirtualCameraSink(device="No Such Camera", backend="fake")
     with pytest.raises(SinkError, match="No Such Camera"):
         missing.open(WIDTH, HEIGHT, 30)

@@ -303,7 +303,7 @@ def test_webcam_on_windows_tries_dshow_then_msmf(monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(sys, "platform", "win32")
     world = FakeCameraWorld({})
-    with pytest.raises(SourceError, match=r"could not be opened.*tried DSHOW, MSMF"):
+    with pytest.raises(SourceError, match=r"could not be opened \(tried DSHOW, MSMF\)"):
         WebcamSource(1, 640, 480, 30, capture_factory=world.factory).open()
     assert [capture.api for capture in world.captures] == [cv2.CAP_DSHOW, cv2.CAP_MSMF]
 

@@ -157,10 +157,15 @@ class TrayApp:
         return load_config(self.config_path)
 
     def _list_styles(self, config: Config) -> tuple[StyleEntry, ...]:
-        try:
-            from vcam.styles import list_styles
+        """Every style; the classic ones alone when the diffusion catalogue cannot be read."""
+        from vcam.styles import list_styles
 
+        try:
             return tuple(list_styles(config))
+        except Exception as error:
+            log.warning("cannot list the diffusion styles (%s); offering the classic ones", error)
+        try:
+            return tuple(list_styles(config, diffusion=False))
         except Exception as error:
             log.warning("cannot list the styles: %s", error)
             return ()
@@ -343,8 +348,8 @@ class TrayApp:
         try:
             from vcam.doctor import run_checks
 
-            config = self._config if self._config is not None else self._load_config()
-            for check in run_checks(config):
+            checks = run_checks(self._config) if self._config is not None else run_checks(config_path=self.config_path)
+            for check in checks:
                 lines.append(f"  [{'ok' if check.ok else 'FAIL'}] {check.name}: {check.detail}")
                 if not check.ok and check.fix:
                     lines.append(f"         fix: {check.fix}")

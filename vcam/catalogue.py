@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import logging
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
+
+import tomllib
 
 from vcam.errors import ConfigError, UserError
 
@@ -34,8 +35,8 @@ SCHEDULE_STEPS = 50
 MAX_DENOISING_STEPS = 4
 STYLE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
-CATALOGUE_PACKAGE = "vcam.data"
-CATALOGUE_FILE = "styles.toml"
+CATALOGUE_PACKAGE = "vcam"
+CATALOGUE_FILE = "data/styles.toml"
 
 BaseFormat = Literal["single_file", "diffusers"]
 StyleKind = Literal["catalogue", "user"]
@@ -226,7 +227,7 @@ def _parse_t_index_list(value: Any, where: str) -> tuple[int, ...]:
     for item in value:
         if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item < SCHEDULE_STEPS:
             raise ConfigError(f"{where}: t_index_list = {value!r} is not allowed: {what}")
-    if any(later <= earlier for earlier, later in zip(value, value[1:])):
+    if any(later <= earlier for earlier, later in zip(value, value[1:], strict=False)):
         raise ConfigError(f"{where}: t_index_list = {value!r} is not allowed: {what}")
     return tuple(value)
 
@@ -461,7 +462,7 @@ def parse_user_style(name: str, table: Any, relative_to: Path | None = None) -> 
 
 def load_packaged_data() -> dict[str, Any]:
     """The parsed TOML of the catalogue shipped with the package."""
-    text = resources.files(CATALOGUE_PACKAGE).joinpath(CATALOGUE_FILE).read_text(encoding="utf-8")
+    text = resources.files(CATALOGUE_PACKAGE).joinpath(*CATALOGUE_FILE.split("/")).read_text(encoding="utf-8")
     return tomllib.loads(text)
 
 

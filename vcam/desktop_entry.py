@@ -159,7 +159,9 @@ def remove_desktop_entry(home: Path | None = None) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vcam.desktop_entry", description="Install or remove the menu entry.")
+    parser = argparse.ArgumentParser(
+        prog="python -m vcam.desktop_entry", description="Install or remove the menu entry."
+    )
     sub = parser.add_subparsers(dest="action", required=True)
     install = sub.add_parser("install", help="write the menu entry that starts the tray")
     install.add_argument(

@@ -234,7 +234,10 @@ def check_v4l2loopback(
     if caps in ("Y", "1"):
         detail += "; exclusive_caps=1 (Chrome/WebRTC list it)"
     elif caps in ("N", "0"):
-        detail += "; exclusive_caps=0 (the Zoom snap lists it; Chrome/WebRTC may not: re-run the installer without --no-exclusive-caps)"
+        detail += (
+            "; exclusive_caps=0 (the Zoom snap lists it; Chrome/WebRTC may not: "
+            "re-run the installer without --no-exclusive-caps)"
+        )
     return Check("virtual camera driver", True, detail)
 
 
@@ -275,7 +278,8 @@ def check_segmentation(config: Config) -> list[Check]:
         path = resolve_model_path(config.segment.model)
         checks.append(Check("segmentation model", True, str(path)))
     except UserError as error:
-        fix = f'set [segment] model = "" (the bundled model) in {_config_path(config)}, or reinstall: {app_install_fix()}'
+        where = _config_path(config)
+        fix = f'set [segment] model = "" (the bundled model) in {where}, or reinstall: {app_install_fix()}'
         checks.append(Check("segmentation model", False, str(error), fix))
     return checks
 

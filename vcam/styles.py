@@ -35,10 +35,6 @@ class UnknownStyleError(UserError):
     """A style name that is in no list."""
 
 
-class StyleNotReadyError(UserError):
-    """A diffusion style whose weights are not on disk."""
-
-
 def list_styles(config: Config, diffusion: bool = True) -> list[StyleInfo]:
     """Every style, classic ones first (diffusion styles only when `diffusion`)."""
     from vcam.translators.classic import CLASSIC_STYLES
@@ -66,15 +62,15 @@ def _test_styles() -> list[StyleInfo]:
 
 
 def _diffusion_styles(config: Config) -> list[StyleInfo]:
-    from vcam.catalogue import all_styles
-    from vcam.weights import ModelStore
+    """The catalogue's styles and the user's own, ready when their weights are on disk (never the network)."""
+    from vcam.weights import ModelStore, download_command
 
     store = ModelStore.from_config(config)
     infos: list[StyleInfo] = []
-    for entry in all_styles(config):
-        missing = store.missing_files(entry)
-        detail = entry.description if not missing else f"not downloaded: run `vcam models download {entry.name}`"
-        infos.append(StyleInfo(entry.name, "diffusion", entry.title, not missing, detail))
+    for name, entry in store.catalogue.styles.items():
+        ready = store.is_downloaded(name)
+        detail = entry.description if ready else f"not downloaded: run `{download_command([name])}`"
+        infos.append(StyleInfo(name, "diffusion", entry.title, ready, detail))
     return infos
 
 
@@ -106,14 +102,8 @@ def load_translator(name: str, config: Config) -> Translator:
         from vcam.model.tiny import build_tiny_translator
 
         return build_tiny_translator(seed=config.style.seed)
-    if not info.ready:
-        raise StyleNotReadyError(
-            f"style {name!r} is not downloaded: run `vcam models download {name}` (a classic look runs meanwhile)"
-        )
-    from vcam.catalogue import find_catalogue_style
     from vcam.model.translator import Live2DiffTranslator
-    from vcam.weights import ModelStore
+    from vcam.weights import resolve_style_paths
 
-    entry = find_catalogue_style(name, config)
-    paths = ModelStore.from_config(config).resolve(entry)
-    return Live2DiffTranslator.from_style(entry, paths, config)
+    paths = resolve_style_paths(name, config)  # NotDownloadedError (a UserError) with the download command
+    return Live2DiffTranslator.from_style_paths(paths, config)

@@ -8,6 +8,7 @@ point `[segment] model` at another `.tflite` segmentation model with TFLite meta
 from __future__ import annotations
 
 import logging
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ def resolve_model_path(model_path: str | Path | None) -> Path:
     if not path.is_file():
         raise ConfigError(
             f"[segment] model: no such file: {str(model_path)!r} (point it at a .tflite segmentation model, "
-            "or set it to \"\" for the bundled one)"
+            'or set it to "" for the bundled one)'
         )
     return path
 
@@ -80,8 +81,11 @@ class PersonSegmenter:
         except (RuntimeError, ValueError, OSError) as error:
             raise ConfigError(
                 f"[segment] model: cannot load {str(self.model_path)!r} as a MediaPipe segmentation model "
-                f"({error}); use a .tflite image segmentation model with metadata, or \"\" for the bundled one"
+                f'({error}); use a .tflite image segmentation model with metadata, or "" for the bundled one'
             ) from error
+        # close the task when this object is garbage collected (callers should close() it explicitly)
+        self._finalizer = weakref.finalize(self, self._segmenter.close)
+        self._finalizer.atexit = False  # at exit mediapipe's executor is already shut down
         self._mediapipe = mediapipe
         labels = [label.lower() for label in (self._segmenter.labels or [])]
         self._person_channel: int | None = labels.index("person") if "person" in labels else None
@@ -89,7 +93,9 @@ class PersonSegmenter:
 
     def segment(self, image: np.ndarray, timestamp_ms: int) -> np.ndarray:
         """Person confidence of `image` (HxWx3 uint8 RGB): [h, w] float32 in [0, 1]."""
-        mp_image = self._mediapipe.Image(image_format=self._mediapipe.ImageFormat.SRGB, data=np.ascontiguousarray(image))
+        mp_image = self._mediapipe.Image(
+            image_format=self._mediapipe.ImageFormat.SRGB, data=np.ascontiguousarray(image)
+        )
         result = self._segmenter.segment_for_video(mp_image, timestamp_ms)
         masks = result.confidence_masks
         if not masks:
@@ -104,4 +110,5 @@ class PersonSegmenter:
         return np.clip(confidence, 0.0, 1.0).astype(np.float32, copy=True)
 
     def close(self) -> None:
-        self._segmenter.close()
+        """Free the model; idempotent."""
+        self._finalizer()

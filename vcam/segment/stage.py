@@ -175,10 +175,8 @@ class SegmentationStage:
             smoothed = self._smoother(raw)
             if self.feather > 0:
                 smoothed = cv2.GaussianBlur(smoothed, (0, 0), sigmaX=self.feather, borderType=cv2.BORDER_REPLICATE)
-            if self.refine:
-                mask = guided_upsample(image, smoothed)  # [H, W]
-            else:
-                mask = bilinear_upsample(smoothed, width, height)  # [H, W]
+            # refine: the mask's edges move onto the frame's own edges (README: +1 pt IoU on the demo figure)
+            mask = guided_upsample(image, smoothed) if self.refine else bilinear_upsample(smoothed, width, height)
             self.last_ms = (time.perf_counter() - start) * 1000.0
             return mask
 

@@ -22,9 +22,10 @@ SINK_FORMS = (
 __all__ = ["SINK_FORMS", "Sink", "SinkError", "StatusProvider", "parse_sink"]
 
 
-def _unknown(spec: str, why: str) -> SinkError:
+def _unknown(spec: str, why: str | None = None) -> SinkError:
     forms = "; ".join(SINK_FORMS)
-    return SinkError(f"{why} in sink spec {spec!r}. Valid sinks: {forms}")
+    problem = f"bad sink {spec!r}: {why}" if why else f"unknown sink {spec!r}"
+    return SinkError(f"{problem}. Valid sinks: {forms}")
 
 
 def parse_sink(spec: str, default_preview_port: int) -> Sink:
@@ -48,7 +49,7 @@ def parse_sink(spec: str, default_preview_port: int) -> Sink:
         if not colon:
             return PreviewSink(port=default_preview_port)
         if not argument.isdigit() or not 0 <= int(argument) <= 65535:
-            raise _unknown(spec, f"preview port must be a number 0..65535 (0: any free port), not {argument!r},")
+            raise _unknown(spec, f"the preview port must be a number 0..65535 (0 picks a free one), not {argument!r}")
         return PreviewSink(port=int(argument))
     if kind == "file":
         if not colon:
@@ -60,4 +61,4 @@ def parse_sink(spec: str, default_preview_port: int) -> Sink:
         from vcam.sinks.null import NullSink
 
         return NullSink()
-    raise _unknown(spec, "unknown sink")
+    raise _unknown(spec)

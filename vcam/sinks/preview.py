@@ -87,6 +87,9 @@ class PreviewServer(ThreadingHTTPServer):
             self.request_threads.append(thread)
         thread.start()
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        logger.exception("preview: request from %s failed", client_address)
+
     def join_request_threads(self, timeout: float) -> None:
         """Wait up to `timeout` seconds in all for the request threads to end."""
         deadline = time.monotonic() + timeout
@@ -303,7 +306,13 @@ class PreviewSink(Sink):
                 image, seq = self._image, self._image_seq
             if image is None:
                 continue
-            jpeg = self._encode(image)
+            try:
+                jpeg = self._encode(image)
+            except Exception:  # one bad frame must not end the stream for every client
+                logger.exception("preview: JPEG encoding failed; skipping frame %d", seq)
+                with self._condition:
+                    self._jpeg_seq = max(self._jpeg_seq, seq)
+                continue
             with self._condition:
                 if seq > self._jpeg_seq:
                     self._jpeg, self._jpeg_seq = jpeg, seq

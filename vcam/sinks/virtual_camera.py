@@ -299,8 +299,9 @@ class VirtualCameraSink(Sink):
         for backend in backends:
             try:
                 camera, pixel_format = self._open_backend(backend, width, height, fps)
-            except SinkError:
-                raise
+            except SinkError as error:  # a device name this backend does not have
+                reasons.append(f"'{backend}' backend: {error}")
+                continue
             except Exception as error:  # pyvirtualcam raises RuntimeError("'name' backend: reason") per backend
                 reasons.append(str(error).strip())
                 continue

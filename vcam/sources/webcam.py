@@ -227,6 +227,8 @@ class WebcamSource(Source):
         if isinstance(device, int):
             if device < 0:
                 raise SourceError(f"webcam index must be >= 0, got {device}")
+            if not sys.platform.startswith("linux"):
+                return device, f"camera {device}"  # no names without sysfs; probing would open every camera
             names = {camera.index: camera.name for camera in list_cameras(include_virtual=True)}
             return device, names.get(device, f"camera {device}")
         if isinstance(device, str) and device.startswith("/dev/"):
@@ -237,10 +239,11 @@ class WebcamSource(Source):
             cameras = list_cameras(include_virtual=True)
             real = [camera for camera in cameras if not camera.virtual]
             if not real:
-                skipped = ", ".join(camera.label for camera in cameras) or "none"
+                skipped = ", ".join(camera.label for camera in cameras)
+                why = f"virtual cameras skipped: {skipped}" if skipped else "no video devices on this machine"
                 raise open_failure(
                     self._opened_before,
-                    f"no webcam found (virtual cameras skipped: {skipped}); plug one in, "
+                    f"no webcam found ({why}); plug one in, "
                     'or use source = "demo" (or "file:PATH") in the [camera] config',
                 )
             return real[0].index, real[0].name
@@ -267,17 +270,18 @@ class WebcamSource(Source):
             logger.info("webcam name %r matches %s; using the first", name, [camera.label for camera in matches])
         return matches[0].index, matches[0].name
 
-    def _not_opened_message(self, target: int | str) -> str:
-        if sys.platform.startswith("linux") and isinstance(target, int) and SYSFS_VIDEO4LINUX.is_dir():
+    def _not_opened_message(self, target: int | str, tried: list[str]) -> str:
+        if sys.platform.startswith("linux") and isinstance(target, int):
             cameras = list_cameras(include_virtual=True)
             if all(camera.index != target for camera in cameras):
-                found = "; ".join(camera.label for camera in cameras) or "none"
+                found = "; ".join(camera.label for camera in cameras) or "no video devices on this machine"
                 return (
                     f"webcam {target} does not exist (cameras found: {found}); "
                     'pick one from `vcam devices`, or use source = "demo"'
                 )
         return (
-            f"webcam {target!r} could not be opened: it does not exist, or another application is using it; "
+            f"webcam {target!r} could not be opened (tried {', '.join(tried)}): it does not exist, "
+            "or another application is using it; "
             'close other camera apps, pick a camera from `vcam devices`, or use source = "demo"'
         )
 
@@ -298,7 +302,7 @@ class WebcamSource(Source):
             candidate.release()
             tried.append(api_name)
         if capture is None:
-            raise open_failure(self._opened_before, self._not_opened_message(target) + f" (tried {', '.join(tried)})")
+            raise open_failure(self._opened_before, self._not_opened_message(target, tried))
 
         width, height, fps = self.requested
         if sys.platform.startswith("linux") and width * height > MJPG_ABOVE_PIXELS:

@@ -1,0 +1,175 @@
+"""Fakes shared by the tray tests: a runtime that records commands, menu actions, a Run-key registry.
+
+`FakeRuntime` satisfies the tray's `ManagedRuntime` protocol the way `vcam.runtime.Runtime` does:
+commands change its status at once and call the status listeners. The tests in this file check
+that the fakes behave like that contract, so the tray tests stand on a faithful stand-in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from vcam.status import Status
+
+
+@contextmanager
+def dummy_pystray_backend() -> Iterator[None]:
+    """Import pystray with its headless `dummy` backend (menus work, icons do not run); env restored after."""
+    previous = os.environ.get("PYSTRAY_BACKEND")
+    os.environ["PYSTRAY_BACKEND"] = "dummy"
+    try:
+        import pystray  # noqa: F401  (the backend is chosen at this first import)
+
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("PYSTRAY_BACKEND", None)
+        else:
+            os.environ["PYSTRAY_BACKEND"] = previous
+
+
+@dataclass(frozen=True)
+class FakeStyle:
+    name: str
+    title: str
+    ready: bool = True
+    kind: str = "classic"
+    detail: str = ""
+
+
+FAKE_STYLES = (
+    FakeStyle("passthrough", "Camera (no style)"),
+    FakeStyle("cartoon", "Cartoon"),
+    FakeStyle("anime", "Anime (diffusion)", ready=False, kind="diffusion"),
+)
+
+
+class FakeRuntime:
+    """Records every command; its status follows the commands like the real runtime's."""
+
+    def __init__(self, config: Any = None, fail_start: str | None = None, status: Status | None = None) -> None:
+        self.config = config
+        self.fail_start = fail_start
+        self.calls: list[tuple[str, ...]] = []
+        self._status = status or Status(state="running", style="passthrough", segment="off", fps_out=30.0)
+        self._listeners: list[Callable[[Status], None]] = []
+        self._lock = threading.Lock()
+        self.changed = threading.Event()
+
+    def _update(self, call: tuple[str, ...], **changes: Any) -> None:
+        with self._lock:
+            self.calls.append(call)
+            self._status = dataclasses.replace(self._status, **changes)
+            listeners = list(self._listeners)
+        self.changed.set()
+        for listener in listeners:
+            listener(self._status)
+
+    def start(self) -> None:
+        if self.fail_start is not None:
+            raise RuntimeError(self.fail_start)
+        self._update(("start",))
+
+    def stop(self) -> None:
+        self._update(("stop",), state="stopped")
+
+    def set_style(self, name: str) -> None:
+        self._update(("set_style", name), style=name)
+
+    def set_segment(self, mode: str) -> None:
+        self._update(("set_segment", mode), segment=mode)
+
+    def pause(self) -> None:
+        self._update(("pause",), state="paused")
+
+    def resume(self) -> None:
+        self._update(("resume",), state="running")
+
+    def status(self) -> Status:
+        with self._lock:
+            return self._status
+
+    def add_status_listener(self, fn: Callable[[Status], None]) -> None:
+        with self._lock:
+            self._listeners.append(fn)
+
+    def crash(self, message: str) -> None:
+        """What the real runtime reports when a thread died."""
+        self._update(("crash",), state="error", last_error=message)
+
+
+@dataclass
+class FakeActions:
+    """Records the menu's non-runtime actions."""
+
+    calls: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def download_style(self, name: str) -> None:
+        self.calls.append(("download_style", name))
+
+    def save_setting(self, key: str, value: Any) -> None:
+        self.calls.append(("save_setting", key, value))
+
+    def restart_runtime(self) -> None:
+        self.calls.append(("restart_runtime",))
+
+    def open_preview(self) -> None:
+        self.calls.append(("open_preview",))
+
+    def open_settings_folder(self) -> None:
+        self.calls.append(("open_settings_folder",))
+
+    def set_autostart(self, enabled: bool) -> None:
+        self.calls.append(("set_autostart", enabled))
+
+    def show_about(self) -> None:
+        self.calls.append(("show_about",))
+
+    def quit(self) -> None:
+        self.calls.append(("quit",))
+
+
+class FakeRunKey:
+    """A dict standing in for HKCU\\...\\Run (the real one is only on Windows)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+
+    def get(self, name: str) -> str | None:
+        return self.values.get(name)
+
+    def set(self, name: str, value: str) -> None:
+        self.values[name] = value
+
+    def delete(self, name: str) -> None:
+        self.values.pop(name, None)
+
+
+def test_fake_runtime_follows_commands_and_calls_listeners() -> None:
+    runtime = FakeRuntime()
+    seen: list[Status] = []
+    runtime.add_status_listener(seen.append)
+    runtime.set_style("cartoon")
+    runtime.pause()
+    assert runtime.status().style == "cartoon"
+    assert runtime.status().state == "paused"
+    runtime.resume()
+    runtime.set_segment("blur")
+    assert (runtime.status().state, runtime.status().segment) == ("running", "blur")
+    assert [status.state for status in seen] == ["running", "paused", "running", "running"]
+    assert runtime.calls == [("set_style", "cartoon"), ("pause",), ("resume",), ("set_segment", "blur")]
+
+
+def test_fake_run_key_round_trip() -> None:
+    key = FakeRunKey()
+    key.set("a", "b")
+    assert key.get("a") == "b"
+    key.delete("a")
+    key.delete("a")
+    assert key.get("a") is None

@@ -1,0 +1,208 @@
+"""`vcam translate IN OUT --style NAME`: offline video-to-video through the same streaming path as the camera.
+
+Every input frame goes through the style's translator once, in order; for a Live2Diff style the frames
+go through its `StreamPipeline` (warmup, stream batch) and the frames still in flight are flushed at the
+end, so OUT holds exactly as many frames as were read, at the input's frame rate and size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vcam.commands.common import add_config_argument, load_config_from_args, positive_int
+from vcam.errors import UserError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from vcam.translators.base import Translator
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "translate",
+        help="restyle a video file offline (same streaming model as the camera)",
+        description="Restyle a video file frame by frame through a style, with the same streaming path as the camera.",
+    )
+    parser.add_argument("input", type=Path, metavar="IN", help="input video file")
+    parser.add_argument("output", type=Path, metavar="OUT", help="output video file (.mp4)")
+    parser.add_argument("--style", metavar="NAME", required=True, help="style name (`vcam styles` lists them)")
+    parser.add_argument("--frames", type=positive_int, metavar="N", help="translate only the first N frames")
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="print temporal-stability metrics as JSON (warp error, frame-to-frame differences)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
+    add_config_argument(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config_from_args(args)
+    if not args.input.is_file():
+        raise UserError(f"input video {str(args.input)!r} does not exist: give the path of a video file")
+    from vcam.styles import load_translator
+
+    translator = load_translator(args.style, config)
+    try:
+        summary = translate_video(
+            args.input, args.output, translator, max_frames=args.frames, metrics=args.metrics,
+            progress=not args.no_progress,
+        )
+    finally:
+        translator.close()
+    if args.metrics:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"wrote {summary['frames_written']} frames to {args.output}", file=sys.stderr)
+    return 0
+
+
+def read_video(path: Path, max_frames: int | None = None) -> tuple[Iterator[np.ndarray], Fraction, int | None]:
+    """(frames as HxWx3 uint8 RGB, frame rate, frame count if the container knows it)."""
+    import av
+
+    try:
+        container = av.open(str(path))
+    except (OSError, av.FFmpegError) as error:
+        raise UserError(f"cannot read video {str(path)!r} ({error}): give a video file FFmpeg can decode") from None
+    if not container.streams.video:
+        container.close()
+        raise UserError(f"{str(path)!r} has no video stream: give a video file")
+    stream = container.streams.video[0]
+    rate = Fraction(stream.average_rate or stream.guessed_rate or 30)
+    count = int(stream.frames) if stream.frames else None
+    if max_frames is not None:
+        count = max_frames if count is None else min(count, max_frames)
+
+    def frames() -> Iterator[np.ndarray]:
+        try:
+            for index, frame in enumerate(container.decode(stream)):
+                if max_frames is not None and index >= max_frames:
+                    break
+                yield frame.to_ndarray(format="rgb24")
+        finally:
+            container.close()
+
+    return frames(), rate, count
+
+
+class VideoWriter:
+    """Writes HxWx3 uint8 RGB frames to a video file with PyAV (libx264 or mpeg4, yuv420p, even size)."""
+
+    def __init__(self, path: Path, width: int, height: int, rate: Fraction) -> None:
+        import av
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.width = width - width % 2
+        self.height = height - height % 2
+        if self.width < 2 or self.height < 2:
+            raise UserError(f"video size {width}x{height} is too small to encode: use a video of 2x2 pixels or more")
+        try:
+            self._container = av.open(str(path), mode="w")
+        except (OSError, av.FFmpegError) as error:
+            raise UserError(f"cannot write {str(path)!r} ({error}): check the folder and the file suffix") from None
+        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+        self._stream = self._container.add_stream(codec, rate=rate)
+        self._stream.width = self.width
+        self._stream.height = self.height
+        self._stream.pix_fmt = "yuv420p"
+        self.frames_written = 0
+
+    def write(self, image: np.ndarray) -> None:
+        import av
+
+        frame = av.VideoFrame.from_ndarray(image[: self.height, : self.width], format="rgb24")
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+        self.frames_written += 1
+
+    def close(self) -> None:
+        for packet in self._stream.encode():
+            self._container.mux(packet)
+        self._container.close()
+
+
+def translate_video(
+    input_path: Path,
+    output_path: Path,
+    translator: Translator,
+    max_frames: int | None = None,
+    metrics: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Translate a video file; returns frame counts (and the metrics when asked) as a JSON-ready dict."""
+    from tqdm import tqdm
+
+    from vcam.model.translator import Live2DiffTranslator
+
+    frames, rate, count = read_video(input_path, max_frames)
+    writer: VideoWriter | None = None
+    tracker = None
+    if metrics:
+        from vcam.model.metrics import VideoMetrics
+
+        tracker = VideoMetrics()
+    inputs: dict[int, np.ndarray] = {}
+    frames_read = 0
+    bar = tqdm(total=count, unit="frame", desc=f"translate ({translator.name})", disable=not progress, file=sys.stderr)
+
+    def emit(index: int, output: np.ndarray) -> None:
+        nonlocal writer
+        source = inputs.pop(index)
+        if writer is None:
+            writer = VideoWriter(output_path, output.shape[1], output.shape[0], rate)
+        writer.write(output)
+        if tracker is not None:
+            tracker.add(source, output)
+        bar.update(1)
+
+    try:
+        if isinstance(translator, Live2DiffTranslator):
+            pipeline = translator.pipeline
+            fitter = translator.fitter
+            for image in frames:
+                height, width = image.shape[:2]
+                inputs[pipeline.frames_in] = image
+                frames_read += 1
+                for result in pipeline.step(fitter.to_model(image)):
+                    emit(result.index, fitter.from_model(result.image, width, height))
+            first_flushed = pipeline.frames_in - len(inputs)
+            for offset, output in enumerate(pipeline.flush()):
+                index = first_flushed + offset
+                source = inputs[index]
+                emit(index, fitter.from_model(output, source.shape[1], source.shape[0]))
+        else:
+            last: np.ndarray | None = None
+            for index, image in enumerate(frames):
+                inputs[index] = image
+                frames_read += 1
+                output = translator(image)
+                last = output if output is not None else (last if last is not None else image)
+                emit(index, last)
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+    if frames_read == 0:
+        raise UserError(f"no frames could be read from {str(input_path)!r}: give a video with at least one frame")
+    summary: dict[str, Any] = {
+        "style": translator.name,
+        "frames_read": frames_read,
+        "frames_written": writer.frames_written if writer is not None else 0,
+        "fps": float(rate),
+    }
+    if tracker is not None:
+        summary.update(tracker.summary())
+    log.info("translated %s -> %s: %s", input_path, output_path, summary)
+    return summary
