@@ -9,7 +9,7 @@ while there is none yet. The warmup's burst covers the T-1 calls in which the st
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -87,6 +87,19 @@ class Live2DiffTranslator(Translator):
         self.fitter = FrameFitter(pipeline.width, pipeline.height, fit)
         self._ready: dict[int, np.ndarray] = {}  # input index -> model-size output not shown yet
         self._closed = False
+
+    @classmethod
+    def from_style(cls, entry: Any, paths: Any, config: Any) -> Live2DiffTranslator:
+        """Load a diffusion style: `entry` a catalogue `StyleEntry`, `paths` its `StylePaths`, `config` a `Config`.
+
+        Device and dtype come from `config.models`, the noise seed from `config.style.seed`; the model runs at
+        512x512 (camera frames are cropped to it and the output fitted back).
+        """
+        from vcam.model.pipeline import PipelineSpec, load_stream_pipeline
+
+        spec = PipelineSpec.from_style_paths(paths, seed=int(config.style.seed))
+        pipeline = load_stream_pipeline(spec, device=config.models.device, dtype=config.models.dtype)
+        return cls(pipeline, name=str(entry.name))
 
     def __call__(self, image: np.ndarray) -> np.ndarray | None:
         check_image(image)

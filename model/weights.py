@@ -104,7 +104,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     except Exception as error:  # zip/pickle errors (truncation) and weights_only refusals
         raise WeightsError(
             f"cannot read weights file {path} ({path.stat().st_size} bytes) with torch.load(weights_only=True): "
-            f"{error}; the file is corrupt, truncated, or holds more than tensors: download it again "
+            f"{error}; the file is corrupt or truncated, or holds more than tensors: download it again "
             "or convert it to .safetensors"
         ) from error
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):

@@ -3,6 +3,7 @@ compositing per mode, temporal steadiness, alignment with a delayed translator, 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections import deque
@@ -16,7 +17,6 @@ import pytest
 from vcam.errors import ConfigError, MissingDependencyError, UserError
 from vcam.segment import MODES, DelayLine, SegmentationStage, check_mode
 from vcam.segment.segmenter import BUNDLED_MODEL_PATH, SEGMENT_EXTRA_HINT
-from vcam.segment.smoothing import MaskSmoother
 
 pytest.importorskip("mediapipe", reason="the segment extra (mediapipe) is not installed")
 
@@ -96,8 +96,7 @@ def test_real_model_sees_the_demo_figure(stage: SegmentationStage) -> None:
     for seed, index in ((0, 0), (1, 45), (2, 90)):
         image = demo.render_demo_frame(index, WIDTH, HEIGHT, seed)
         truth = demo.demo_person_mask(index, WIDTH, HEIGHT, seed)
-        stage.set_mode("off")  # a new scene: start the temporal smoothing afresh
-        stage.set_mode("person")
+        stage.reset()  # a new scene: start the temporal smoothing afresh
         mask = stage.mask(image, timestamp=index / 30)
         assert mask is not None and mask.shape == (HEIGHT, WIDTH) and mask.dtype == np.float32
         inner, outer = inner_and_outer(truth, margin=12)
@@ -111,8 +110,7 @@ def test_real_model_sees_the_demo_figure(stage: SegmentationStage) -> None:
 def test_real_model_sees_a_drawn_silhouette(stage: SegmentationStage) -> None:
     for center_x in (WIDTH // 2, WIDTH // 3):
         image, truth = draw_silhouette(WIDTH, HEIGHT, center_x)
-        stage.set_mode("off")
-        stage.set_mode("person")
+        stage.reset()
         mask = stage.mask(image, timestamp=center_x / 30)
         assert mask is not None
         inner, outer = inner_and_outer(truth, margin=12)
@@ -234,9 +232,8 @@ def test_static_scene_mask_is_steady() -> None:
     frames = [np.clip(base + rng.normal(0.0, 6.0, base.shape), 0, 255).astype(np.uint8) for _ in range(16)]
     changes: dict[str, list[float]] = {}
     peaks: dict[str, list[float]] = {}
-    for name, smoother in (("raw", MaskSmoother(min_rate=1.0, motion_scale=0.0)), ("smoothed", MaskSmoother())):
-        segmentation = SegmentationStage("blur")
-        segmentation._smoother = smoother
+    for name, smooth in (("raw", False), ("smoothed", True)):
+        segmentation = SegmentationStage("blur", smooth=smooth)
         previous = None
         for index, frame in enumerate(frames):
             mask = segmentation.mask(frame, timestamp=index / 30)
@@ -362,3 +359,54 @@ def test_bundled_model_and_licence_are_in_the_package() -> None:
 
     digest = hashlib.sha256(BUNDLED_MODEL_PATH.read_bytes()).hexdigest()
     assert digest in text
+
+
+def _run_cli_without_mediapipe(args: list[str], home: Path) -> subprocess.CompletedProcess[str]:
+    """`vcam ARGS` in a fresh interpreter where `import mediapipe` fails, as if the extra were not installed."""
+    code = f"import sys; sys.modules['mediapipe'] = None\nfrom vcam.cli import main\nsys.exit(main({args!r}))\n"
+    env = {**os.environ, "VCAM_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_cli_segment_without_mediapipe_exits_2_and_plain_run_works(tmp_path: Path) -> None:
+    pytest.importorskip("vcam.commands.run")
+    base = ["run", "--source", "demo", "--size", "320x180", "--frames", "3", "--sink", "null"]
+    plain = _run_cli_without_mediapipe(base, tmp_path)
+    assert plain.returncode == 0, plain.stderr
+    segmented = _run_cli_without_mediapipe([*base, "--segment", "blur"], tmp_path)
+    assert segmented.returncode == 2, segmented.stderr
+    assert "pip install 'live2diff-vcam[segment]'" in segmented.stderr
+
+
+def test_cli_missing_model_file_exits_2(tmp_path: Path) -> None:
+    pytest.importorskip("vcam.commands.run")
+    config = tmp_path / "config.toml"
+    config.write_text('[segment]\nmodel = "/nonexistent/model.tflite"\n')
+    args = ["run", "--source", "demo", "--size", "320x180", "--segment", "blur", "--frames", "3", "--sink", "null"]
+    env = {**os.environ, "VCAM_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "vcam", *args, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "[segment] model: no such file: '/nonexistent/model.tflite'" in result.stderr
+
+
+def test_benchmark_reports_every_mode() -> None:
+    pytest.importorskip("vcam.commands.common")
+    import argparse
+
+    from vcam.bench import segment as bench
+
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    result = bench.run(parser.parse_args(["--size", "320x180", "--frames", "3", "--warmup", "1"]))
+    assert result["size"] == "320x180" and result["model"] == BUNDLED_MODEL_PATH.name
+    assert set(result["modes"]) == set(MODES)
+    for mode in ("person", "background", "blur", "replace"):
+        assert result["modes"][mode]["mask_ms"] > 0.0 and result["modes"][mode]["composite_ms"] > 0.0
+    assert result["modes"]["off"]["mask_ms"] == 0.0
+    assert result["upsampling"]["guided"]["iou_mean"] > 0.9

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import threading
 import time
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import tomllib
 from vcam.tray.app import TrayApp
 from vcam.tray.menu import LABEL_PAUSE, LABEL_RESTART, LABEL_SEGMENT, LABEL_STYLE, build_menu, find_item
 

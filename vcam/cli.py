@@ -32,12 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="show info-level log messages on the console")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:  # DEVTEMP
-            module = importlib.import_module(f"vcam.commands.{name}")
-        except ModuleNotFoundError as error:  # DEVTEMP
-            if error.name != f"vcam.commands.{name}":  # DEVTEMP
-                raise  # DEVTEMP
-            continue  # DEVTEMP
+        module = importlib.import_module(f"vcam.commands.{name}")
         module.add_parser(subparsers)
     return parser
 

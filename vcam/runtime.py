@@ -27,6 +27,7 @@ import numpy as np
 
 from vcam.errors import SourceUnavailable, UserError
 from vcam.imaging import fit_cover, slate
+from vcam.segment.delay import DelayLine
 from vcam.sources.base import Source
 from vcam.status import Status
 from vcam.translators.base import Translator
@@ -147,8 +148,8 @@ class Runtime:
         self._listeners: list[StatusListener] = []
         self._last_notified: tuple[Any, ...] | None = None
         self._preview_url: str | None = None
-        # work thread: recent (input, mask, capture time), to pair a delayed translation with its input
-        self._delay_line: deque[tuple[np.ndarray, np.ndarray | None, float]] = deque()
+        # work thread: recent inputs with their masks, to pair a delayed translation with its own input
+        self._delay_line = DelayLine(capacity=RECENT_FRAMES)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, max_frames: int | None = None) -> None:
@@ -439,6 +440,8 @@ class Runtime:
             log.warning("camera back: %s", self.source.description)
             with self._lock:
                 self._camera_lost = False
+            if self._segmentation is not None:
+                self._segmentation.reset()  # the mask's temporal smoothing must not blend across the gap
             self._notify()
             return
 
@@ -510,19 +513,21 @@ class Runtime:
         translated = translator(image)
         self._stats.translate_ms.append((time.perf_counter() - start) * 1000)
         # the translation of the input `latency_frames` calls ago: composite it with that input's mask
-        self._delay_line.append((image, mask, capture_time))
-        while len(self._delay_line) > translator.latency_frames + 1:
-            self._delay_line.popleft()
+        if translator.latency_frames >= self._delay_line.capacity:
+            self._delay_line.resize(translator.latency_frames + 1)
+        self._delay_line.push(image, mask, capture_time)
         if translated is None:
             if self._published is None or self._style == "passthrough":
                 return image, capture_time  # nothing styled yet: show the camera rather than nothing
             return None
-        original, original_mask, original_time = self._delay_line[0]
-        if translated.shape != original.shape:
+        entry = self._delay_line.get(translator.latency_frames)
+        if entry is None:  # a translator that answers before it has seen `latency_frames` inputs
+            return None
+        if translated.shape != entry.image.shape:
             translated = fit_cover(translated, self.width, self.height)
         if stage is not None and stage.mode != "off":
-            return stage.composite(original, translated, original_mask), original_time
-        return translated, original_time
+            return stage.composite(entry.image, translated, entry.mask), entry.timestamp
+        return translated, entry.timestamp
 
     def _crossfade(self, image: np.ndarray) -> np.ndarray:
         if self._crossfade_from is None:

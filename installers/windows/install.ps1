@@ -62,28 +62,43 @@ function Format-Command([string]$File, [string[]]$Arguments) {
     return '+ ' + ($parts -join ' ')
 }
 
+# Run a native program and return its exit code and standard output (stderr dropped). Windows
+# PowerShell 5.1 turns a native program's stderr into terminating errors under 'Stop', so run it under 'Continue'.
+function Invoke-Native([string]$File, [string[]]$Arguments, [switch]$Quiet) {
+    $previous = $ErrorActionPreference
+    $ErrorActionPreference = 'Continue'
+    try {
+        if ($Quiet) { $output = & $File @Arguments 2>$null } else { & $File @Arguments | Out-Host; $output = $null }
+        return [pscustomobject]@{ Code = $LASTEXITCODE; Output = $output }
+    } finally {
+        $ErrorActionPreference = $previous
+    }
+}
+
 # Run a program that changes the system; with -DryRun only print it. Stops on a non-zero exit code.
 function Invoke-Step([string]$File, [string[]]$Arguments) {
     Write-Host (Format-Command $File $Arguments)
     if ($DryRun) { return }
-    & $File @Arguments
-    if ($LASTEXITCODE -ne 0) {
-        throw "'$File $($Arguments -join ' ')' failed with exit code $LASTEXITCODE"
+    $result = Invoke-Native $File $Arguments
+    if ($result.Code -ne 0) {
+        throw "'$File $($Arguments -join ' ')' failed with exit code $($result.Code)"
     }
 }
 
 function Find-Python {
     # The py launcher knows every installed Python; try the newest supported first.
-    foreach ($version in @('3.12', '3.11', '3.10', '3.13')) {
-        if (Get-Command py -ErrorAction SilentlyContinue) {
-            $exe = & py "-$version" -c 'import sys; print(sys.executable)' 2>$null
-            if ($LASTEXITCODE -eq 0 -and $exe) { return $exe.Trim() }
+    $launcher = Get-Command py -ErrorAction SilentlyContinue
+    if ($launcher) {
+        foreach ($version in @('3.12', '3.11', '3.10', '3.13')) {
+            $probe = Invoke-Native $launcher.Source @("-$version", '-c', 'import sys; print(sys.executable)') -Quiet
+            if ($probe.Code -eq 0 -and $probe.Output) { return ([string]$probe.Output).Trim() }
         }
     }
+    # The Microsoft Store alias (WindowsApps\python.exe) only opens the Store: skip it.
     $python = Get-Command python -ErrorAction SilentlyContinue
     if ($python -and $python.Source -notlike '*WindowsApps*') {
-        & $python.Source -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)'
-        if ($LASTEXITCODE -eq 0) { return $python.Source }
+        $probe = Invoke-Native $python.Source @('-c', 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)') -Quiet
+        if ($probe.Code -eq 0) { return $python.Source }
     }
     throw ('Python 3.10 or newer was not found. Install it from python.org (tick "Add python.exe to PATH") ' +
         'or with: winget install Python.Python.3.12 ; then run this script again.')
@@ -92,10 +107,7 @@ function Find-Python {
 function Get-TorchKind {
     if ($Torch -ne 'auto') { return $Torch }
     $smi = Get-Command nvidia-smi -ErrorAction SilentlyContinue
-    if ($smi) {
-        & $smi.Source -L *> $null
-        if ($LASTEXITCODE -eq 0) { return 'cuda' }
-    }
+    if ($smi -and (Invoke-Native $smi.Source @('-L') -Quiet).Code -eq 0) { return 'cuda' }
     return 'cpu'
 }
 
@@ -182,8 +194,7 @@ Invoke-Step $VenvPython @('-m', 'pip', 'install', '--quiet', '--upgrade', 'pip')
 $kind = Get-TorchKind
 $hasTorch = $false
 if (Test-Path $VenvPython) {
-    & $VenvPython -c 'import torch' *> $null
-    $hasTorch = ($LASTEXITCODE -eq 0)
+    $hasTorch = ((Invoke-Native $VenvPython @('-c', 'import torch') -Quiet).Code -eq 0)
 }
 if ($hasTorch) {
     Write-Step 'torch is already installed'
@@ -216,7 +227,7 @@ if ($cameras -contains 'OBS Virtual Camera') {
 
 # 6. What is still missing, with the command that fixes each piece.
 if (-not $DryRun) {
-    & $VenvVcam doctor
+    Invoke-Native $VenvVcam @('doctor') | Out-Null
     Write-Step "done: start 'Live2Diff Camera' from the Start menu, or run: $VenvVcam tray"
 } else {
     Write-Step 'dry run finished'

@@ -15,11 +15,13 @@ import numpy as np
 
 @dataclass(frozen=True)
 class DelayedEntry:
-    """One pushed input: the camera image, its mask (None when segmentation is off) and its push count."""
+    """One pushed input: the camera image, its mask (None when segmentation is off), its push count
+    and its capture time (monotonic seconds; the runtime measures latency from it)."""
 
     image: np.ndarray  # [h, w, 3] uint8 RGB
     mask: np.ndarray | None  # [h, w] float32
     index: int  # 0 for the first push after creation or clear()
+    timestamp: float = 0.0
 
 
 class DelayLine:
@@ -38,9 +40,9 @@ class DelayLine:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def push(self, image: np.ndarray, mask: np.ndarray | None) -> None:
+    def push(self, image: np.ndarray, mask: np.ndarray | None, timestamp: float = 0.0) -> None:
         """Remember one input frame and its mask (the oldest entry goes when the line is full)."""
-        self._entries.append(DelayedEntry(image=image, mask=mask, index=self._pushed))
+        self._entries.append(DelayedEntry(image=image, mask=mask, index=self._pushed, timestamp=timestamp))
         self._pushed += 1
 
     def get(self, delay: int) -> DelayedEntry | None:

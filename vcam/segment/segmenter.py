@@ -7,8 +7,13 @@ point `[segment] model` at another `.tflite` segmentation model with TFLite meta
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sys
+import tempfile
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +61,29 @@ def resolve_model_path(model_path: str | Path | None) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def native_stderr_to_debug_log() -> Iterator[None]:
+    """Move what native code writes to file descriptor 2 meanwhile (TFLite's and absl's start-up
+    notices when a model loads) into this module's debug log instead of the user's console."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable stderr (e.g. a GUI process): nothing to keep clean
+        yield
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode("utf-8", errors="replace").strip()
+            if text:
+                log.debug("native output while loading the segmentation model:\n%s", text)
+
+
 class PersonSegmenter:
     """Runs a segmentation model on RGB images and returns a person-confidence mask.
 
@@ -77,7 +105,8 @@ class PersonSegmenter:
             output_category_mask=False,
         )
         try:
-            self._segmenter = vision.ImageSegmenter.create_from_options(options)
+            with native_stderr_to_debug_log():
+                self._segmenter = vision.ImageSegmenter.create_from_options(options)
         except (RuntimeError, ValueError, OSError) as error:
             raise ConfigError(
                 f"[segment] model: cannot load {str(self.model_path)!r} as a MediaPipe segmentation model "

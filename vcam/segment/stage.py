@@ -58,6 +58,7 @@ class SegmentationStage:
         work_width: width of the frame copy the model sees (the mask's resolution before upsampling).
         refine: upsample the mask with the guided filter (True) or bilinearly (False).
         feather: Gaussian sigma of the mask edge, in pixels of the work-width copy.
+        smooth: smooth the mask over time (False passes each frame's mask as the model gives it).
     """
 
     def __init__(
@@ -71,6 +72,7 @@ class SegmentationStage:
         work_width: int = 320,
         refine: bool = True,
         feather: float = 1.0,
+        smooth: bool = True,
     ) -> None:
         if blur_strength < 0:
             raise ConfigError(f"[segment] blur_strength must be >= 0, got {blur_strength}")
@@ -85,7 +87,7 @@ class SegmentationStage:
         self.feather = feather
         self._lock = threading.RLock()
         self._segmenter: PersonSegmenter | None = None
-        self._smoother = MaskSmoother()
+        self._smoother = MaskSmoother() if smooth else MaskSmoother(min_rate=1.0, motion_scale=0.0)
         self._background: np.ndarray | None = None  # [h, w, 3] uint8, as read from the file
         self._background_fitted: np.ndarray | None = None  # [H, W, 3] uint8, fitted to the last frame size
         self._last_timestamp_ms = -1
@@ -94,7 +96,11 @@ class SegmentationStage:
         self.last_ms = 0.0
         #: milliseconds the last composite() call took
         self.composite_ms = 0.0
-        self.set_mode(mode)
+        try:
+            self.set_mode(mode)
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def mode(self) -> str:
@@ -114,15 +120,20 @@ class SegmentationStage:
         On error (missing mediapipe, model or image) the stage keeps its current mode.
         """
         new_mode = check_mode(mode)
-        if new_mode != "off":
-            self._ensure_segmenter()
         if new_mode == "replace":
             self._ensure_background()
+        if new_mode != "off":
+            self._ensure_segmenter()
         with self._lock:
             if new_mode != self._mode:
                 log.info("segmentation mode: %s -> %s", self._mode, new_mode)
                 self._smoother.reset()
             self._mode = new_mode
+
+    def reset(self) -> None:
+        """Forget the temporal smoothing's history (a new scene: the source reconnected or changed)."""
+        with self._lock:
+            self._smoother.reset()
 
     def _ensure_segmenter(self) -> None:
         if self._segmenter is not None:

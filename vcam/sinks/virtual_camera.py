@@ -267,6 +267,9 @@ class VirtualCameraSink(Sink):
         import pyvirtualcam
 
         device = self._resolve_device(backend)
+        if backend == "unitycapture" and device is None:
+            # our Windows installer registers Unity Capture under its own name ("Live2Diff Camera")
+            device = next(iter(_windows_unity_capture_names()), None)
         even = width % 2 == 0 and height % 2 == 0
         pixel_format = PREFERRED_FORMATS.get(backend, "RGB") if even else "RGB"
         camera = pyvirtualcam.Camera(

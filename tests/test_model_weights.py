@@ -1,0 +1,205 @@
+"""Loading StreamUNet weights: Live2Diff's original names, diffusers MotionAdapter, SD1.5 folders, LoRA."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import UNet2DConditionModel
+from diffusers.models.unets.unet_motion_model import MotionAdapter
+from safetensors.torch import save_file
+
+from tests.model_helpers import random_clip, to_live2diff_names
+from vcam.model.unet import StreamUNet, tiny_stream_unet
+from vcam.model.weights import (
+    WeightsError,
+    convert_live2diff_motion_state_dict,
+    fuse_lora,
+    load_lora_adapter,
+    load_motion_weights,
+    load_state_dict_file,
+    load_stream_unet,
+)
+
+SIZE = 8
+TINY_OVERRIDES = {"motion_num_attention_heads": 2, "depth_mapper_channels": (8, 16)}
+
+
+def predict(unet: StreamUNet, depth: bool = True) -> torch.Tensor:
+    clip = random_clip(8, SIZE, seed=11)
+    with torch.no_grad():
+        return unet.warmup(clip["latents"], 600, clip["prompt"], clip["depth"] if depth else None, unet.create_caches(1), 0)
+
+
+def motion_state(unet: StreamUNet) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in unet.state_dict().items() if ".motion_modules." in k or k.startswith("depth_mapper.")}
+
+
+def scrambled(seed: int) -> StreamUNet:
+    """The source's spatial weights with random motion modules and depth mapper: what loading must fix."""
+    model = tiny_stream_unet(seed=0)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if ".motion_modules." in name or name.startswith("depth_mapper."):
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
+    return model
+
+
+@pytest.fixture(scope="module")
+def source() -> StreamUNet:
+    return tiny_stream_unet(seed=0)
+
+
+@pytest.fixture(scope="module")
+def live2diff_ckpt(source: StreamUNet, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("live2diff") / "live2diff.ckpt"
+    torch.save({"state_dict": to_live2diff_names(motion_state(source))}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def adapter_folder(source: StreamUNet, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    adapter = MotionAdapter(
+        block_out_channels=(32, 64),
+        motion_layers_per_block=1,
+        motion_num_attention_heads=2,
+        motion_max_seq_length=32,  # diffusers' default: longer than ours, the loader adapts
+        use_motion_mid_block=False,
+    )
+    adapter_state = {k[len("unet.") :]: v for k, v in motion_state(source).items() if k.startswith("unet.")}
+    adapter_state = {k: v for k, v in adapter_state.items() if not k.endswith("pos_embed.pe")}
+    missing, unexpected = adapter.load_state_dict(adapter_state, strict=False)
+    assert not unexpected and all(key.endswith("pos_embed.pe") for key in missing)
+    folder = tmp_path_factory.mktemp("adapter")
+    adapter.save_pretrained(folder)
+    return folder
+
+
+def test_live2diff_names_convert_to_diffusers_names(source: StreamUNet) -> None:
+    original = to_live2diff_names(motion_state(source))
+    assert "down_blocks.0.motion_modules.0.temporal_transformer.transformer_blocks.0.attention_blocks.1.to_k.weight" in (
+        original
+    )
+    assert "flow_conv_in.blocks.1.weight" in original
+    converted = convert_live2diff_motion_state_dict(original)
+    assert set(converted) == set(motion_state(source))
+
+
+def test_live2diff_checkpoint_and_motion_adapter_load_identically(
+    source: StreamUNet, live2diff_ckpt: Path, adapter_folder: Path
+) -> None:
+    from_live2diff = scrambled(5)
+    assert not torch.allclose(predict(from_live2diff, depth=False), predict(source, depth=False))
+    load_motion_weights(from_live2diff, live2diff_ckpt)
+    torch.testing.assert_close(predict(from_live2diff), predict(source), rtol=0, atol=0)
+
+    from_adapter = scrambled(6)
+    load_motion_weights(from_adapter, adapter_folder)
+    torch.testing.assert_close(predict(from_adapter, depth=False), predict(from_live2diff, depth=False), rtol=0, atol=0)
+
+
+def test_converted_safetensors_loads(source: StreamUNet, tmp_path: Path) -> None:
+    path = tmp_path / "live2diff.safetensors"
+    save_file(to_live2diff_names(motion_state(source)), path)
+    model = scrambled(7)
+    load_motion_weights(model, path)
+    torch.testing.assert_close(predict(model), predict(source), rtol=0, atol=0)
+
+
+def test_missing_key_is_named(source: StreamUNet, tmp_path: Path) -> None:
+    state = to_live2diff_names(motion_state(source))
+    gone = "up_blocks.1.motion_modules.1.temporal_transformer.proj_in.weight"
+    del state[gone]
+    path = tmp_path / "missing.safetensors"
+    save_file(state, path)
+    with pytest.raises(WeightsError, match=r"1 missing keys: unet\.up_blocks\.1\.motion_modules\.1\.proj_in\.weight"):
+        load_motion_weights(tiny_stream_unet(), path)
+
+
+def test_extra_key_is_named(source: StreamUNet, tmp_path: Path) -> None:
+    state = to_live2diff_names(motion_state(source))
+    state["down_blocks.0.motion_modules.0.temporal_transformer.extra_gate.weight"] = torch.zeros(3)
+    path = tmp_path / "extra.safetensors"
+    save_file(state, path)
+    with pytest.raises(WeightsError, match=r"1 unexpected keys: unet\.down_blocks\.0\.motion_modules\.0\.extra_gate"):
+        load_motion_weights(tiny_stream_unet(), path)
+
+
+@pytest.mark.parametrize("name", ["motion.safetensors", "motion.ckpt"])
+def test_truncated_file_is_named(source: StreamUNet, tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    state = to_live2diff_names(motion_state(source))
+    if name.endswith(".safetensors"):
+        save_file(state, path)
+    else:
+        torch.save(state, path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsError, match=rf"cannot read weights file .*{name}.*corrupt or truncated"):
+        load_state_dict_file(path)
+    with pytest.raises(WeightsError, match="weights file not found: .*absent.ckpt"):
+        load_state_dict_file(tmp_path / "absent.ckpt")
+
+
+def test_pickle_with_code_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "evil.ckpt"
+    torch.save({"weights": torch.zeros(2), "object": Path("x")}, path)
+    with pytest.raises(WeightsError, match="weights_only=True"):
+        load_state_dict_file(path)
+
+
+def test_load_stream_unet_from_diffusers_folder(source: StreamUNet, live2diff_ckpt: Path, tmp_path: Path) -> None:
+    spatial = {k: v for k, v in source.unet.state_dict().items() if ".motion_modules." not in k}
+    base = UNet2DConditionModel(
+        sample_size=16,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=2,
+    )
+    base.load_state_dict(spatial)
+    base.save_pretrained(tmp_path / "unet")
+    loaded = load_stream_unet(tmp_path, live2diff_ckpt, **TINY_OVERRIDES)
+    assert loaded.dtype == torch.float32
+    torch.testing.assert_close(predict(loaded), predict(source), rtol=0, atol=0)
+    half = load_stream_unet(tmp_path, live2diff_ckpt, torch_dtype=torch.float16, **TINY_OVERRIDES)
+    assert half.dtype == torch.float16
+
+
+def test_lora_fused_equals_adapter(source: StreamUNet, tmp_path: Path) -> None:
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    model = tiny_stream_unet(seed=0)
+    config = LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False)
+    spatial = [n for n, _ in model.unet.named_modules() if ".attentions." in n and n.endswith(("to_q", "to_v"))]
+    config.target_modules = set(spatial)
+    torch.manual_seed(3)
+    model.unet.add_adapter(config, adapter_name="style")
+    lora = {"unet." + k: v.contiguous() for k, v in get_peft_model_state_dict(model.unet, adapter_name="style").items()}
+    path = tmp_path / "style_lora.safetensors"
+    save_file(lora, path)
+
+    as_adapter = tiny_stream_unet(seed=0)
+    load_lora_adapter(as_adapter, path, "style", scale=0.5)
+    fused = tiny_stream_unet(seed=0)
+    fuse_lora(fused, path, scale=0.5)
+    assert not any("lora" in name for name in fused.state_dict())
+    torch.testing.assert_close(predict(fused), predict(as_adapter), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(predict(fused), predict(source))
+
+
+@pytest.mark.weights
+def test_real_live2diff_checkpoint_loads() -> None:
+    """With the real live2diff.ckpt: every key converts and loads into the SD1.5-sized model."""
+    path = os.environ.get("VCAM_LIVE2DIFF_CKPT", "")
+    if not path or not Path(path).is_file():
+        pytest.skip("set VCAM_LIVE2DIFF_CKPT to the path of live2diff.ckpt to run")
+    model = StreamUNet()
+    load_motion_weights(model, path)
+    assert model.depth_mapper is not None and model.depth_mapper.conv_out.weight.any()

@@ -1,0 +1,145 @@
+"""Benchmark of the streaming pipeline: the stream batch (one UNet call per frame) versus T sequential calls.
+
+`vcam bench model --model tiny` runs the tiny random preset on the CPU (correctness of the path and the
+ratios); `--model STYLE` loads a downloaded style (real FPS on a GPU). Reported per mode: ms per frame after
+the warmup, the per-stage breakdown (encode, depth, UNet, decode), the measured latency in frames, the KV
+cache size and the peak memory (CUDA allocator peak, or the process's peak RSS on the CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vcam.model.pipeline import StreamPipeline
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="tiny", help="'tiny' (random weights, no files) or a downloaded style name")
+    parser.add_argument("--t-index-list", metavar="I,J,..", help="denoising steps, e.g. 30,40 (default: the style's)")
+    parser.add_argument("--frames", type=int, default=24, help="frames timed after the warmup (default 24)")
+    parser.add_argument("--size", metavar="WxH", help="model size (default 64x64 for tiny, 512x512 otherwise)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
+    parser.add_argument("--dtype", default="auto", help="auto | float32 | float16 (default auto)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the UNet (real models on CUDA)")
+    parser.add_argument("--config", help="config file (for --model STYLE; default: the user's config.toml)")
+
+
+def _frames(count: int, width: int, height: int) -> list[Any]:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    texture = rng.integers(0, 256, size=(height, width + 4 * count, 3), dtype=np.uint8)
+    return [np.ascontiguousarray(texture[:, 4 * i : 4 * i + width]) for i in range(count)]
+
+
+def _peak_memory_mb(device_type: str) -> float:
+    if device_type == "cuda":
+        import torch
+
+        return torch.cuda.max_memory_allocated() / 2**20
+    if sys.platform.startswith("linux"):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return float("nan")
+
+
+def measure(pipeline: StreamPipeline, frames: int) -> dict[str, Any]:
+    """Warm up, then time `frames` calls: ms per frame, per-stage breakdown, latency, memory."""
+    import torch
+
+    images = _frames(pipeline.warmup_frames + frames, pipeline.width, pipeline.height)
+    warmup_started = time.perf_counter()
+    for image in images[: pipeline.warmup_frames]:
+        pipeline.step(image)
+    warmup_seconds = time.perf_counter() - warmup_started
+    pipeline.times.clear()
+    if pipeline.device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    latencies: list[int] = []
+    emitted = 0
+    started = time.perf_counter()
+    for image in images[pipeline.warmup_frames :]:
+        call_index = pipeline.frames_in
+        for result in pipeline.step(image):
+            emitted += 1
+            if result.index >= pipeline.warmup_frames:
+                latencies.append(call_index - result.index)
+    if pipeline.device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    ms_per_frame = 1000.0 * seconds / frames
+    return {
+        "ms_per_frame": round(ms_per_frame, 3),
+        "fps": round(1000.0 / ms_per_frame, 2),
+        "breakdown_ms": {stage: round(value, 3) for stage, value in pipeline.times.per_call_ms().items()},
+        "latency_frames": max(latencies) if latencies else None,
+        "outputs": emitted,
+        "warmup_s": round(warmup_seconds, 3),
+        "kv_cache_mb": round(pipeline.cache_nbytes() / 2**20, 2),
+        "peak_memory_mb": round(_peak_memory_mb(pipeline.device.type), 1),
+    }
+
+
+def _build(args: argparse.Namespace, t_index_list: tuple[int, ...] | None) -> StreamPipeline:
+    from vcam.commands.common import parse_size
+
+    size = parse_size(args.size) if args.size else None
+    if args.model == "tiny":
+        from vcam.model.tiny import TINY_HEIGHT, TINY_T_INDEX_LIST, TINY_WIDTH, build_tiny_pipeline
+
+        width, height = size or (TINY_WIDTH, TINY_HEIGHT)
+        return build_tiny_pipeline(t_index_list=t_index_list or TINY_T_INDEX_LIST, width=width, height=height)
+    from vcam.config import load_config
+    from vcam.model.pipeline import PipelineSpec, load_stream_pipeline
+    from vcam.weights import resolve_style_paths
+
+    config = load_config(args.config)
+    overrides: dict[str, Any] = {"compile": bool(args.compile)}
+    if size:
+        overrides["width"], overrides["height"] = size
+    if t_index_list:
+        overrides["t_index_list"] = t_index_list
+    spec = PipelineSpec.from_style_paths(resolve_style_paths(args.model, config), **overrides)
+    return load_stream_pipeline(spec, device=args.device, dtype=args.dtype)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from vcam.errors import UserError
+
+    t_index_list: tuple[int, ...] | None = None
+    if args.t_index_list:
+        try:
+            t_index_list = tuple(int(part) for part in args.t_index_list.split(","))
+        except ValueError:
+            raise UserError(f"--t-index-list {args.t_index_list!r} must be integers separated by commas") from None
+    if args.frames < 1:
+        raise UserError(f"--frames {args.frames} must be 1 or more")
+    pipelined = _build(args, t_index_list)
+    sequential = pipelined.sibling(stream_batch=False)
+    result_pipelined = measure(pipelined, args.frames)
+    pipelined.close()
+    result_sequential = measure(sequential, args.frames)
+    sequential.close()
+    return {
+        "model": args.model,
+        "size": f"{pipelined.width}x{pipelined.height}",
+        "t_index_list": list(pipelined.schedule.t_index_list),
+        "steps": pipelined.num_steps,
+        "device": str(pipelined.device),
+        "dtype": str(pipelined.dtype).replace("torch.", ""),
+        "torch_threads": torch.get_num_threads(),
+        "frames_timed": args.frames,
+        "pipelined": result_pipelined,
+        "sequential": result_sequential,
+        "speedup": round(result_sequential["ms_per_frame"] / result_pipelined["ms_per_frame"], 3),
+        "platform": platform.platform(),
+    }
