@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
     from transformers import DPTForDepthEstimation
-
     from vcam.model.vae import LatentCodec
 
 log = logging.getLogger(__name__)

@@ -41,7 +41,7 @@ class FlowEstimator:
     def __init__(self) -> None:
         import cv2
 
-        self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        self._dis: Any = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)  # type: ignore[attr-defined]
 
     def __call__(self, source: np.ndarray, target: np.ndarray) -> np.ndarray:
         """Flow f with source(x) ~ target(x + f(x)): [H, W, 2] float32."""
@@ -59,9 +59,7 @@ def occlusion_mask(flow_back: np.ndarray, flow_forward: np.ndarray) -> np.ndarra
     return (round_trip**2).sum(-1) < 0.01 * magnitude + 0.5
 
 
-def warp_error(
-    previous_output: np.ndarray, output: np.ndarray, flow_back: np.ndarray, visible: np.ndarray
-) -> float:
+def warp_error(previous_output: np.ndarray, output: np.ndarray, flow_back: np.ndarray, visible: np.ndarray) -> float:
     """Mean squared RGB difference in [0, 1] between output t and output t-1 warped onto t, over visible pixels."""
     warped = _sample(previous_output.astype(np.float32) / 255.0, flow_back)  # [H, W, 3]
     squared = ((output.astype(np.float32) / 255.0 - warped) ** 2).sum(-1)  # [H, W]

@@ -37,7 +37,6 @@ from vcam.frame import check_image
 
 if TYPE_CHECKING:
     import torch
-
     from vcam.model.depth import DepthEncoder
     from vcam.model.scheduler import StreamSchedule
     from vcam.model.text import PromptEncoder
@@ -177,7 +176,6 @@ class StreamPipeline:
         warmup_frames: int = WARMUP_FRAMES,
         window: int = WINDOW,
     ) -> None:
-        import torch
 
         if noise not in NOISE_MODES:
             raise ConfigError(f"noise mode {noise!r} is not one of {NOISE_MODES}")
@@ -491,7 +489,7 @@ class StreamPipeline:
         frames = self._pending
         self._pending = []
         denoised = self._run_warmup(frames, self._prompt)  # [F, 4, h, w]
-        for frame, image, latent in zip(frames, self._decode(denoised), denoised):
+        for frame, image, latent in zip(frames, self._decode(denoised), denoised, strict=True):
             self._finished[frame.index] = (image, latent)
         self._warmed = True
         log.debug("warmup done on %d frames (%d steps)", len(frames), self.num_steps)
@@ -529,7 +527,7 @@ class StreamPipeline:
         self._inflight = still
         if done:
             images = self._decode(denoised[done])
-            for position, image in zip(done, images):
+            for position, image in zip(done, images, strict=True):
                 self._finished[entries[position].index] = (image, denoised[position])
 
     def _sequential_steps(self, new: _Encoded) -> None:
@@ -667,7 +665,7 @@ class PipelineSpec:
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """"auto" is CUDA when available, else MPS when available, else the CPU."""
+    """ "auto" is CUDA when available, else MPS when available, else the CPU."""
     import torch
 
     if device not in DEVICES:
@@ -679,14 +677,16 @@ def resolve_device(device: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("models.device is 'cuda' but torch sees no CUDA GPU: install a CUDA build of torch or use 'cpu'")
+        raise ConfigError(
+            "models.device is 'cuda' but torch sees no CUDA GPU: install a CUDA build of torch or use 'cpu'"
+        )
     if device == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("models.device is 'mps' but this torch has no MPS backend: use 'cpu'")
     return torch.device(device)
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """"auto" is float16 on CUDA and MPS, float32 on the CPU."""
+    """ "auto" is float16 on CUDA and MPS, float32 on the CPU."""
     import torch
 
     if dtype not in DTYPES:
@@ -711,12 +711,13 @@ def _load_text_encoder(spec: PipelineSpec) -> Any:
     text_encoder = CLIPTextModel.from_pretrained(spec.sd15 / "text_encoder", local_files_only=True)
     if spec.base.is_file():
         from diffusers.loaders.single_file_utils import convert_ldm_clip_checkpoint
-
         from vcam.model.weights import WeightsError, load_state_dict_file
 
         converted = convert_ldm_clip_checkpoint(load_state_dict_file(spec.base))
         if converted:
             expected = set(text_encoder.state_dict())
+            if not any(key.startswith("text_model.") for key in expected):  # transformers 5 layout
+                converted = {key.removeprefix("text_model."): value for key, value in converted.items()}
             usable = {key: value for key, value in converted.items() if key in expected}
             missing = expected - set(usable) - {"text_model.embeddings.position_ids"}
             if missing:
@@ -760,7 +761,6 @@ def load_stream_pipeline(spec: PipelineSpec, device: str = "auto", dtype: str = 
     """
     import torch
     from transformers import CLIPTokenizer, DPTForDepthEstimation
-
     from vcam.model.depth import DepthEncoder
     from vcam.model.scheduler import build_lcm_scheduler, build_stream_schedule
     from vcam.model.text import PromptEncoder
@@ -782,15 +782,20 @@ def load_stream_pipeline(spec: PipelineSpec, device: str = "auto", dtype: str = 
     unet = unet.to(device=torch_device, dtype=torch_dtype).eval()
     if spec.compile:
         unet.unet = torch.compile(unet.unet)  # type: ignore[assignment]
-    tokenizer = CLIPTokenizer.from_pretrained(spec.sd15 / "tokenizer", local_files_only=True)
+    tokenizer: Any = CLIPTokenizer.from_pretrained(spec.sd15 / "tokenizer", local_files_only=True)
     text_encoder = _load_text_encoder(spec).to(device=torch_device, dtype=torch_dtype).eval()
     codec = LatentCodec(_load_vae(spec).to(device=torch_device, dtype=torch_dtype).eval())
-    depth_model = DPTForDepthEstimation.from_pretrained(spec.depth, local_files_only=True)
+    depth_model: Any = DPTForDepthEstimation.from_pretrained(spec.depth, local_files_only=True)
     depth_encoder = DepthEncoder(depth_model.to(device=torch_device, dtype=torch_dtype).eval())
     log.info(
         "loaded %s in %.1f s on %s (%s): steps %s, %dx%d",
-        spec.name, time.perf_counter() - started, torch_device, torch_dtype, list(spec.t_index_list),
-        spec.width, spec.height,
+        spec.name,
+        time.perf_counter() - started,
+        torch_device,
+        torch_dtype,
+        list(spec.t_index_list),
+        spec.width,
+        spec.height,
     )
     return StreamPipeline(
         unet=unet,

@@ -62,7 +62,7 @@ def check_t_index_list(t_index_list: Sequence[int]) -> list[int]:
                 f"t_index_list value {value!r} is not an integer in [0, {NUM_INFERENCE_STEPS - 1}]: "
                 f"use indices into the {NUM_INFERENCE_STEPS}-step schedule, e.g. [30, 40]"
             )
-    if any(later <= earlier for earlier, later in zip(values, values[1:])):
+    if any(later <= earlier for earlier, later in zip(values[:-1], values[1:], strict=True)):
         raise ConfigError(f"t_index_list {values} is not strictly increasing: sort it, e.g. [30, 40]")
     return values
 
@@ -125,7 +125,7 @@ def build_stream_schedule(t_index_list: Sequence[int], scheduler: LCMScheduler |
     import torch
 
     indices = check_t_index_list(t_index_list)
-    lcm = scheduler if scheduler is not None else build_lcm_scheduler()
+    lcm: Any = scheduler if scheduler is not None else build_lcm_scheduler()
     lcm.set_timesteps(NUM_INFERENCE_STEPS)
     all_timesteps = [int(t) for t in lcm.timesteps]
     timesteps = [all_timesteps[index] for index in indices]

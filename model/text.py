@@ -70,6 +70,8 @@ class PromptEncoder:
             else:
                 output = self.text_encoder(input_ids, output_hidden_states=True)
                 hidden = output.hidden_states[-self.clip_skip]  # [1, 77, d]
-                embeds = self.text_encoder.text_model.final_layer_norm(hidden)  # [1, 77, d]
+                # transformers 5 keeps the layers on the model itself, 4.x under `.text_model`
+                text_model = getattr(self.text_encoder, "text_model", self.text_encoder)
+                embeds = text_model.final_layer_norm(hidden)  # [1, 77, d]
         log.debug("encoded prompt %r (clip_skip %d)", prompt, self.clip_skip)
         return embeds.clone()

@@ -119,6 +119,17 @@ class Live2DiffTranslator(Translator):
             return None
         return self.fitter.from_model(shown, width, height)
 
+    def warmup(self, images: list[np.ndarray]) -> None:
+        """Run the warmup on the most recent camera frames before this translator goes live (style change).
+
+        Their outputs are dropped: the first `latency_frames` calls afterwards return None, then call `c`
+        returns the translation of its own input `c - latency_frames` as always.
+        """
+        for image in images[-self.pipeline.warmup_frames :]:
+            check_image(image)
+            self.pipeline.step(self.fitter.to_model(image))
+        self._ready.clear()
+
     @property
     def latency_frames(self) -> int:
         return self.pipeline.latency_frames

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -26,8 +26,8 @@ class LatentCodec:
     """
 
     def __init__(self, vae: AutoencoderKL | AutoencoderTiny) -> None:
-        self.vae = vae
-        self.scaling_factor = float(vae.config.scaling_factor)
+        self.vae: Any = cast(Any, vae)
+        self.scaling_factor = float(self.vae.config.scaling_factor)
         self.is_tiny = type(vae).__name__ == "AutoencoderTiny"
 
     @property
@@ -44,10 +44,9 @@ class LatentCodec:
 
         images = images.to(device=self.device, dtype=self.dtype)
         with torch.inference_mode():
-            if self.is_tiny:
-                latents = self.vae.encode(images).latents  # [B, 4, h, w]
-            else:
-                latents = self.vae.encode(images).latent_dist.mode()  # [B, 4, h, w]
+            encoded = self.vae.encode(images)
+            # TAESD returns latents; AutoencoderKL a posterior, whose mean is used
+            latents = encoded.latents if self.is_tiny else encoded.latent_dist.mode()  # [B, 4, h, w]
         return latents * self.scaling_factor
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

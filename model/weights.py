@@ -108,10 +108,15 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
             "or convert it to .safetensors"
         ) from error
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
-        loaded = loaded["state_dict"]
-    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-        raise WeightsError(f"weights file {path} does not hold a flat dict of tensors (found {type(loaded).__name__})")
-    return dict(loaded)
+        loaded = loaded["state_dict"]  # training checkpoints: {"state_dict": ..., "global_step": ...}
+    if not isinstance(loaded, dict):
+        raise WeightsError(f"weights file {path} does not hold a dict of tensors (found {type(loaded).__name__})")
+    tensors = {key: value for key, value in loaded.items() if isinstance(value, torch.Tensor)}
+    if not tensors:
+        raise WeightsError(f"weights file {path} holds no tensors (keys: {_name_keys([str(k) for k in loaded])})")
+    if len(tensors) != len(loaded):
+        logger.debug("%s: ignoring non-tensor entries %s", path, sorted(set(map(str, loaded)) - set(tensors)))
+    return tensors
 
 
 def _folder_weights_file(folder: Path) -> Path:
@@ -137,15 +142,16 @@ def convert_live2diff_motion_state_dict(state_dict: dict[str, torch.Tensor]) -> 
     transformer_blocks.0.attention_blocks.0.to_q.weight``); they become diffusers' ``MotionAdapter`` names under
     ``unet.`` (``unet.down_blocks.0.motion_modules.0.transformer_blocks.0.attn1.to_q.weight``). The depth mapping
     network ``flow_conv_in.*`` becomes ``depth_mapper.*``. Sinusoidal PE tables (``pos_encoder.pe``) are kept
-    under the diffusers name ``pos_embed.pe`` of their block so the loader can check them. A leading
-    ``module.`` or ``unet.`` is dropped; other keys pass through unchanged (the loader rejects them).
+    under the diffusers name ``pos_embed.pe`` of their block so the loader can check them. As Live2Diff's own
+    loader does, ``module.`` (data-parallel wrapping) is removed and training-only ``grid`` buffers are
+    dropped; a leading ``unet.`` is dropped; other keys pass through unchanged (the loader rejects them).
     """
     converted: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
-        name = key
-        for prefix in ("module.", "unet."):
-            if name.startswith(prefix):
-                name = name[len(prefix) :]
+        if "grid" in key:
+            continue
+        name = key.replace("module.", "")  # AnimateDiff names never contain "module." ("motion_modules.")
+        name = name.removeprefix("unet.")
         if name.startswith("flow_conv_in."):
             name = "depth_mapper." + name[len("flow_conv_in.") :]
         elif ".motion_modules." in name:
@@ -353,7 +359,8 @@ def load_stream_unet(
 
     base: an SD1.5 diffusers folder (with ``unet/``), a UNet folder, or a single-file checkpoint.
     motion: Live2Diff's ``live2diff.ckpt`` (or its ``.safetensors`` conversion) or a diffusers MotionAdapter
-    folder/file; None leaves the motion modules random (tests only). torch_dtype defaults to float32.
+    folder/file; None leaves the motion modules random (tests only). torch_dtype defaults to float16 on CUDA,
+    float32 elsewhere.
     ``config_overrides`` go to the ``StreamUNet`` config (e.g. ``attention_backend``, ``window``).
     """
     import torch
@@ -374,7 +381,10 @@ def load_stream_unet(
         load_motion_weights(unet, motion_path)
     else:
         logger.warning("no motion weights given: the motion modules of the UNet are random")
-    return unet.to(device=device, dtype=torch_dtype or torch.float32).eval()
+    # nn.Module.to: ModelMixin.to warns about fp32 modules on every dtype cast, even when there are none
+    if torch_dtype is None:
+        torch_dtype = torch.float16 if torch.device(device).type == "cuda" else torch.float32
+    return torch.nn.Module.to(unet, device=device, dtype=torch_dtype).eval()
 
 
 # -- LoRA ----------------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -24,7 +25,7 @@ def write_clip(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
     height, width = frames[0].shape[:2]
     with av.open(str(path), mode="w") as container:
         codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-        stream = container.add_stream(codec, rate=Fraction(fps))
+        stream: Any = cast(Any, container.add_stream(codec, rate=Fraction(fps)))
         stream.width = width
         stream.height = height
         stream.pix_fmt = "yuv420p"

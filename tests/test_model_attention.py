@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 from diffusers.models.attention_processor import Attention
-
 from vcam.model.stream_attention import (
     KVCache,
     SlotPositionalEncoding,
@@ -177,4 +176,5 @@ def test_reset_and_errors() -> None:
     with pytest.raises(ValueError, match="attention backend must be one of"):
         resolve_backend("flash", torch.device("cpu"))
     assert resolve_backend("auto", torch.device("cpu")) == "math"
+    assert resolve_backend("auto", torch.device("cpu"), cached=False) == "sdpa"
     assert resolve_backend("xformers", torch.device("cpu")) == "sdpa"

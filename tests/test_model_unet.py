@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from diffusers.models.unets.unet_motion_model import UNetMotionModel
+from vcam.model.unet import TINY_UNET_CONFIG, FrameGroupNorm, StreamUNet, tiny_stream_unet
 
 from tests.model_helpers import install_reference, random_clip
-from vcam.model.unet import TINY_UNET_CONFIG, FrameGroupNorm, StreamUNet, tiny_stream_unet
 
 SIZE = 8  # latent size: 8x8 and 4x4 feature maps keep the tests fast
 

@@ -10,8 +10,6 @@ import torch
 from diffusers import UNet2DConditionModel
 from diffusers.models.unets.unet_motion_model import MotionAdapter
 from safetensors.torch import save_file
-
-from tests.model_helpers import random_clip, to_live2diff_names
 from vcam.model.unet import StreamUNet, tiny_stream_unet
 from vcam.model.weights import (
     WeightsError,
@@ -23,6 +21,8 @@ from vcam.model.weights import (
     load_stream_unet,
 )
 
+from tests.model_helpers import random_clip, to_live2diff_names
+
 SIZE = 8
 TINY_OVERRIDES = {"motion_num_attention_heads": 2, "depth_mapper_channels": (8, 16)}
 
@@ -30,7 +30,9 @@ TINY_OVERRIDES = {"motion_num_attention_heads": 2, "depth_mapper_channels": (8, 
 def predict(unet: StreamUNet, depth: bool = True) -> torch.Tensor:
     clip = random_clip(8, SIZE, seed=11)
     with torch.no_grad():
-        return unet.warmup(clip["latents"], 600, clip["prompt"], clip["depth"] if depth else None, unet.create_caches(1), 0)
+        return unet.warmup(
+            clip["latents"], 600, clip["prompt"], clip["depth"] if depth else None, unet.create_caches(1), 0
+        )
 
 
 def motion_state(unet: StreamUNet) -> dict[str, torch.Tensor]:
@@ -56,7 +58,10 @@ def source() -> StreamUNet:
 @pytest.fixture(scope="module")
 def live2diff_ckpt(source: StreamUNet, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("live2diff") / "live2diff.ckpt"
-    torch.save({"state_dict": to_live2diff_names(motion_state(source))}, path)
+    # as Live2Diff saved it: data-parallel "module." names, a training-only grid buffer, the global step
+    weights = {"module." + key: value for key, value in to_live2diff_names(motion_state(source)).items()}
+    weights["module.down_blocks.0.motion_modules.0.temporal_transformer.grid"] = torch.zeros(2, 2)
+    torch.save({"state_dict": weights, "global_step": 12000}, path)
     return path
 
 
@@ -80,9 +85,9 @@ def adapter_folder(source: StreamUNet, tmp_path_factory: pytest.TempPathFactory)
 
 def test_live2diff_names_convert_to_diffusers_names(source: StreamUNet) -> None:
     original = to_live2diff_names(motion_state(source))
-    assert "down_blocks.0.motion_modules.0.temporal_transformer.transformer_blocks.0.attention_blocks.1.to_k.weight" in (
-        original
-    )
+    block = "down_blocks.0.motion_modules.0.temporal_transformer.transformer_blocks.0"
+    assert f"{block}.attention_blocks.1.to_k.weight" in original
+    assert f"{block}.attention_blocks.0.pos_encoder.pe" in original
     assert "flow_conv_in.blocks.1.weight" in original
     converted = convert_live2diff_motion_state_dict(original)
     assert set(converted) == set(motion_state(source))
@@ -98,7 +103,9 @@ def test_live2diff_checkpoint_and_motion_adapter_load_identically(
 
     from_adapter = scrambled(6)
     load_motion_weights(from_adapter, adapter_folder)
-    torch.testing.assert_close(predict(from_adapter, depth=False), predict(from_live2diff, depth=False), rtol=0, atol=0)
+    torch.testing.assert_close(
+        predict(from_adapter, depth=False), predict(from_live2diff, depth=False), rtol=0, atol=0
+    )
 
 
 def test_converted_safetensors_loads(source: StreamUNet, tmp_path: Path) -> None:
@@ -176,14 +183,25 @@ def test_lora_fused_equals_adapter(source: StreamUNet, tmp_path: Path) -> None:
     from peft.utils import get_peft_model_state_dict
 
     model = tiny_stream_unet(seed=0)
-    config = LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False)
     spatial = [n for n, _ in model.unet.named_modules() if ".attentions." in n and n.endswith(("to_q", "to_v"))]
-    config.target_modules = set(spatial)
+    config = LoraConfig(r=4, lora_alpha=4, target_modules=spatial, init_lora_weights=False)
     torch.manual_seed(3)
     model.unet.add_adapter(config, adapter_name="style")
-    lora = {"unet." + k: v.contiguous() for k, v in get_peft_model_state_dict(model.unet, adapter_name="style").items()}
+    lora = {
+        "unet." + k: v.contiguous() for k, v in get_peft_model_state_dict(model.unet, adapter_name="style").items()
+    }
     path = tmp_path / "style_lora.safetensors"
     save_file(lora, path)
+
+    # the same LoRA under kohya/A1111 names (lora_unet_*.lora_down/lora_up/alpha), as many style LoRAs ship
+    kohya = {}
+    for key, value in lora.items():
+        module, kind = key.removeprefix("unet.").rsplit(".lora_", 1)
+        name = "lora_unet_" + module.replace(".", "_")
+        kohya[f"{name}.{'lora_down' if kind.startswith('A') else 'lora_up'}.weight"] = value
+        kohya[f"{name}.alpha"] = torch.tensor(4.0)
+    kohya_path = tmp_path / "style_kohya.safetensors"
+    save_file(kohya, kohya_path)
 
     as_adapter = tiny_stream_unet(seed=0)
     load_lora_adapter(as_adapter, path, "style", scale=0.5)
@@ -192,6 +210,9 @@ def test_lora_fused_equals_adapter(source: StreamUNet, tmp_path: Path) -> None:
     assert not any("lora" in name for name in fused.state_dict())
     torch.testing.assert_close(predict(fused), predict(as_adapter), rtol=1e-4, atol=1e-5)
     assert not torch.allclose(predict(fused), predict(source))
+    from_kohya = tiny_stream_unet(seed=0)
+    fuse_lora(from_kohya, kohya_path, scale=0.5)
+    torch.testing.assert_close(predict(from_kohya), predict(fused), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.weights

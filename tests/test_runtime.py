@@ -328,3 +328,26 @@ def test_status_snapshot_fields() -> None:
     assert data["state"] == "running"
     assert data["fps_out"] > 20
     assert runtime.status().state == "stopped"
+
+
+def test_a_failed_runtime_thread_reports_state_error() -> None:
+    class BrokenSink(RecordingSink):
+        def send(self, image: np.ndarray) -> None:
+            raise RuntimeError("sink exploded")
+
+    runtime = Runtime(DemoSource(W, H, FPS), [BrokenSink()], width=W, height=H, fps=FPS)
+    runtime.start()
+    deadline = time.monotonic() + 5
+    while runtime.running and time.monotonic() < deadline:
+        time.sleep(0.02)
+    status = runtime.status()
+    runtime.stop()
+    assert status.state == "error"
+    assert status.last_error is not None and "sink exploded" in status.last_error
+
+
+def test_the_tiny_style_name_matches_the_model_preset() -> None:
+    from vcam.model.tiny import TINY_STYLE_NAME as model_name
+    from vcam.styles import TINY_STYLE_NAME
+
+    assert TINY_STYLE_NAME == model_name

@@ -74,7 +74,12 @@ def make_app(tmp_path: Path, factory: Callable[[Any], Any], **kwargs: Any) -> tu
 
 def test_start_runtime_shows_running_with_style_and_fps(tmp_path: Path) -> None:
     runtimes: list[FakeRuntime] = []
-    app, icon = make_app(tmp_path, lambda config: runtimes.append(FakeRuntime(config)) or runtimes[-1])
+
+    def factory(config: Any) -> FakeRuntime:
+        runtimes.append(FakeRuntime(config))
+        return runtimes[-1]
+
+    app, icon = make_app(tmp_path, factory)
     app.start_runtime()
     assert runtimes[0].calls == [("start",)]
     assert runtimes[0].config.style.name == "passthrough"  # the user's (default) config
@@ -267,6 +272,7 @@ def test_diagnostics_report_what_doctor_says(tmp_path: Path, monkeypatch: pytest
 
 def test_quit_stops_the_runtime_and_the_icon(tmp_path: Path) -> None:
     app, icon = make_app(tmp_path, FakeRuntime)
+    app._icon_loop_running = True  # as in run(), without a real icon loop
     app.start_runtime()
     runtime = app.runtime()
     assert isinstance(runtime, FakeRuntime)

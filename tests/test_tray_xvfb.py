@@ -25,7 +25,7 @@ from vcam.tray.backend import system_gi_abi_problem
 REPO = Path(__file__).resolve().parent.parent
 
 CHILD = r"""
-import faulthandler, json, sys, threading, time
+import faulthandler, json, re, sys, threading, time
 faulthandler.dump_traceback_later(20, exit=True)  # a hung tray shows where it hangs, then ends
 from tests.test_tray_fakes import FakeRuntime
 from vcam.tray.app import run_tray
@@ -39,11 +39,16 @@ def factory(config):
     return runtimes[-1]
 
 
+def text(item):
+    # the item's label without markup (GTK shows the default item in bold: <b>Pause camera</b>)
+    return re.sub("<[^>]+>", "", item.get_label() or "")
+
+
 def walk(menu, path):
     # the Gtk.MenuItem reached by a path of label prefixes
     for depth, label in enumerate(path):
         children = [child for child in menu.get_children() if hasattr(child, "get_label")]
-        item = next(child for child in children if (child.get_label() or "").startswith(label))
+        item = next(child for child in children if text(child).startswith(label))
         if depth == len(path) - 1:
             return item
         menu = item.get_submenu()
@@ -58,7 +63,7 @@ def activate_in_gtk(icon, paths):
     def run():
         try:
             top = icon._menu_handle
-            labels.extend(child.get_label() for child in top.get_children() if hasattr(child, "get_label"))
+            labels.extend(label for label in (text(child) for child in top.get_children()) if label)
             for path in paths:
                 walk(icon._menu_handle, path).activate()
         finally:
@@ -171,7 +176,8 @@ def test_xorg_icon_runs_and_stops_cleanly(xvfb: str, tmp_path: Path) -> None:
     assert report["title"] == "Live2Diff Camera: Camera (no style), 30 fps"
     assert exit_report(result) == {"code": 0, "calls": [["start"], ["stop"]]}
     assert result.stderr.count("the tray icon has no menu") == 1  # said once
-    assert "Traceback" not in result.stderr
+    # bare Xvfb has no system tray to dock into: pystray logs that with a traceback; nothing else may fail
+    assert result.stderr.count("Traceback") == result.stderr.count("Failed to dock icon")
 
 
 def test_xorg_icon_quits_cleanly_on_sigterm(xvfb: str, tmp_path: Path) -> None:

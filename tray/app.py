@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 #: how often the watcher refreshes the tooltip's fps when nothing else happens
 POLL_S = 1.0
 ICON_NAME = "live2diff-vcam"
+#: how long to wait for the icon's loop to end after stop(), and how often to ask again (xorg)
+STOP_RETRY_S = 1.0
+STOP_RETRIES = 3
 DIAGNOSTICS_FILE_NAME = "diagnostics.txt"
 
 
@@ -97,6 +100,10 @@ class TrayApp:
         self._stopping = threading.Event()
         self._starting = threading.Lock()  # one start or restart at a time
         self._threads: list[threading.Thread] = []
+        self._watcher: threading.Thread | None = None
+        self._icon_loop_running = False
+        self._loop_ended = threading.Event()
+        self._refreshed = threading.Event()
         self._shown: dict[str, Any] = {}  # what the icon shows now: image state, title, menu key
         self._last_error_seen: str | None = None
         self.icon: pystray.Icon | None = None
@@ -378,19 +385,30 @@ class TrayApp:
         self._spawn(about, "about")
 
     def quit(self) -> None:
-        """Stop the camera and the icon (from any thread)."""
+        """Stop the camera and the icon (from any thread); the watcher does it when it runs."""
         if self._stopping.is_set():
             return
         log.info("quitting")
         self._stopping.set()
         self._wake.set()
+        watcher = self._watcher
+        if watcher is None or not watcher.is_alive():
+            self._spawn(self._shut_down, "quit")
 
-        def shut_down() -> None:
-            self._stop_runtime()
-            if self.icon is not None:
-                self.icon.stop()
-
-        self._spawn(shut_down, "quit")
+    def _shut_down(self) -> None:
+        self._stop_runtime()
+        icon = self.icon
+        if icon is None or not self._icon_loop_running:
+            return
+        self._icon_loop_running = False
+        icon.stop()
+        # pystray's xorg backend sometimes loses a stop request that closely follows icon updates
+        # (about 1 in 4 here; its loop then waits for X events forever); sending it again ends the loop
+        for _attempt in range(STOP_RETRIES):
+            if self._loop_ended.wait(STOP_RETRY_S) or not type(icon).__module__.endswith("_xorg"):
+                return
+            log.debug("the xorg icon loop did not stop; asking again")
+            icon._stop()
 
     # ------------------------------------------------------------------ the icon
     def notify(self, message: str) -> None:
@@ -433,15 +451,27 @@ class TrayApp:
                 icon.update_menu()
 
     def _watch(self) -> None:
-        while not self._stopping.is_set():
-            self._wake.wait(POLL_S)
-            self._wake.clear()
-            if self._stopping.is_set():
-                break
-            try:
-                self.refresh()
-            except Exception:  # the watcher must outlive any one bad refresh
-                log.exception("refreshing the tray icon failed")
+        """The one thread that changes the icon after start-up (pystray's xorg backend and python-xlib
+        deadlock when several threads update the icon at once), including stopping it on Quit."""
+        try:
+            while not self._stopping.is_set():
+                self._wake.wait(POLL_S)
+                self._wake.clear()
+                if self._stopping.is_set():
+                    break
+                try:
+                    self.refresh()
+                except Exception:  # the watcher must outlive any one bad refresh
+                    log.exception("refreshing the tray icon failed")
+                self._refreshed.set()
+        finally:
+            self._shut_down()
+
+    def wait_refreshed(self, timeout: float = 10.0) -> bool:
+        """Wait until the watcher has shown the state as it is now (tests, `on_ready`)."""
+        self._refreshed.clear()
+        self._wake.set()
+        return self._refreshed.wait(timeout)
 
     def build_icon(self) -> pystray.Icon:
         import pystray
@@ -458,16 +488,17 @@ class TrayApp:
         log.info("tray icon backend: %s", type(icon).__module__)
 
         def setup(icon: Any) -> None:
+            self._icon_loop_running = True
             icon.visible = True
             if self.backend.warning:
                 log.warning("%s", self.backend.warning)
-            self._spawn(self._watch, "watch")
+            self._watcher = self._spawn(self._watch, "watch")
             starter = self._spawn(self.start_runtime, "start")
             if on_ready is not None:
 
                 def ready() -> None:
                     starter.join()
-                    self.refresh()
+                    self.wait_refreshed()
                     on_ready(self)
 
                 self._spawn(ready, "ready")
@@ -481,6 +512,8 @@ class TrayApp:
             # pystray's GTK backends raise at exit when the session has no notification service
             log.debug("the icon's loop raised while stopping", exc_info=True)
         finally:
+            self._loop_ended.set()
+            self._icon_loop_running = False  # the loop is over: nothing may wait on it now
             _restore_signal_handlers(previous)
             self._stopping.set()
             self._wake.set()

@@ -351,6 +351,8 @@ class Runtime:
             translator = self._translator
             if self._stopped:
                 state = "stopped"
+            elif self._started and self._stop.is_set():
+                state = "error"  # a runtime thread failed: last_error says why
             elif self._paused:
                 state = "paused"
             elif self._camera_lost:

@@ -47,9 +47,11 @@ def list_styles(config: Config, diffusion: bool = True) -> list[StyleInfo]:
     return styles
 
 
-def _test_styles() -> list[StyleInfo]:
-    from vcam.model.tiny import TINY_STYLE_NAME
+#: the tiny random-weight model's style name (vcam.model.tiny.TINY_STYLE_NAME; not imported here: it needs torch)
+TINY_STYLE_NAME = "tiny-random"
 
+
+def _test_styles() -> list[StyleInfo]:
     return [
         StyleInfo(
             TINY_STYLE_NAME,

@@ -26,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
     parser.add_argument("--dtype", default="auto", help="auto | float32 | float16 (default auto)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNet (real models on CUDA)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--config", help="config file (for --model STYLE; default: the user's config.toml)")
 
 
@@ -123,6 +124,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             raise UserError(f"--t-index-list {args.t_index_list!r} must be integers separated by commas") from None
     if args.frames < 1:
         raise UserError(f"--frames {args.frames} must be 1 or more")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads {args.threads} must be 1 or more")
+        torch.set_num_threads(args.threads)
     pipelined = _build(args, t_index_list)
     sequential = pipelined.sibling(stream_batch=False)
     result_pipelined = measure(pipelined, args.frames)

@@ -5,17 +5,20 @@ Two measurements, printed as JSON by the CLI:
 1. Per latent size: ms per new frame streaming with the KV cache (one UNet call on one frame) versus
    recomputing the whole 16-frame window through the UNet for every new frame (what a bi-directional
    AnimateDiff needs), their ratio, and the cache's memory per denoising step.
-2. The cached temporal attention alone (SD1.5-sized layer: 8 heads x 40 channels, h*w rows, 1 query against
-   16 slots, projections included) with the plain matmul-softmax path versus SDPA, in steady state (all slots
-   visible) and while the ring fills (masked slots); and the warmup shape (8 frames against 8).
+2. The cached temporal attention of one SD1.5-sized layer (8 heads x 40 channels, h*w rows, 1 query against
+   16 slots) with the plain matmul-softmax path versus SDPA: the whole layer (q/k/v/out projections, cache
+   write, attention) and the kernel alone (attention over the cache with the per-slot PE terms), in steady
+   state (all slots visible) and while the ring fills (masked slots); and the warmup layer (8 frames x 8).
+
+Times are the fastest of the repeats (this runs on shared machines), in milliseconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import platform
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -35,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
-def _median_ms(fn: Callable[[], Any], repeats: int, sync: Callable[[], None]) -> float:
+def _best_ms(fn: Callable[[], Any], repeats: int, sync: Callable[[], None]) -> float:
+    """The fastest of ``repeats`` timed calls after one untimed call (the least disturbed on a shared machine)."""
     fn()  # warm-up call: allocations, kernel selection
     sync()
     times = []
@@ -44,7 +48,7 @@ def _median_ms(fn: Callable[[], Any], repeats: int, sync: Callable[[], None]) ->
         fn()
         sync()
         times.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(times)
+    return min(times)
 
 
 def _unet_rows(args: argparse.Namespace, device: Any, dtype: Any, sync: Callable[[], None]) -> list[dict[str, Any]]:
@@ -52,27 +56,22 @@ def _unet_rows(args: argparse.Namespace, device: Any, dtype: Any, sync: Callable
 
     from vcam.model.unet import tiny_stream_unet
 
-    unet = tiny_stream_unet(args.seed).to(device=device, dtype=dtype)
+    unet = torch.nn.Module.to(tiny_stream_unet(args.seed), device=device, dtype=dtype)
     generator = torch.Generator().manual_seed(args.seed)
     rows = []
     for size in args.sizes:
         prompt = torch.randn(1, 77, unet.config["cross_attention_dim"], generator=generator).to(device, dtype)
-        warm = torch.randn(8, 4, size, size, generator=generator).to(device, dtype)
-        frames = torch.randn(args.frames + 1, 4, size, size, generator=generator).to(device, dtype)
+        warm = torch.randn(8, 4, size, size, generator=generator).to(device, dtype)  # [8, 4, h, w]
+        frame = torch.randn(1, 4, size, size, generator=generator).to(device, dtype)  # [1, 4, h, w]
+        window = torch.randn(1, 4, 16, size, size, generator=generator).to(device, dtype)  # [1, 4, 16, h, w]
         timestep = torch.tensor([500], device=device)
         caches = unet.create_caches(1)
         with torch.no_grad():
             unet.warmup(warm, 500, prompt, None, caches, 0)
-            frame_iter = iter(range(args.frames + 1))
-
-            def stream_one() -> None:
-                index = next(frame_iter)
-                unet.stream(frames[index : index + 1], timestep, prompt, None, caches, [0])
-
-            cached_ms = _median_ms(stream_one, args.frames, sync)
-            window = torch.randn(1, 4, 16, size, size, generator=generator).to(device, dtype)
-            window_prompt = prompt.expand(16, -1, -1)
-            recompute_ms = _median_ms(lambda: unet(window, timestep, window_prompt), args.recompute_repeats, sync)
+            stream_one = functools.partial(unet.stream, frame, timestep, prompt, None, caches, [0])
+            cached_ms = _best_ms(stream_one, args.frames, sync)
+            recompute = functools.partial(unet, window, timestep, prompt.expand(16, -1, -1))
+            recompute_ms = _best_ms(recompute, args.recompute_repeats, sync)
         cache_bytes = caches.nbytes()
         rows.append(
             {
@@ -113,7 +112,8 @@ def _attention_rows(
             row: dict[str, Any] = {"rows": rows, "heads": heads, "head_dim": dim // heads, "state": state}
             for backend in ("math", "sdpa"):
                 context = StreamContext()
-                attn.set_processor(StreamTemporalAttnProcessor(table, 0, context, backend))
+                processor = StreamTemporalAttnProcessor(table, 0, context, backend)
+                attn.set_processor(processor)
                 cache = KVCache()
                 with torch.no_grad():
                     context.mode, context.entry_caches = "warmup", [[cache]]
@@ -121,19 +121,24 @@ def _attention_rows(
                     context.mode = "stream"
                     for _ in range(streamed):
                         attn(torch.randn(rows, 1, dim, device=device, dtype=dtype))
-                    frame = torch.randn(rows, 1, dim, device=device, dtype=dtype)
-                    row[f"{backend}_ms"] = round(_median_ms(lambda: attn(frame), repeats, sync), 3)
-            row["sdpa_over_math"] = round(row["sdpa_ms"] / row["math_ms"], 2)
+                    frame = torch.randn(rows, 1, dim, device=device, dtype=dtype)  # [rows, 1, C]
+                    layer_ms = _best_ms(functools.partial(attn, frame), repeats, sync)
+                    query = torch.randn(rows, heads, 1, dim // heads, device=device, dtype=dtype)
+                    kernel = functools.partial(processor._cached_attention, attn, query, cache, backend)
+                    kernel_ms = _best_ms(kernel, args.attention_repeats, sync)
+                row[f"{backend}_layer_ms"] = round(layer_ms, 3)
+                row[f"{backend}_kernel_ms"] = round(kernel_ms, 3)
+            row["sdpa_over_math_layer"] = round(row["sdpa_layer_ms"] / row["math_layer_ms"], 2)
+            row["sdpa_over_math_kernel"] = round(row["sdpa_kernel_ms"] / row["math_kernel_ms"], 2)
             results.append(row)
         warm_row: dict[str, Any] = {"rows": rows, "heads": heads, "head_dim": dim // heads, "state": "warmup 8x8"}
-        warm_frames = torch.randn(rows, 8, dim, device=device, dtype=dtype)
+        warm_frames = torch.randn(rows, 8, dim, device=device, dtype=dtype)  # [rows, 8, C]
         for backend in ("math", "sdpa"):
             attn.set_processor(StreamTemporalAttnProcessor(table, 0, StreamContext(), backend))
             with torch.no_grad():
-                warm_row[f"{backend}_ms"] = round(
-                    _median_ms(lambda: attn(warm_frames), args.attention_repeats, sync), 3
-                )
-        warm_row["sdpa_over_math"] = round(warm_row["sdpa_ms"] / warm_row["math_ms"], 2)
+                warm_ms = _best_ms(functools.partial(attn, warm_frames), args.attention_repeats, sync)
+            warm_row[f"{backend}_layer_ms"] = round(warm_ms, 3)
+        warm_row["sdpa_over_math_layer"] = round(warm_row["sdpa_layer_ms"] / warm_row["math_layer_ms"], 2)
         results.append(warm_row)
         logger.info("attention bench rows=%d done", rows)
     return results

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from vcam.commands.common import add_config_argument, load_config_from_args, positive_int
 from vcam.errors import UserError
@@ -56,7 +56,11 @@ def run(args: argparse.Namespace) -> int:
     translator = load_translator(args.style, config)
     try:
         summary = translate_video(
-            args.input, args.output, translator, max_frames=args.frames, metrics=args.metrics,
+            args.input,
+            args.output,
+            translator,
+            max_frames=args.frames,
+            metrics=args.metrics,
             progress=not args.no_progress,
         )
     finally:
@@ -113,7 +117,7 @@ class VideoWriter:
         except (OSError, av.FFmpegError) as error:
             raise UserError(f"cannot write {str(path)!r} ({error}): check the folder and the file suffix") from None
         codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-        self._stream = self._container.add_stream(codec, rate=rate)
+        self._stream: Any = cast(Any, self._container.add_stream(codec, rate=rate))
         self._stream.width = self.width
         self._stream.height = self.height
         self._stream.pix_fmt = "yuv420p"

@@ -1,0 +1,98 @@
+"""The tiny Live2Diff translator inside the camera loop: demo source -> runtime -> fake virtual camera.
+
+The pipeline is made slower than real time (128x128 model, 20 fps output); the sink must still get
+frames at its fps while the model warms up, runs, and switches prompt.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from vcam.model.tiny import build_tiny_pipeline
+from vcam.model.translator import Live2DiffTranslator
+
+from tests.fakes_vcam import fake_backend
+from vcam.runtime import Runtime
+from vcam.sinks.virtual_camera import VirtualCameraSink
+from vcam.sources.demo import DemoSource
+
+FPS = 20.0
+WIDTH, HEIGHT = 160, 120
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def _wait_for(condition: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_tiny_translator_in_the_camera_loop_with_a_prompt_change() -> None:
+    made: list[Live2DiffTranslator] = []
+    recorded: list[torch.Tensor] = []
+
+    def loader(name: str) -> Live2DiffTranslator:
+        pipeline = build_tiny_pipeline(width=128, height=128, t_index_list=(30, 40), prompt="old prompt")
+        original = pipeline.unet.stream
+
+        def recording(sample: torch.Tensor, timesteps: torch.Tensor, embeds: torch.Tensor, *args: Any, **kw: Any):  # type: ignore[no-untyped-def]
+            recorded.append(embeds[0].clone())
+            return original(sample, timesteps, embeds, *args, **kw)
+
+        pipeline.unet.stream = recording  # type: ignore[method-assign]
+        translator = Live2DiffTranslator(pipeline, name=name)
+        made.append(translator)
+        return translator
+
+    with fake_backend() as backend:
+        source = DemoSource(WIDTH, HEIGHT, FPS)
+        runtime = Runtime(
+            source,
+            [VirtualCameraSink(backend="fake")],
+            width=WIDTH,
+            height=HEIGHT,
+            fps=FPS,
+            style="tiny-random",
+            translator_loader=loader,
+        )
+        runtime.start()
+        try:
+            assert _wait_for(lambda: bool(made) and not made[0].warming_up and len(recorded) >= 4, timeout=60)
+            translator = made[0]
+            status = runtime.status()
+            assert status.style == "tiny-random" and status.state == "running"
+            model_ms = sum(translator.pipeline.times.per_call_ms().values())
+            assert model_ms > 1000.0 / FPS  # the model is slower than real time
+            encoder = translator.pipeline.prompt_encoder
+            switch_started = time.monotonic()
+            translator.set_prompt("new prompt")
+            assert _wait_for(lambda: translator.prompt == "new prompt", timeout=60)
+            calls_at_switch = len(recorded)
+            assert _wait_for(lambda: len(recorded) >= calls_at_switch + 3, timeout=60)
+            switch_ended = time.monotonic()
+        finally:
+            runtime.stop()
+        camera = backend.last()
+    stamps = np.array(camera.timestamps)
+    gaps = np.diff(stamps)
+    rate = (len(stamps) - 1) / (stamps[-1] - stamps[0])
+    assert rate == pytest.approx(FPS, rel=0.2)  # paced at its fps through warmup, slow model and prompt switch
+    assert gaps.max() < 0.5  # never a stall (the model takes > 1 frame interval per call)
+    during_switch = stamps[(stamps >= switch_started) & (stamps <= switch_ended)]
+    assert len(during_switch) >= 0.7 * FPS * (switch_ended - switch_started)
+    new_embeds = encoder("new prompt")[0]
+    old_embeds = encoder("old prompt")[0]
+    assert torch.equal(recorded[0], old_embeds)
+    assert all(torch.equal(embeds, new_embeds) for embeds in recorded[calls_at_switch:])
+    assert camera.last_rgb().shape == (HEIGHT, WIDTH, 3)
