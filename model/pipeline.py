@@ -175,8 +175,9 @@ class StreamPipeline:
         similar_filter: SimilarFrameFilter | None = None,
         warmup_frames: int = WARMUP_FRAMES,
         window: int = WINDOW,
+        unet_lock: threading.Lock | None = None,
     ) -> None:
-
+        """`unet_lock`: shared by every pipeline on the same `unet` (see `sibling`); a new lock when None."""
         if noise not in NOISE_MODES:
             raise ConfigError(f"noise mode {noise!r} is not one of {NOISE_MODES}")
         if width % 8 or height % 8 or width < 8 or height < 8:
@@ -199,7 +200,8 @@ class StreamPipeline:
         self.schedule = schedule.to(self.device, self.dtype)
         self.times = StageTimes()
         self._state_lock = threading.RLock()  # guards the stream state below
-        self._unet_lock = threading.Lock()  # one UNet forward at a time (the UNet holds per-call context)
+        # one UNet forward at a time, across every pipeline sharing this UNet (it holds per-call context)
+        self._unet_lock = unet_lock if unet_lock is not None else threading.Lock()
         self._prompt = self._make_prompt_state(prompt)
         self._switch_generation = 0
         self._switch_ready: _PromptState | None = None
@@ -244,7 +246,9 @@ class StreamPipeline:
     def sibling(self, **overrides: Any) -> StreamPipeline:
         """A new pipeline on the same models (no reload) with some constructor arguments changed.
 
-        E.g. `sibling(stream_batch=False)` for the sequential reference, `sibling(seed=1)`.
+        E.g. `sibling(stream_batch=False)` for the sequential reference, `sibling(seed=1)`. The sibling shares
+        this pipeline's UNet lock, so both can run at once from different threads (a style's warmup while
+        another streams).
         """
         arguments: dict[str, Any] = {
             "unet": self.unet,
@@ -261,6 +265,7 @@ class StreamPipeline:
             "similar_filter": None,
             "warmup_frames": self.warmup_frames,
             "window": self.window,
+            "unet_lock": self._unet_lock,
         }
         arguments.update(overrides)
         return StreamPipeline(**arguments)
@@ -739,8 +744,7 @@ def _load_vae(spec: PipelineSpec) -> Any:
         return AutoencoderTiny.from_pretrained(_require_path(spec.taesd, "TAESD folder"), local_files_only=True)
     from diffusers import AutoencoderKL
 
-    folder = spec.base / "vae" if spec.base.is_dir() and (spec.base / "vae").is_dir() else spec.sd15 / "vae"
-    return AutoencoderKL.from_pretrained(folder, local_files_only=True)
+    return AutoencoderKL.from_pretrained(vae_source(spec), local_files_only=True)
 
 
 def _scheduler_config(spec: PipelineSpec) -> dict[str, Any] | None:
@@ -752,41 +756,115 @@ def _scheduler_config(spec: PipelineSpec) -> dict[str, Any] | None:
     return dict(json.loads(path.read_text(encoding="utf-8")))
 
 
+@dataclass(frozen=True)
+class PipelineParts:
+    """The models a pipeline uses besides its UNet; several pipelines (and UNets) may share one set."""
+
+    tokenizer: Any  # transformers CLIPTokenizer
+    text_encoder: Any  # transformers CLIPTextModel, on the device, eval
+    codec: LatentCodec
+    depth_encoder: DepthEncoder
+
+
+def text_encoder_source(spec: PipelineSpec) -> Path:
+    """Where the style's text encoder weights come from: the base (its text_encoder/ or single file), else SD1.5."""
+    if spec.base.is_dir() and (spec.base / "text_encoder" / "config.json").is_file():
+        return spec.base
+    if spec.base.is_file():
+        return spec.base
+    return spec.sd15
+
+
+def vae_source(spec: PipelineSpec) -> Path | None:
+    """The folder the autoencoder is loaded from (TAESD's, or the base's / SD1.5's vae/)."""
+    if spec.vae == "taesd":
+        return spec.taesd
+    return spec.base / "vae" if spec.base.is_dir() and (spec.base / "vae").is_dir() else spec.sd15 / "vae"
+
+
+def _check_spec_paths(spec: PipelineSpec) -> None:
+    for path, what in ((spec.base, "base model"), (spec.sd15, "SD1.5 folder"), (spec.motion, "motion checkpoint")):
+        _require_path(path, what)
+    _require_path(spec.depth, "depth model folder")
+
+
+def load_pipeline_unet(spec: PipelineSpec, device: torch.device, dtype: torch.dtype) -> StreamUNet:
+    """The style's `StreamUNet`: base + motion weights, LCM-LoRA and style LoRA fused (in float32), on the device."""
+    import torch
+    from vcam.model.weights import fuse_lora, load_stream_unet
+
+    _check_spec_paths(spec)
+    unet = load_stream_unet(spec.base, spec.motion, torch_dtype=torch.float32, attention_backend=spec.attention)
+    if spec.lcm_lora is not None:
+        fuse_lora(unet, _require_path(spec.lcm_lora, "LCM-LoRA"), scale=1.0, adapter_name="lcm")
+    if spec.style_lora is not None:
+        fuse_lora(unet, _require_path(spec.style_lora, "style LoRA"), scale=spec.lora_scale, adapter_name="style")
+    # nn.Module.to: ModelMixin.to warns about fp32 modules on every dtype cast, even when there are none
+    unet = torch.nn.Module.to(unet, device=device, dtype=dtype).eval()
+    if spec.compile:
+        unet.unet = torch.compile(unet.unet)  # type: ignore[assignment]
+    return unet
+
+
+def load_pipeline_parts(spec: PipelineSpec, device: torch.device, dtype: torch.dtype) -> PipelineParts:
+    """Tokenizer, text encoder, autoencoder and depth estimator of a style, on the device."""
+    import torch
+    from transformers import CLIPTokenizer, DPTForDepthEstimation
+    from vcam.model.depth import DPT_INPUT_SIZE, DepthEncoder
+    from vcam.model.vae import LatentCodec
+
+    _check_spec_paths(spec)
+    tokenizer: Any = CLIPTokenizer.from_pretrained(spec.sd15 / "tokenizer", local_files_only=True)
+    text_encoder = torch.nn.Module.to(_load_text_encoder(spec), device=device, dtype=dtype).eval()
+    codec = LatentCodec(torch.nn.Module.to(_load_vae(spec), device=device, dtype=dtype).eval())
+    depth_model: Any = DPTForDepthEstimation.from_pretrained(spec.depth, local_files_only=True)
+    depth_size = int(getattr(depth_model.config, "image_size", DPT_INPUT_SIZE) or DPT_INPUT_SIZE)
+    depth_model = torch.nn.Module.to(depth_model, device=device, dtype=dtype).eval()
+    return PipelineParts(tokenizer, text_encoder, codec, DepthEncoder(depth_model, input_size=depth_size))
+
+
+def assemble_stream_pipeline(
+    spec: PipelineSpec, unet: StreamUNet, parts: PipelineParts, unet_lock: threading.Lock | None = None
+) -> StreamPipeline:
+    """A `StreamPipeline` for `spec` on already loaded models (the prompt, schedule and caches are its own).
+
+    Pipelines sharing `unet` must share `unet_lock`.
+    """
+    from vcam.model.scheduler import build_lcm_scheduler, build_stream_schedule
+    from vcam.model.text import PromptEncoder
+
+    schedule = build_stream_schedule(spec.t_index_list, build_lcm_scheduler(_scheduler_config(spec)))
+    return StreamPipeline(
+        unet=unet,
+        prompt_encoder=PromptEncoder(parts.tokenizer, parts.text_encoder, clip_skip=spec.clip_skip),
+        codec=parts.codec,
+        depth_encoder=parts.depth_encoder,
+        schedule=schedule,
+        prompt=spec.prompt,
+        width=spec.width,
+        height=spec.height,
+        seed=spec.seed,
+        noise=spec.noise,
+        similar_filter=SimilarFrameFilter(seed=spec.seed) if spec.similar_filter else None,
+        unet_lock=unet_lock,
+    )
+
+
 def load_stream_pipeline(spec: PipelineSpec, device: str = "auto", dtype: str = "auto") -> StreamPipeline:
     """Build a `StreamPipeline` from local weights (no network).
 
     The LCM-LoRA and the style LoRA are fused into the UNet in float32, then every model moves to the
     device and dtype ("auto": CUDA + float16 when there is a GPU, else CPU + float32). On CUDA the temporal
     attention uses xformers when installed, else SDPA; `spec.compile` wraps the UNet in `torch.compile`.
+    `vcam.model.pool.ModelPool` does the same but shares models between styles.
     """
-    import torch
-    from transformers import CLIPTokenizer, DPTForDepthEstimation
-    from vcam.model.depth import DepthEncoder
-    from vcam.model.scheduler import build_lcm_scheduler, build_stream_schedule
-    from vcam.model.text import PromptEncoder
-    from vcam.model.vae import LatentCodec
-    from vcam.model.weights import fuse_lora, load_stream_unet
-
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
-    for path, what in ((spec.base, "base model"), (spec.sd15, "SD1.5 folder"), (spec.motion, "motion checkpoint")):
-        _require_path(path, what)
-    _require_path(spec.depth, "depth model folder")
-    schedule = build_stream_schedule(spec.t_index_list, build_lcm_scheduler(_scheduler_config(spec)))
+    _check_spec_paths(spec)
+    _check_t_index_list(spec)
     started = time.perf_counter()
-    unet = load_stream_unet(spec.base, spec.motion, torch_dtype=torch.float32, attention_backend=spec.attention)
-    if spec.lcm_lora is not None:
-        fuse_lora(unet, _require_path(spec.lcm_lora, "LCM-LoRA"), scale=1.0, adapter_name="lcm")
-    if spec.style_lora is not None:
-        fuse_lora(unet, _require_path(spec.style_lora, "style LoRA"), scale=spec.lora_scale, adapter_name="style")
-    unet = unet.to(device=torch_device, dtype=torch_dtype).eval()
-    if spec.compile:
-        unet.unet = torch.compile(unet.unet)  # type: ignore[assignment]
-    tokenizer: Any = CLIPTokenizer.from_pretrained(spec.sd15 / "tokenizer", local_files_only=True)
-    text_encoder = _load_text_encoder(spec).to(device=torch_device, dtype=torch_dtype).eval()
-    codec = LatentCodec(_load_vae(spec).to(device=torch_device, dtype=torch_dtype).eval())
-    depth_model: Any = DPTForDepthEstimation.from_pretrained(spec.depth, local_files_only=True)
-    depth_encoder = DepthEncoder(depth_model.to(device=torch_device, dtype=torch_dtype).eval())
+    unet = load_pipeline_unet(spec, torch_device, torch_dtype)
+    parts = load_pipeline_parts(spec, torch_device, torch_dtype)
     log.info(
         "loaded %s in %.1f s on %s (%s): steps %s, %dx%d",
         spec.name,
@@ -797,16 +875,11 @@ def load_stream_pipeline(spec: PipelineSpec, device: str = "auto", dtype: str = 
         spec.width,
         spec.height,
     )
-    return StreamPipeline(
-        unet=unet,
-        prompt_encoder=PromptEncoder(tokenizer, text_encoder, clip_skip=spec.clip_skip),
-        codec=codec,
-        depth_encoder=depth_encoder,
-        schedule=schedule,
-        prompt=spec.prompt,
-        width=spec.width,
-        height=spec.height,
-        seed=spec.seed,
-        noise=spec.noise,
-        similar_filter=SimilarFrameFilter(seed=spec.seed) if spec.similar_filter else None,
-    )
+    return assemble_stream_pipeline(spec, unet, parts)
+
+
+def _check_t_index_list(spec: PipelineSpec) -> None:
+    """Fail fast on a bad t_index_list, before any weights are read."""
+    from vcam.model.scheduler import check_t_index_list
+
+    check_t_index_list(spec.t_index_list)

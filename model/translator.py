@@ -9,6 +9,7 @@ while there is none yet. The warmup's burst covers the T-1 calls in which the st
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,11 +20,14 @@ from vcam.translators.base import Translator
 
 if TYPE_CHECKING:
     from vcam.model.pipeline import StreamPipeline
+    from vcam.model.pool import ModelPool
 
 log = logging.getLogger(__name__)
 
 #: how a camera frame of another aspect ratio is fitted to the model size
 FIT_MODES = ("crop", "stretch")
+#: pixels per latent cell of SD's autoencoders
+VAE_SCALE_FACTOR = 8
 
 
 class FrameFitter:
@@ -78,28 +82,56 @@ def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.ascontiguousarray(cv2.resize(image, (width, height), interpolation=interpolation))
 
 
+def native_model_size(base: Any) -> tuple[int, int]:
+    """(width, height) a base model was trained at: its UNet config's sample_size times the VAE's factor 8."""
+    from vcam.model.weights import base_unet_config
+
+    sample_size = base_unet_config(base).get("sample_size") or 64
+    side = int(sample_size[0] if isinstance(sample_size, list | tuple) else sample_size) * VAE_SCALE_FACTOR
+    return side, side
+
+
 class Live2DiffTranslator(Translator):
     """Runs camera frames through a `StreamPipeline`; call `c` returns the output for input `c - latency_frames`."""
 
-    def __init__(self, pipeline: StreamPipeline, name: str = "live2diff", fit: str = "crop") -> None:
+    def __init__(
+        self,
+        pipeline: StreamPipeline,
+        name: str = "live2diff",
+        fit: str = "crop",
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        """`on_close` is called once, after the pipeline is closed (a pool lease's `release`)."""
         self.pipeline = pipeline
+        self._on_close = on_close
         self.name = name
         self.fitter = FrameFitter(pipeline.width, pipeline.height, fit)
         self._ready: dict[int, np.ndarray] = {}  # input index -> model-size output not shown yet
         self._closed = False
 
     @classmethod
-    def from_style(cls, entry: Any, paths: Any, config: Any) -> Live2DiffTranslator:
+    def from_style(
+        cls,
+        entry: Any,
+        paths: Any,
+        config: Any,
+        size: tuple[int, int] | None = None,
+        pool: ModelPool | None = None,
+    ) -> Live2DiffTranslator:
         """Load a diffusion style: `entry` a catalogue `StyleEntry`, `paths` its `StylePaths`, `config` a `Config`.
 
-        Device and dtype come from `config.models`, the noise seed from `config.style.seed`; the model runs at
-        512x512 (camera frames are cropped to it and the output fitted back).
+        Device and dtype come from `config.models`, the noise seed from `config.style.seed`. The model runs at
+        `size` (width, height), by default the base model's native size (its UNet's sample_size x 8: 512x512
+        for SD1.5); camera frames are cropped to it and the output fitted back. Models come from `pool` (the
+        process's shared pool by default): a style on models already loaded for another style shares them.
         """
-        from vcam.model.pipeline import PipelineSpec, load_stream_pipeline
+        from vcam.model.pipeline import PipelineSpec
+        from vcam.model.pool import shared_pool
 
-        spec = PipelineSpec.from_style_paths(paths, seed=int(config.style.seed))
-        pipeline = load_stream_pipeline(spec, device=config.models.device, dtype=config.models.dtype)
-        return cls(pipeline, name=str(entry.name))
+        width, height = size if size is not None else native_model_size(paths.base)
+        spec = PipelineSpec.from_style_paths(paths, seed=int(config.style.seed), width=width, height=height)
+        lease = (pool or shared_pool()).acquire(spec, device=config.models.device, dtype=config.models.dtype)
+        return cls(lease.pipeline, name=str(entry.name), on_close=lease.release)
 
     def __call__(self, image: np.ndarray) -> np.ndarray | None:
         check_image(image)
@@ -155,4 +187,8 @@ class Live2DiffTranslator(Translator):
             return
         self._closed = True
         self._ready.clear()
-        self.pipeline.close()
+        try:
+            self.pipeline.close()
+        finally:
+            if self._on_close is not None:
+                self._on_close()

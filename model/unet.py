@@ -4,7 +4,11 @@ Built on diffusers' ``UNetMotionModel`` (motion modules after each spatial trans
 blocks, none in the mid block; parameter names as diffusers' ``MotionAdapter``), with:
 
 - the temporal attentions replaced by ``StreamTemporalAttnProcessor`` (uni-directional, KV-cached);
-- Live2Diff's depth mapping network, whose output is added to the ``conv_in`` output.
+- the motion modules' input GroupNorm computed per frame (``FrameGroupNorm``), as in the original AnimateDiff
+  and Live2Diff: diffusers pools it over all frames of the clip, which would let future frames leak into
+  the past (``motion_norm="clip"`` keeps diffusers' behaviour, for parity tests);
+- Live2Diff's depth mapping network, whose output is added to the ``conv_in`` output (a forward hook, so
+  the diffusers parameter names stay unchanged).
 
 Three calls share the same weights:
 
@@ -12,7 +16,7 @@ Three calls share the same weights:
   warmup slots of one step's caches.
 - ``stream``: a batch of B single new frames, entry i at its own timestep, reading and appending to the
   caches of denoising step ``steps[i]``.
-- ``forward``: plain bi-directional AnimateDiff over whole clips (no cache), as diffusers computes it.
+- ``forward``: plain bi-directional AnimateDiff over whole clips (no cache).
 
 One forward call at a time per model: the processors read the current call's mode from a shared context.
 """

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -391,9 +392,10 @@ def load_stream_unet(
 
 
 def lora_unet_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, float] | None]:
-    """A LoRA file's UNet part in PEFT names (``unet.`` prefix dropped) and its network alphas.
+    """A LoRA file in diffusers names (UNet keys under ``unet.``) and its network alphas, if any.
 
-    Accepts diffusers/PEFT names and kohya/A1111 names (``lora_unet_*``), which diffusers converts.
+    Accepts diffusers/PEFT names and kohya/A1111 names (``lora_unet_*``), which diffusers converts. Text-encoder
+    keys are kept in the dict; ``load_lora_adapter`` uses only the UNet's.
     """
     from diffusers.loaders.lora_pipeline import StableDiffusionLoraLoaderMixin
 
@@ -402,27 +404,37 @@ def lora_unet_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dic
         converted, alphas = StableDiffusionLoraLoaderMixin.lora_state_dict(state_dict)
     except Exception as error:  # diffusers raises ValueError/KeyError for foreign key layouts
         raise WeightsError(f"{path} is not a LoRA for an SD1.5 UNet: {error}") from error
-    unet_part = {key[len("unet.") :]: value for key, value in converted.items() if key.startswith("unet.")}
-    if not unet_part:
+    if not any(key.startswith("unet.") for key in converted):
         raise WeightsError(f"{path} holds no UNet LoRA weights (found e.g. {_name_keys(list(converted)[:3])})")
-    unet_alphas = None
-    if alphas:
-        unet_alphas = {key[len("unet.") :]: value for key, value in alphas.items() if key.startswith("unet.")}
-    return unet_part, unet_alphas
+    text_keys = [key for key in converted if not key.startswith("unet.")]
+    if text_keys:
+        logger.warning("%s: %d text-encoder LoRA tensors are not applied (UNet only)", path, len(text_keys))
+    return converted, alphas
+
+
+def load_lora_adapters(unet: StreamUNet, loras: Sequence[tuple[str | Path, str, float]]) -> None:
+    """Attach LoRAs as PEFT adapters, ``(path, adapter_name, scale)`` each, and activate exactly these.
+
+    The weights stay unchanged (the LoRA runs beside them on every call); ``set_lora_scales`` changes scales.
+    """
+    for path, adapter_name, _ in loras:
+        state_dict, alphas = lora_unet_state_dict(path)
+        try:
+            unet.unet.load_lora_adapter(state_dict, network_alphas=alphas, prefix="unet", adapter_name=adapter_name)
+        except Exception as error:  # PEFT raises ValueError/RuntimeError for names or shapes that do not fit
+            raise WeightsError(f"cannot apply LoRA {path} to this UNet: {error}") from error
+    set_lora_scales(unet, [name for _, name, _ in loras], [scale for _, _, scale in loras])
 
 
 def load_lora_adapter(unet: StreamUNet, path: str | Path, adapter_name: str, scale: float = 1.0) -> None:
-    """Attach a LoRA as a PEFT adapter named ``adapter_name`` (weights unchanged; ``set_lora_scale`` later)."""
-    state_dict, alphas = lora_unet_state_dict(path)
-    try:
-        unet.unet.load_lora_adapter(state_dict, network_alphas=alphas, prefix=None, adapter_name=adapter_name)
-    except Exception as error:  # PEFT raises ValueError/RuntimeError for names or shapes that do not fit
-        raise WeightsError(f"cannot apply LoRA {path} to this UNet: {error}") from error
-    unet.unet.set_adapters([adapter_name], weights=[scale])
+    """Attach one LoRA as a PEFT adapter and make it the only active one (see ``load_lora_adapters``)."""
+    load_lora_adapters(unet, [(path, adapter_name, scale)])
 
 
-def set_lora_scale(unet: StreamUNet, adapter_names: list[str], scales: list[float]) -> None:
-    """Activate PEFT adapters with their scales."""
+def set_lora_scales(unet: StreamUNet, adapter_names: list[str], scales: list[float]) -> None:
+    """Activate exactly these PEFT adapters, with their scales."""
+    if len(adapter_names) != len(scales):
+        raise ValueError(f"{len(adapter_names)} adapters need {len(adapter_names)} scales, got {scales}")
     unet.unet.set_adapters(adapter_names, weights=scales)
 
 

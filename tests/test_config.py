@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from vcam.config import Config, config_from_dict, load_config, update_config, write_config_atomically
 from vcam.errors import ConfigError

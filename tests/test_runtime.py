@@ -348,6 +348,7 @@ def test_a_failed_runtime_thread_reports_state_error() -> None:
 
 def test_the_tiny_style_name_matches_the_model_preset() -> None:
     from vcam.model.tiny import TINY_STYLE_NAME as model_name
+
     from vcam.styles import TINY_STYLE_NAME
 
-    assert TINY_STYLE_NAME == model_name
+    assert model_name == TINY_STYLE_NAME

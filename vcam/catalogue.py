@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import logging
 import re
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
-
-import tomllib
 
 from vcam.errors import ConfigError, UserError
 

@@ -13,11 +13,10 @@ import dataclasses
 import logging
 import os
 import tempfile
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from vcam.errors import ConfigError
 from vcam.paths import config_file

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import statistics
+import sys
 import threading
 import time
 from collections import deque
@@ -27,6 +28,7 @@ import numpy as np
 
 from vcam.errors import SourceUnavailable, UserError
 from vcam.imaging import fit_cover, slate
+from vcam.model.pool import resident_model_mb
 from vcam.segment.delay import DelayLine
 from vcam.sources.base import Source
 from vcam.status import Status
@@ -51,6 +53,9 @@ CROSSFADE_FRAMES = 12
 RECENT_FRAMES = 8
 #: seconds of history for the fps and latency figures
 STATS_WINDOW_S = 3.0
+#: the interpreter's thread switch interval while a runtime runs: short, so the output thread gets the
+#: GIL within a millisecond of its deadline even while the work thread runs Python-heavy code
+SWITCH_INTERVAL_S = 0.001
 
 
 @dataclass
@@ -175,6 +180,7 @@ class Runtime:
             self.source.close()
             raise
         log.info("source: %s; sinks: %s", self.source.description, ", ".join(s.description for s in self.sinks))
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         for target, name in (
             (self._capture_loop, "capture"),
             (self._work_loop, "work"),
@@ -386,6 +392,7 @@ class Runtime:
                 last_error=self._last_error,
                 preview_url=self._preview_url,
                 styles_loading=tuple(sorted(self._loading)),
+                model_memory_mb=round(resident_model_mb(), 1),
             )
 
     def _notify(self) -> None:

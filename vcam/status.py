@@ -29,6 +29,7 @@ class Status:
     last_error: str | None = None
     preview_url: str | None = None
     styles_loading: tuple[str, ...] = field(default_factory=tuple)
+    model_memory_mb: float = 0.0  # model tensors resident (vcam.model.pool.resident_model_mb)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

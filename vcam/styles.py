@@ -105,7 +105,8 @@ def load_translator(name: str, config: Config) -> Translator:
 
         return build_tiny_translator(seed=config.style.seed)
     from vcam.model.translator import Live2DiffTranslator
-    from vcam.weights import resolve_style_paths
+    from vcam.weights import ModelStore
 
-    paths = resolve_style_paths(name, config)  # NotDownloadedError (a UserError) with the download command
-    return Live2DiffTranslator.from_style_paths(paths, config)
+    store = ModelStore.from_config(config)
+    paths = store.path(name)  # NotDownloadedError (a UserError) with the exact download command
+    return Live2DiffTranslator.from_style(store.style(name), paths, config)

@@ -150,7 +150,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked but torch sees no CUDA GPU: use --device cpu")
+        from vcam.errors import UserError
+
+        raise UserError(f"--device {args.device} was asked but torch sees no CUDA GPU: use --device cpu")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
