@@ -21,10 +21,7 @@ def add_parser(subparsers: Any) -> None:
     targets = parser.add_subparsers(dest="target", metavar="TARGET", required=True)
     for name, text in TARGETS.items():
         target = targets.add_parser(name, help=text, description=text)
-        try:  # DEVTEMP
-            module = importlib.import_module(f"vcam.bench.{name}")
-        except ModuleNotFoundError:  # DEVTEMP
-            continue  # DEVTEMP
+        module = importlib.import_module(f"vcam.bench.{name}")
         module.add_arguments(target)
         target.set_defaults(handler=run, bench_module=f"vcam.bench.{name}")
 
