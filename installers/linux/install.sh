@@ -52,25 +52,9 @@ while [ $# -gt 0 ]; do
 done
 case "$venv" in /*) ;; *) venv="$PWD/$venv" ;; esac
 
-say() { echo "==> $*"; }
+# shellcheck source=installers/lib.sh
+. "$here/../lib.sh"
 
-show_cmd() {
-  local out="" arg
-  for arg in "$@"; do
-    case "$arg" in
-      *[!A-Za-z0-9_./=:,+@%-]*) out="$out '${arg//\'/\'\\\'\'}'" ;;
-      *) out="$out $arg" ;;
-    esac
-  done
-  echo "+${out}"
-}
-
-run() {
-  show_cmd "$@"
-  if [ "$dry_run" = 0 ]; then
-    "$@"
-  fi
-}
 
 # Root-only commands: through sudo unless we are root already.
 as_root() {

@@ -65,28 +65,10 @@ module_dir="$sysroot/sys/module/v4l2loopback"
 options_line="options v4l2loopback devices=1 video_nr=$video_nr card_label=\"$label\" exclusive_caps=$exclusive_caps"
 module_args=(v4l2loopback devices=1 "video_nr=$video_nr" "card_label=$label" "exclusive_caps=$exclusive_caps")
 
-say() { echo "==> $*"; }
+# shellcheck source=installers/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 warn() { echo "setup-virtual-camera.sh: warning: $*" >&2; }
 
-# Print a command the way a user would type it (arguments with spaces in single quotes).
-show_cmd() {
-  local out="" arg
-  for arg in "$@"; do
-    case "$arg" in
-      *[!A-Za-z0-9_./=:,+@%-]*) out="$out '${arg//\'/\'\\\'\'}'" ;;
-      *) out="$out $arg" ;;
-    esac
-  done
-  echo "+${out}"
-}
-
-# Run a command that changes the system; in --dry-run only print it.
-run() {
-  show_cmd "$@"
-  if [ "$dry_run" = 0 ]; then
-    "$@"
-  fi
-}
 
 # Write `content` to `path` unless it already holds exactly that text.
 write_file() {

@@ -38,25 +38,9 @@ done
 case "$venv" in /*) ;; *) venv="$PWD/$venv" ;; esac
 vcam="$venv/bin/vcam"
 
-say() { echo "==> $*"; }
+# shellcheck source=installers/lib.sh
+. "$here/../lib.sh"
 
-show_cmd() {
-  local out="" arg
-  for arg in "$@"; do
-    case "$arg" in
-      *[!A-Za-z0-9_./=:,+@%-]*) out="$out '${arg//\'/\'\\\'\'}'" ;;
-      *) out="$out $arg" ;;
-    esac
-  done
-  echo "+${out}"
-}
-
-run() {
-  show_cmd "$@"
-  if [ "$dry_run" = 0 ]; then
-    "$@"
-  fi
-}
 
 if [ "$(uname -s)" != "Darwin" ] && [ "$dry_run" = 0 ]; then
   echo "install.sh: this is the macOS installer; on Linux use installers/linux/install.sh" >&2
