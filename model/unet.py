@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -168,7 +169,14 @@ class StreamUNet(ModelMixin, ConfigMixin):  # type: ignore[misc]
         self._processors = install_stream_processors(
             self.temporal_transformer_blocks(), self._context, attention_backend
         )
-        self.unet.conv_in.register_forward_hook(self._add_depth_embedding)
+        # the hook holds the model weakly: no reference cycle, so a released model is freed at once (no GC pass)
+        owner = weakref.ref(self)
+
+        def add_depth_embedding(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> Any:
+            model = owner()
+            return None if model is None else model._add_depth_embedding(module, inputs, output)
+
+        self.unet.conv_in.register_forward_hook(add_depth_embedding)
 
     # -- structure -------------------------------------------------------------------------------------------
 
