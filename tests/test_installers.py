@@ -113,7 +113,10 @@ def test_every_shell_script_passes_shellcheck() -> None:
     scripts = sorted(INSTALLERS.rglob("*.sh"))
     assert DRIVER_SCRIPT in scripts and LINUX_INSTALL in scripts and MACOS_INSTALL in scripts
     result = subprocess.run(
-        [shellcheck, "-x", "--severity=style", *map(str, scripts)], capture_output=True, text=True, cwd=INSTALLERS.parent
+        [shellcheck, "-x", "--severity=style", *map(str, scripts)],
+        capture_output=True,
+        text=True,
+        cwd=INSTALLERS.parent,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
