@@ -91,6 +91,20 @@ def native_model_size(base: Any) -> tuple[int, int]:
     return side, side
 
 
+def model_size_for_output(native: tuple[int, int], output_width: int, output_height: int) -> tuple[int, int]:
+    """The model size for an output aspect: the native long side, the short side to the output's aspect.
+
+    E.g. 512x288 for a 1280x720 output of an SD1.5 style (latent 64x36): the whole camera frame is
+    styled, with no bars, at fewer pixels than 512x512. Sides are multiples of 8 (the VAE factor).
+    """
+    side = max(native)
+    if output_width >= output_height:
+        short = round(side * output_height / output_width / VAE_SCALE_FACTOR) * VAE_SCALE_FACTOR
+        return side, max(VAE_SCALE_FACTOR, short)
+    short = round(side * output_width / output_height / VAE_SCALE_FACTOR) * VAE_SCALE_FACTOR
+    return max(VAE_SCALE_FACTOR, short), side
+
+
 class Live2DiffTranslator(Translator):
     """Runs camera frames through a `StreamPipeline`; call `c` returns the output for input `c - latency_frames`."""
 
@@ -121,14 +135,17 @@ class Live2DiffTranslator(Translator):
         """Load a diffusion style: `entry` a catalogue `StyleEntry`, `paths` its `StylePaths`, `config` a `Config`.
 
         Device and dtype come from `config.models`, the noise seed from `config.style.seed`. The model runs at
-        `size` (width, height), by default the base model's native size (its UNet's sample_size x 8: 512x512
-        for SD1.5); camera frames are cropped to it and the output fitted back. Models come from `pool` (the
+        `size` (width, height), by default the base model's native size (its UNet's sample_size x 8: 512 for
+        SD1.5) shaped to the output's aspect (512x288 for 1280x720); camera frames are fitted to it and the
+        output scaled back. Models come from `pool` (the
         process's shared pool by default): a style on models already loaded for another style shares them.
         """
         from vcam.model.pipeline import PipelineSpec
         from vcam.model.pool import shared_pool
 
-        width, height = size if size is not None else native_model_size(paths.base)
+        if size is None:
+            size = model_size_for_output(native_model_size(paths.base), config.output.width, config.output.height)
+        width, height = size
         spec = PipelineSpec.from_style_paths(paths, seed=int(config.style.seed), width=width, height=height)
         lease = (pool or shared_pool()).acquire(spec, device=config.models.device, dtype=config.models.dtype)
         return cls(lease.pipeline, name=str(entry.name), on_close=lease.release)

@@ -245,3 +245,12 @@ def test_schedule_matches_the_spec() -> None:
     noisy = schedule.add_noise(sample, noise, [0, 1])
     # with the true noise as prediction, the LCM step recovers x0 up to c_skip
     torch.testing.assert_close(schedule.denoise(noisy, noise, [0, 1]), sample, atol=1e-4, rtol=1e-4)
+
+
+def test_model_size_follows_the_output_aspect() -> None:
+    from vcam.model.translator import model_size_for_output
+
+    assert model_size_for_output((512, 512), 1280, 720) == (512, 288)
+    assert model_size_for_output((512, 512), 640, 480) == (512, 384)
+    assert model_size_for_output((512, 512), 720, 1280) == (288, 512)
+    assert model_size_for_output((512, 512), 512, 512) == (512, 512)

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 from vcam.model.pool import MB, ModelPool, module_storages
+from vcam.model.translator import model_size_for_output
 
 from tests.fakes_vcam import fake_backend
 from tests.tiny_weights import PROMPTS, TinyModelSet, write_tiny_model_set
@@ -77,7 +78,10 @@ def _nbytes(*modules: Any) -> int:
 def test_real_loader_builds_the_style_from_the_cache(config: Config, tiny_set: TinyModelSet, pool: ModelPool) -> None:
     translator_a: Any = load_translator("tiny-a", config)
     pipeline = translator_a.pipeline
-    assert (pipeline.width, pipeline.height) == (64, 64)  # the base's native size (sample_size 8)
+    # the base's native size (sample_size 8 -> 64 px) shaped to the output's aspect
+    assert (pipeline.width, pipeline.height) == model_size_for_output(
+        (64, 64), config.output.width, config.output.height
+    )
     assert pipeline.prompt == PROMPTS["tiny-a"]
     unet = pipeline.unet
     base_x = _file_tensors(tiny_set.cache, "tiny/sd15", "unet/diffusion_pytorch_model.safetensors")
