@@ -290,7 +290,7 @@ def check_styles(config: Config) -> list[Check]:
 
     styles = list_styles(config)
     checks: list[Check] = []
-    always = [info.name for info in styles if info.kind != "diffusion"]
+    always = [info.name for info in styles if info.kind == "classic"]
     if always:
         checks.append(Check("classic styles", True, f"{len(always)} ready: {', '.join(always)}"))
     for info in styles:
