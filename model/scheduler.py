@@ -20,12 +20,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: SD1.5's scheduler config (the keys LCMScheduler understands)
-SD15_SCHEDULER_CONFIG: dict[str, Any] = {
+#: Live2Diff's noise schedule: 1000 train steps, *linear* betas 0.00085-0.012. This is the schedule AnimateDiff and
+#: Live2Diff trained their motion modules with and that Live2Diff's inference builds its LCMScheduler from; SD1.5's
+#: own scheduler_config.json says "scaled_linear" (sqrt(alpha) 0.65 instead of 0.54 at t=399), so it is overridden.
+LIVE2DIFF_BETAS: dict[str, Any] = {
     "num_train_timesteps": 1000,
     "beta_start": 0.00085,
     "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
+    "beta_schedule": "linear",
+    "trained_betas": None,
+}
+
+#: the scheduler config the stream uses (the keys LCMScheduler understands)
+SD15_SCHEDULER_CONFIG: dict[str, Any] = {
+    **LIVE2DIFF_BETAS,
     "prediction_type": "epsilon",
     "set_alpha_to_one": False,
     "steps_offset": 1,
@@ -39,12 +47,20 @@ NUM_INFERENCE_STEPS = 50
 
 
 def build_lcm_scheduler(config: dict[str, Any] | None = None) -> LCMScheduler:
-    """An LCMScheduler from a base model's scheduler config (SD1.5's when None)."""
+    """An LCMScheduler from a base model's scheduler config (SD1.5's when None), with Live2Diff's linear betas.
+
+    Only keys that do not change the noise schedule are taken from `config` (e.g. prediction_type); the betas
+    are always `LIVE2DIFF_BETAS`, whatever the base model's scheduler_config.json says.
+    """
     from diffusers import LCMScheduler
 
     merged = dict(SD15_SCHEDULER_CONFIG)
     if config:
         merged.update({key: value for key, value in config.items() if not key.startswith("_")})
+    overridden = {key: merged[key] for key in LIVE2DIFF_BETAS if merged.get(key) != LIVE2DIFF_BETAS[key]}
+    if overridden:
+        log.debug("scheduler config %s replaced by Live2Diff's %s", overridden, LIVE2DIFF_BETAS)
+    merged.update(LIVE2DIFF_BETAS)
     merged["original_inference_steps"] = NUM_INFERENCE_STEPS
     merged["timestep_spacing"] = "leading"
     merged["clip_sample"] = False

@@ -20,6 +20,13 @@ HEADS = 2
 ROWS = 6  # h*w of a tiny feature map
 
 
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    """Tiny tensors: one thread is fastest, and the test box is shared."""
+    torch.set_num_threads(1)
+
+
+
 def make_layer(backend: str = "auto") -> tuple[Attention, StreamContext]:
     torch.manual_seed(0)
     attn = Attention(query_dim=DIM, heads=HEADS, dim_head=DIM // HEADS, bias=False).eval()

@@ -93,6 +93,10 @@ def test_latency_and_bounded_memory_over_40_frames(t_index_list: tuple[int, ...]
         else:
             assert indices == [call - delay]  # output i is input i, exactly T-1 calls later
         assert len(pipeline._inflight) <= delay
+        # a frame is written to step k's caches when it passes step k: no filler frame in any step
+        streamed = call - (WARMUP - 1)
+        written = [pipeline._prompt.caches.frames_seen(step) for step in range(delay + 1)]
+        assert written == [WARMUP + max(0, streamed - step) if streamed >= 0 else 0 for step in range(delay + 1)]
         cache_sizes.append(pipeline.cache_nbytes())
     assert cache_sizes[20] == cache_sizes[-1] > 0
     assert not pipeline._finished
@@ -254,3 +258,43 @@ def test_model_size_follows_the_output_aspect() -> None:
     assert model_size_for_output((512, 512), 640, 480) == (512, 384)
     assert model_size_for_output((512, 512), 720, 1280) == (288, 512)
     assert model_size_for_output((512, 512), 512, 512) == (512, 512)
+
+
+def test_clip_skip_2_is_the_penultimate_layer_with_the_final_layer_norm() -> None:
+    """A1111's count: clip_skip 2 = output of layer N-1 of N, then CLIP's final layer norm (as diffusers does)."""
+    encoder = build_tiny_pipeline(clip_skip=2).prompt_encoder
+    text_encoder = encoder.text_encoder
+    num_layers = int(text_encoder.config.num_hidden_layers)
+    ids = encoder.tokenizer("a cat", padding="max_length", max_length=77, truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        output = text_encoder(ids.input_ids, output_hidden_states=True)
+    assert len(output.hidden_states) == num_layers + 1  # the embeddings, then each layer's output
+    final_norm = getattr(text_encoder, "text_model", text_encoder).final_layer_norm
+    torch.testing.assert_close(final_norm(output.hidden_states[num_layers]), output.last_hidden_state)
+    with torch.no_grad():
+        expected = final_norm(output.hidden_states[num_layers - 1])  # [1, 77, d]
+    torch.testing.assert_close(encoder("a cat"), expected)
+
+
+@pytest.mark.parametrize(("cosine", "probability"), [(0.97, 0.0), (0.99, 0.5), (0.995, 0.75), (1.0, 1.0)])
+def test_similar_filter_skip_probability_follows_the_formula(cosine: float, probability: float) -> None:
+    """max(0, 1 - (1 - cos) / (1 - 0.98)), measured over seeded draws."""
+    reference = torch.zeros(3, 8, 8)
+    reference.view(-1)[0] = 1.0
+    similar = torch.zeros(3, 8, 8)
+    similar.view(-1)[0] = cosine
+    similar.view(-1)[1] = (1.0 - cosine**2) ** 0.5
+    skips = 0
+    trials = 2000
+    for seed in range(trials):
+        image_filter = SimilarFrameFilter(threshold=0.98, seed=seed)
+        assert not image_filter.should_skip(reference)
+        skips += image_filter.should_skip(similar)
+    assert skips / trials == pytest.approx(probability, abs=0.04)
+
+
+def test_similar_filter_skips_at_most_ten_in_a_row_by_default() -> None:
+    image_filter = SimilarFrameFilter(seed=0)
+    frame = torch.ones(3, 8, 8)
+    decisions = [image_filter.should_skip(frame) for _ in range(24)]
+    assert decisions == [False] + [True] * 10 + [False] + [True] * 10 + [False] + [True]

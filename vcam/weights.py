@@ -2,27 +2,38 @@
 
 Files live in the standard Hugging Face cache (`models--org--name/snapshots/<commit>/...`, blobs shared
 between revisions), or in `[models] cache_dir`. Checking what is on disk never touches the network
-(`try_to_load_from_cache`); only `ModelStore.download` does, through `hf_hub_download`, one file at a
-time, with a progress bar per file. Files shared by several styles (the SD1.5 parts, the LCM-LoRA,
-TAESD, the motion and depth checkpoints) are stored once.
+(`try_to_load_from_cache`); only `ModelStore.download` does, one file at a time with a progress bar per
+file. Files shared by several styles (the SD1.5 parts, the LCM-LoRA, TAESD, the motion and depth
+checkpoints) are stored once.
 
-Resuming: finished files are never fetched again, so an interrupted download continues with the file it
-was on. huggingface_hub >= 1.x writes each file to a process-unique temporary file that it deletes on
-failure, so the file being fetched at the interruption starts over.
+Resuming: finished files are never fetched again, and the file being fetched at an interruption continues
+from its last byte (vcam/downloader.py: huggingface_hub's metadata, auth and cache layout, the bytes fetched
+with HTTP Range requests into `blobs/<etag>.vcam-partial`). Files placed this way are found by
+`try_to_load_from_cache` and `hf_hub_download(local_files_only=True)` like any other.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from vcam.catalogue import Catalogue, HubFile, HubSource, StyleEntry, load_catalogue
+from vcam.downloader import (
+    BadMetadata,
+    ChecksumMismatch,
+    DownloadInterrupted,
+    FileDownloader,
+    RemoteFile,
+    discard_partial,
+    fetch_metadata,
+    find_partials,
+    sha256_of,
+)
 from vcam.errors import UserError
 
 if TYPE_CHECKING:
@@ -33,7 +44,6 @@ log = logging.getLogger(__name__)
 FileState = Literal["ok", "missing", "partial", "corrupt"]
 #: progress callback for the tray: (what is being fetched, overall fraction 0..1)
 ProgressCallback = Callable[[str, float], None]
-HASH_CHUNK = 8 * 1024 * 1024
 DISK_MARGIN_BYTES = 512 * 1024 * 1024
 OFFLINE_VALUES = ("1", "ON", "YES", "TRUE")
 
@@ -114,14 +124,6 @@ def download_command(names: Iterable[str]) -> str:
     return "vcam models download " + " ".join(names)
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(HASH_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _default_cache_dir() -> Path:
     from huggingface_hub import constants
 
@@ -141,27 +143,6 @@ def _free_bytes(folder: Path) -> int:
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     return shutil.disk_usage(probe).free
-
-
-class _ProgressBar:
-    """Builds a tqdm class that forwards downloaded bytes to a callback (and optionally draws the bar)."""
-
-    @staticmethod
-    def make(on_bytes: Callable[[int], None], quiet: bool) -> type[Any]:
-        from tqdm import tqdm
-
-        class ReportingTqdm(tqdm):  # type: ignore[misc]
-            def __init__(self, *args: Any, **kwargs: Any) -> None:
-                kwargs.pop("name", None)
-                if quiet:
-                    kwargs["disable"] = True
-                super().__init__(*args, **kwargs)
-
-            def update(self, n: float | None = 1) -> bool | None:
-                on_bytes(int(n or 0))
-                return super().update(n)  # type: ignore[no-any-return]
-
-        return ReportingTqdm
 
 
 class ModelStore:
@@ -233,7 +214,10 @@ class ModelStore:
         return Path(found) if isinstance(found, str) else None
 
     def _unfinished(self, hub_file: HubFile) -> Path | None:
-        """An `.incomplete` blob left by an interrupted download of this file (or of its repository)."""
+        """A partial left by an interrupted download of this file (ours, or an old huggingface_hub `.incomplete`)."""
+        partials = find_partials(self.cache_dir, hub_file.repo, hub_file.filename, hub_file.revision)
+        if partials:
+            return partials[0].path
         blobs = self.repo_folder(hub_file.repo) / "blobs"
         if not blobs.is_dir():
             return None
@@ -248,7 +232,8 @@ class ModelStore:
         if path is None:
             leftover = self._unfinished(hub_file)
             if leftover is not None:
-                return FileReport(hub_file, "partial", None, f"unfinished download ({leftover.name})")
+                have = leftover.stat().st_size if leftover.exists() else 0
+                return FileReport(hub_file, "partial", None, f"unfinished download ({leftover.name}, {have} bytes)")
             return FileReport(hub_file, "missing")
         size = path.stat().st_size
         if hub_file.size is not None and size < hub_file.size:
@@ -317,9 +302,22 @@ class ModelStore:
         )
 
     def _translate(self, error: BaseException, hub_file: HubFile, names: Sequence[str]) -> WeightsError:
-        from huggingface_hub import errors
+        import httpx2
+        from huggingface_hub import constants, errors
 
         command = download_command(names)
+        if isinstance(error, DownloadInterrupted):
+            return PartialDownloadError(
+                f"{error}: the {error.have} bytes so far are kept in {error.partial}; run `{command}` again to"
+                " resume from there (finished files are kept)"
+            )
+        if isinstance(error, ChecksumMismatch):
+            return CorruptWeightsError(
+                f"{error}; the bad file was deleted: run `{command}` again, and if it fails the same way the"
+                " catalogue's checksum is outdated: update live2diff-vcam"
+            )
+        if isinstance(error, BadMetadata):
+            return RemoteMissingError(f"{hub_file}: {error}")
         if isinstance(error, errors.OfflineModeIsEnabled):
             return OfflineError(
                 f"you are offline (HF_HUB_OFFLINE is set) and {hub_file} is missing: connect, unset HF_HUB_OFFLINE"
@@ -338,10 +336,16 @@ class ModelStore:
             )
         if isinstance(error, errors.RemoteEntryNotFoundError):
             return self._file_not_on_hub(hub_file)
-        if isinstance(error, (errors.LocalEntryNotFoundError, ConnectionError)):
+        if isinstance(error, (errors.LocalEntryNotFoundError, ConnectionError, httpx2.TransportError)):
             return OfflineError(
-                f"you are offline (huggingface.co cannot be reached) and {hub_file} is missing: connect and run"
-                f" `{command}`, or copy the files into {self.cache_dir}"
+                f"{constants.ENDPOINT} cannot be reached ({type(error).__name__}: {error}) and {hub_file} is"
+                f" missing: check your connection (and HF_ENDPOINT / proxy settings) and run `{command}`,"
+                f" or copy the files into {self.cache_dir}"
+            )
+        if isinstance(error, errors.HfHubHTTPError):
+            return PartialDownloadError(
+                f"the Hub answered with an error for {hub_file} ({error}): run `{command}` again later;"
+                " finished and partial files are kept"
             )
         return PartialDownloadError(
             f"the download of {hub_file} stopped ({type(error).__name__}: {error}): run `{command}` again to"
@@ -355,31 +359,23 @@ class ModelStore:
             " is outdated; update live2diff-vcam, or add the style from local files in your config"
         )
 
-    def _remote_sizes(self, todo: Sequence[FileReport], names: Sequence[str]) -> dict[tuple[str, str, str], int]:
-        """Exact sizes from the Hub, per repository; estimates stay where the Hub does not answer."""
-        from huggingface_hub import HfApi, errors
-
-        sizes: dict[tuple[str, str, str], int] = {}
-        groups: dict[tuple[str, str], list[HubFile]] = {}
+    def _remote_files(
+        self, todo: Sequence[FileReport], names: Sequence[str]
+    ) -> dict[tuple[str, str, str], RemoteFile]:
+        """Etag, commit, size and address of every file to fetch, from the Hub (one HEAD each) before any byte."""
+        remote: dict[tuple[str, str, str], RemoteFile] = {}
         for report in todo:
-            groups.setdefault((report.file.repo, report.file.revision), []).append(report.file)
-        api = HfApi()
-        for (repo, revision), files in groups.items():
+            hub_file = report.file
             try:
-                infos = api.get_paths_info(repo, [hub_file.filename for hub_file in files], revision=revision)
-            except (errors.HfHubHTTPError, errors.OfflineModeIsEnabled, ConnectionError) as error:
-                if isinstance(error, (errors.RepositoryNotFoundError, errors.RevisionNotFoundError)):
-                    raise self._translate(error, files[0], names) from error
-                log.info("no file sizes from the Hub for %s (%s); using the catalogue's estimates", repo, error)
-                continue
-            found = {info.path: getattr(info, "size", None) for info in infos}
-            for hub_file in files:
-                size = found.get(hub_file.filename)
-                if hub_file.filename not in found:
-                    raise self._file_not_on_hub(hub_file)
-                if isinstance(size, int):
-                    sizes[hub_file.key] = size
-        return sizes
+                remote[hub_file.key] = fetch_metadata(hub_file.repo, hub_file.revision, hub_file.filename)
+            except Exception as error:  # every Hub/network failure becomes a WeightsError with what to do
+                raise self._translate(error, hub_file, names) from error
+            if hub_file.size is not None and remote[hub_file.key].size != hub_file.size:
+                raise CorruptWeightsError(
+                    f"{hub_file} has {remote[hub_file.key].size} bytes on the Hub, the catalogue expects"
+                    f" {hub_file.size}: the catalogue is outdated; update live2diff-vcam"
+                )
+        return remote
 
     def _check_disk(self, needed: int) -> None:
         free = _free_bytes(self.cache_dir)
@@ -404,13 +400,12 @@ class ModelStore:
     def download(self, names: Sequence[str], progress: ProgressCallback | None = None, quiet: bool = False) -> int:
         """Fetch every missing, partial or corrupt file of the styles; return how many files were fetched.
 
-        One `hf_hub_download` per file with a tqdm bar (hidden when `quiet`); `progress(label, fraction)`
-        gets the overall fraction by bytes. Checks free disk space first and sha256 where the catalogue has
-        one. Raises OfflineError, GatedModelError, RemoteMissingError, PartialDownloadError,
-        CorruptWeightsError or DiskSpaceError with what to do.
+        First the Hub is asked for every file's metadata (so gated, missing and offline errors come before any
+        byte), then the free disk space is checked against what is still to fetch, then each file is fetched
+        with a tqdm bar (hidden when `quiet`), resuming a partial file where it stopped; `progress(label,
+        fraction)` gets the overall fraction by bytes. Raises OfflineError, GatedModelError, RemoteMissingError,
+        PartialDownloadError (the partial is kept for the next run), CorruptWeightsError or DiskSpaceError.
         """
-        from huggingface_hub import hf_hub_download
-
         todo = self.plan(names)
         if not todo:
             if progress is not None:
@@ -418,53 +413,49 @@ class ModelStore:
             return 0
         if hub_offline():
             raise self._offline_error(names, todo, "you are offline (HF_HUB_OFFLINE is set)")
-        estimates = self._estimates()
-        sizes = {report.file.key: estimates.get(report.file.key, 0) for report in todo}
-        sizes.update(self._remote_sizes(todo, names))
-        total = max(1, sum(sizes.values()))
-        self._check_disk(sum(sizes.values()))
-        done = 0
+        remote = self._remote_files(todo, names)
+        downloader = FileDownloader(self.cache_dir)
+        on_disk = {key: downloader.bytes_on_disk(file) for key, file in remote.items()}
+        replace = {report.file.key for report in todo if report.state in ("partial", "corrupt") and report.path}
+        for key in replace:
+            on_disk[key] = 0
+        total = max(1, sum(file.size for file in remote.values()))
+        self._check_disk(sum(file.size - on_disk[key] for key, file in remote.items()))
+        done = sum(on_disk.values())
         for index, report in enumerate(todo, start=1):
             hub_file = report.file
             label = f"[{index}/{len(todo)}] {hub_file.repo}/{hub_file.filename}"
-            current = 0
 
-            def on_bytes(count: int, label: str = label, before: int = done) -> None:
-                nonlocal current
-                current += count
+            def on_bytes(count: int, label: str = label) -> None:
+                nonlocal done
+                done += count
                 if progress is not None:
-                    progress(label, min(1.0, (before + current) / total))
+                    progress(label, min(1.0, max(0.0, done / total)))
 
-            bar_class = _ProgressBar.make(on_bytes, quiet)
             log.info("downloading %s", label)
             if progress is not None:
                 progress(label, min(1.0, done / total))
             try:
-                fetched = hf_hub_download(
-                    hub_file.repo,
-                    hub_file.filename,
-                    revision=hub_file.revision,
-                    cache_dir=str(self.cache_dir),
-                    force_download=report.state in ("partial", "corrupt") and report.path is not None,
-                    tqdm_class=bar_class,
+                fetched = downloader.fetch(
+                    remote[hub_file.key],
+                    sha256=hub_file.sha256,
+                    replace=hub_file.key in replace,
+                    on_bytes=on_bytes,
+                    label=label,
+                    quiet=quiet,
                 )
             except Exception as error:  # every Hub/network failure becomes a WeightsError with what to do
                 raise self._translate(error, hub_file, names) from error
-            done += sizes.get(hub_file.key, 0)
-            self._check_fetched(Path(str(fetched)), hub_file, names)
+            self._check_fetched(fetched, hub_file, names)
         if progress is not None:
             progress("done", 1.0)
         return len(todo)
 
     def _check_fetched(self, path: Path, hub_file: HubFile, names: Sequence[str]) -> None:
+        """The size the catalogue expects (the downloader has checked the sha256 of what it fetched)."""
         if hub_file.size is not None and path.stat().st_size != hub_file.size:
             raise CorruptWeightsError(
                 f"{hub_file} has {path.stat().st_size} bytes, the catalogue expects {hub_file.size}: run"
-                f" `vcam models remove {' '.join(names)} && {download_command(names)}`"
-            )
-        if hub_file.sha256 and sha256_of(path) != hub_file.sha256:
-            raise CorruptWeightsError(
-                f"{hub_file} does not match the catalogue's sha256: run"
                 f" `vcam models remove {' '.join(names)} && {download_command(names)}`"
             )
 
@@ -509,6 +500,8 @@ class ModelStore:
             for leftover in (repo_folder / "blobs").glob(f"{hub_file.sha256}*.incomplete"):
                 leftover.unlink()
                 removed.append(leftover)
+        for partial in find_partials(self.cache_dir, hub_file.repo, hub_file.filename, hub_file.revision):
+            removed.extend(discard_partial(partial.path))
         return removed
 
     @staticmethod

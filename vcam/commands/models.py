@@ -20,7 +20,9 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--cache-dir", default=None, help="use this folder instead of the configured cache")
     actions = parser.add_subparsers(dest="models_action", metavar="ACTION")
     actions.add_parser("list", help="list the styles: downloaded or not, size, licence")
-    download = actions.add_parser("download", help="download styles (and the shared parts, once)")
+    download = actions.add_parser(
+        "download", help="download styles (and the shared parts, once); an interrupted file resumes where it stopped"
+    )
     download.add_argument("styles", nargs="*", metavar="STYLE")
     download.add_argument("--all", action="store_true", help="download every catalogue style")
     verify = actions.add_parser("verify", help="check sizes and sha256 of downloaded files")
