@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 import torch
 from diffusers.models.attention_processor import Attention
@@ -24,7 +26,6 @@ ROWS = 6  # h*w of a tiny feature map
 def _one_thread() -> None:
     """Tiny tensors: one thread is fastest, and the test box is shared."""
     torch.set_num_threads(1)
-
 
 
 def make_layer(backend: str = "auto") -> tuple[Attention, StreamContext]:
@@ -112,7 +113,7 @@ def test_stream_equals_masked_recompute(backend: str) -> None:
     attn, context = make_layer(backend)
     frames = torch.randn(ROWS, 30, DIM, generator=torch.Generator().manual_seed(2))
     streamed = run_stream(attn, context, [KVCache()], frames)
-    pe = attn.processor.pos_table.table[0]
+    pe = cast(StreamTemporalAttnProcessor, attn.processor).pos_table.table[0]
     expected = []
     for index in range(30):
         if index < 8:

@@ -22,7 +22,6 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-
 def spec_alphas_cumprod() -> torch.Tensor:
     """The spec's schedule written out: 1000 train steps, linear betas 0.00085..0.012 (float64)."""
     betas = torch.linspace(0.00085, 0.012, 1000, dtype=torch.float64)
@@ -63,7 +62,7 @@ def test_boundary_condition_scalings() -> None:
 def test_denoise_and_add_noise_match_diffusers_lcm_scheduler() -> None:
     """Per entry, `denoise` is LCMScheduler.step's `denoised` and `add_noise` its `add_noise`, each at its own t."""
     schedule = build_stream_schedule([20, 30, 40])
-    theirs = LCMScheduler(beta_schedule="linear", beta_start=0.00085, beta_end=0.012, original_inference_steps=50)
+    theirs: Any = LCMScheduler(beta_schedule="linear", beta_start=0.00085, beta_end=0.012, original_inference_steps=50)
     theirs.set_timesteps(50)
     generator = torch.Generator().manual_seed(0)
     sample = torch.randn(3, 4, 8, 8, generator=generator)

@@ -19,7 +19,6 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-
 def stream_clip(unet: StreamUNet, clip: dict[str, torch.Tensor], timestep: int = 500) -> torch.Tensor:
     """Warmup on the first 8 frames, then stream the rest one frame per call at step 0; returns [N, 4, h, w]."""
     caches = unet.create_caches(1)
