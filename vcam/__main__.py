@@ -2,6 +2,10 @@
 
 import sys
 
-from vcam.cli import main
+try:
+    from vcam.cli import main
 
-sys.exit(main())
+    code = main()
+except KeyboardInterrupt:  # Ctrl-C before main() could catch it
+    code = 130
+sys.exit(code)

@@ -11,8 +11,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
+from typing import Any
 
 from vcam import __version__
 from vcam.errors import UserError
@@ -38,6 +41,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; Ctrl-C (SIGINT) exits with 130 and SIGTERM with 143, both without a traceback."""
+    previous = _exit_on_sigterm()
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("vcam: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -49,7 +65,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except UserError as error:
+        log.debug("user error", exc_info=True)
         print(f"vcam: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
+
+
+def _exit_on_sigterm() -> Any:
+    """SIGTERM raises SystemExit(143), so `finally` blocks run (files are finished, devices closed).
+
+    Returns the previous handler (None when not called from the main thread, where handlers cannot be set).
+    Commands with their own shutdown (`vcam run`, `vcam tray`) install their own handler over this one.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def terminate(signum: int, _frame: object) -> None:
+        log.info("signal %d: exiting", signum)
+        raise SystemExit(128 + signum)
+
+    return signal.signal(signal.SIGTERM, terminate)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from vcam.errors import ConfigError
-from vcam.paths import config_file
+from vcam.paths import config_file, runtime_dir
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"the config file {path} is not valid TOML: {error}; fix it or move it away") from error
     except OSError as error:
-        raise ConfigError(f"cannot read the config file {path}: {error.strerror}") from error
+        what = "it is a folder" if path.is_dir() else error.strerror
+        raise ConfigError(
+            f"cannot read the config file {path}: {what}; give the path of a readable config.toml file"
+        ) from error
 
 
 def load_config(path: Path | str | None = None) -> Config:
@@ -201,10 +204,11 @@ def load_config(path: Path | str | None = None) -> Config:
     file_path = Path(path) if path is not None else config_file()
     if not file_path.exists():
         if explicit:
-            raise ConfigError(f"config file {file_path} does not exist")
+            raise ConfigError(f"config file {file_path} does not exist: check the path given with --config")
         return Config()
+    data = _read_toml(file_path)  # its errors name the file already
     try:
-        return config_from_dict(_read_toml(file_path), path=file_path)
+        return config_from_dict(data, path=file_path)
     except ConfigError as error:
         raise ConfigError(f"{file_path}: {error}") from error
 
@@ -213,8 +217,12 @@ def write_config_atomically(data: dict[str, Any], path: Path) -> None:
     """Write TOML to `path` through a temporary file in the same folder and an atomic rename."""
     import tomli_w
 
+    write_text_atomically(tomli_w.dumps(data), path)
+
+
+def write_text_atomically(text: str, path: Path) -> None:
+    """Write `text` to `path` through a temporary file in the same folder and an atomic rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = tomli_w.dumps(data)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
@@ -227,22 +235,101 @@ def write_config_atomically(data: dict[str, Any], path: Path) -> None:
         raise
 
 
+def _edited_text(original: str, changes: dict[tuple[str, str], Any], updated: dict[str, Any]) -> str:
+    """The file's text with only `changes` applied: comments and layout are kept (tomlkit).
+
+    Without tomlkit the file is re-serialised (same keys and values, comments lost). Either way the
+    text is parsed back and must equal `updated`, so what is written is always what was validated.
+    """
+    try:
+        import tomlkit
+    except ImportError:
+        log.debug("tomlkit is not installed: rewriting the config without its comments")
+        import tomli_w
+
+        return tomli_w.dumps(updated)
+    document = tomlkit.parse(original)
+    for (section, key), value in changes.items():
+        table = document.get(section)
+        if table is None:
+            table = tomlkit.table()
+            document[section] = table
+        table[key] = value
+    text = tomlkit.dumps(document)
+    if tomllib.loads(text) != updated:
+        import tomli_w
+
+        log.debug("tomlkit's edit did not round-trip: rewriting the config without its comments")
+        return tomli_w.dumps(updated)
+    return text
+
+
 def update_config(changes: dict[str, Any], path: Path | str | None = None) -> Config:
     """Change settings ("section.key" -> value) in the user's file, keeping every other key as written.
 
     The result is validated before anything is written; an invalid change raises ConfigError and
-    leaves the file untouched.
+    leaves the file untouched. Comments and layout are kept; a lock file (in the user runtime folder) makes
+    concurrent saves (the tray and `vcam run --save`) apply one after the other, never losing one.
     """
+    from filelock import FileLock, Timeout
+
     file_path = Path(path) if path is not None else config_file()
-    data = _read_toml(file_path) if file_path.exists() else {}
-    updated = copy.deepcopy(data)
+    parsed: dict[tuple[str, str], Any] = {}
     for dotted, value in changes.items():
         section, _, key = dotted.partition(".")
         if not key:
             raise ConfigError(f"a setting is named section.key, got {dotted!r}")
-        updated.setdefault(section, {})[key] = value
-    config = config_from_dict(updated, path=file_path)
-    if updated != data:
-        write_config_atomically(updated, file_path)
-        log.info("saved %s to %s", ", ".join(f"{k}={v!r}" for k, v in changes.items()), file_path)
+        parsed[(section, key)] = value
+    try:
+        with FileLock(str(_lock_path(file_path)), timeout=10):
+            original = _read_text(file_path)
+            data = _parse_toml(original, file_path)
+            updated = copy.deepcopy(data)
+            for (section, key), value in parsed.items():
+                table = updated.setdefault(section, {})
+                if not isinstance(table, dict):
+                    raise ConfigError(f"{file_path}: {section} must be a table ([{section}])")
+                table[key] = value
+            try:
+                config = config_from_dict(updated, path=file_path)
+            except ConfigError as error:
+                raise ConfigError(f"not saved: {error}; your config file {file_path} is unchanged") from error
+            if updated != data:
+                write_text_atomically(_edited_text(original, parsed, updated), file_path)
+                log.info("saved %s to %s", ", ".join(f"{k}={v!r}" for k, v in changes.items()), file_path)
+    except Timeout as error:
+        raise ConfigError(f"cannot save settings: {file_path} is locked by another vcam; try again") from error
+    except OSError as error:
+        raise ConfigError(
+            f"cannot save settings to {file_path}: {error.strerror or error}; the file is unchanged "
+            "(check that its folder is writable and the disk has space)"
+        ) from error
     return config
+
+
+def _lock_path(path: Path) -> Path:
+    """The lock file that serialises saves to `path` (in the user runtime folder, not beside the config)."""
+    import hashlib
+
+    folder = runtime_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(str(path.resolve()).encode("utf-8")).hexdigest()[:16]
+    return folder / f"config-{digest}.lock"
+
+
+def _read_text(path: Path) -> str:
+    """The file's text ("" when it does not exist yet)."""
+    if not path.exists():
+        return ""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "it is not UTF-8 text"
+        raise ConfigError(f"cannot read the config file {path}: {reason}; fix it or move it away") from error
+
+
+def _parse_toml(text: str, path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"the config file {path} is not valid TOML: {error}; fix it or move it away") from error

@@ -7,7 +7,10 @@ Three threads, stopped by one `threading.Event`:
   publishes the result. A style switch loads in a background thread while the old style keeps
   running, then swaps atomically between two frames with a short crossfade.
 - output: sends to every sink at exactly the output fps, repeating the newest finished frame when
-  none is new: a meeting app never sees the camera stall, whatever the model does.
+  none is new: a meeting app never sees the camera stall, whatever the model does. A sink that fails
+  (disk full, device gone) is closed and dropped with its error in the status; the others keep
+  going, and only when every sink has failed does the runtime stop with an error.
+A source that fails in an unexpected way is treated like an unplugged camera (slate, reconnect).
 Control (`set_style`, `set_segment`, `pause`, `resume`, `stop`) is thread-safe; `status()` is one
 snapshot.
 """
@@ -116,6 +119,8 @@ class Runtime:
             raise ValueError("a runtime needs at least one sink")
         self.source = source
         self.sinks = list(sinks)
+        self._failed_sinks: list[Sink] = []  # dropped after a failed send (closed already)
+        self._failure: str | None = None  # why the runtime stopped itself (None: it did not)
         self.width, self.height, self.fps = width, height, fps
         self._loader: TranslatorLoader = translator_loader or (lambda name: PassthroughTranslator())
         self._segmentation = segmentation
@@ -216,7 +221,8 @@ class Runtime:
             if thread is not threading.current_thread():
                 thread.join(timeout=10)
         for sink in self.sinks:
-            self._close_quietly(sink)
+            if sink not in self._failed_sinks:
+                self._close_quietly(sink)
         self._close_quietly(self.source)
         self._close_quietly(self._translator)
         if self._pending is not None:
@@ -224,6 +230,11 @@ class Runtime:
         if self._segmentation is not None:
             self._close_quietly(self._segmentation)
         self._notify()
+
+    @property
+    def failure(self) -> str | None:
+        """Why the runtime stopped by itself (a thread failed, every sink failed); None if it did not."""
+        return self._failure
 
     @property
     def running(self) -> bool:
@@ -249,11 +260,17 @@ class Runtime:
                 target()
             except Exception as error:
                 log.exception("the %s thread failed", name)
-                self._set_error(f"{name} thread failed: {error}")
-                self._stop.set()
-                self._done.set()
+                self._fail(f"{name} thread failed: {error}")
 
         return run
+
+    def _fail(self, message: str) -> None:
+        """Stop the runtime by itself with `message` as the error (the caller sees `failure`)."""
+        with self._lock:
+            self._failure = message
+        self._set_error(message)
+        self._stop.set()
+        self._done.set()
 
     # ------------------------------------------------------------------ control
     def set_style(self, name: str) -> None:
@@ -378,7 +395,7 @@ class Runtime:
                 style=self._style,
                 segment=segment_mode,
                 source=self.source.description,
-                sinks=tuple(sink.description for sink in self.sinks),
+                sinks=tuple(sink.description for sink in self.sinks if sink not in self._failed_sinks),
                 fps_in=round(_rate(stats.captured, now), 2),
                 fps_out=round(_rate(stats.sent, now), 2),
                 fps_model=round(_rate(stats.finished, now), 2),
@@ -420,6 +437,10 @@ class Runtime:
             except SourceUnavailable as error:
                 self._reconnect(error, backoff)
                 continue
+            except Exception as error:  # a file deleted or a driver fault: reconnect rather than stop the camera
+                log.exception("reading %s failed", self.source.description)
+                self._reconnect(error, backoff)
+                continue
             backoff.reset()
             with self._lock:
                 if self._latest_input is not None:
@@ -443,8 +464,8 @@ class Runtime:
                 return
             try:
                 self.source.open()
-            except (SourceUnavailable, UserError) as retry_error:
-                log.debug("reconnect failed: %s", retry_error)
+            except Exception as retry_error:  # still gone (or broken): keep the slate and try again later
+                log.debug("reconnect failed: %s", retry_error, exc_info=not isinstance(retry_error, UserError))
                 continue
             log.warning("camera back: %s", self.source.description)
             with self._lock:
@@ -576,8 +597,9 @@ class Runtime:
             if time.monotonic() - deadline > 2 * interval:  # fell far behind (suspended?): restart the clock
                 start, tick = time.monotonic(), 0
             image, serial, capture_time = self._frame_to_send(last_serial)
-            for sink in self.sinks:
-                sink.send(image)
+            self._send_to_sinks(image)
+            if self._stop.is_set():
+                break
             now = time.monotonic()
             with self._lock:
                 stats = self._stats
@@ -595,6 +617,29 @@ class Runtime:
             if done:
                 self._done.set()
                 return
+
+    def _send_to_sinks(self, image: np.ndarray) -> None:
+        """Send to every working sink; a failing sink is closed and dropped, the others keep going."""
+        for sink in self.sinks:
+            if sink in self._failed_sinks:
+                continue
+            try:
+                sink.send(image)
+            except Exception as error:
+                self._drop_sink(sink, error)
+        if len(self._failed_sinks) == len(self.sinks):
+            self._fail(f"every output failed; the last: {self._last_error}")
+
+    def _drop_sink(self, sink: Sink, error: Exception) -> None:
+        log.error(
+            "output %s failed and was stopped: %s", sink.description, error, exc_info=not isinstance(error, UserError)
+        )
+        with self._lock:
+            self._failed_sinks.append(sink)
+        self._close_quietly(sink)
+        others = [s.description for s in self.sinks if s not in self._failed_sinks]
+        still = f"; still sending to {', '.join(others)}" if others else ""
+        self._set_error(f"output {sink.description} failed and was stopped: {error}{still}")
 
 
 def build_runtime(config: Config) -> Runtime:
@@ -651,14 +696,12 @@ def resolve_auto_sinks(specs: Sequence[str]) -> list[str]:
         if spec != "auto":
             resolved.append(spec)
             continue
-        from vcam.sinks.virtual_camera import probe_virtual_camera, virtual_camera_fix
+        from vcam.sinks.virtual_camera import probe_virtual_camera
 
         available, reason = probe_virtual_camera()
         if available:
             resolved.append("vcam")
         else:
-            log.warning(
-                "no virtual camera driver (%s): serving the preview stream instead.\n%s", reason, virtual_camera_fix()
-            )
+            log.warning("serving the preview stream instead of the virtual camera: %s", reason)  # says how to fix it
             resolved.append("preview")
     return list(dict.fromkeys(resolved))

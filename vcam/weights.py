@@ -548,9 +548,9 @@ class ModelStore:
             listed = ", ".join(str(path) for path in missing_local)
             return f"style {name!r}: {listed} does not exist: fix base/lora in [styles.{name}] of your config"
         missing = self.missing_files(name)
-        listed = ", ".join(f"{report.file} ({report.state})" for report in missing[:3])
-        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        return f"style {name!r} is not downloaded ({listed}{more}): run `{download_command([name])}`"
+        partial = sum(1 for report in missing if report.state == "partial")
+        state = f"{len(missing)} of its files missing" + (f", {partial} partly downloaded" if partial else "")
+        return f"style {name!r} is not downloaded ({state}): run `{download_command([name])}`"
 
     def path(self, name: str) -> StylePaths:
         """Local paths for the pipeline builder; NotDownloadedError (with the command) if anything is missing."""

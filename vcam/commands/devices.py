@@ -16,7 +16,7 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import asdict, is_dataclass
 
-    from vcam.sinks.virtual_camera import list_virtual_camera_backends, probe_virtual_camera, virtual_camera_fix
+    from vcam.sinks.virtual_camera import list_virtual_camera_backends, probe_virtual_camera
     from vcam.sources.webcam import list_cameras
 
     cameras = [asdict(camera) if is_dataclass(camera) else dict(camera) for camera in list_cameras()]  # type: ignore[arg-type]
@@ -44,7 +44,5 @@ def run(args: argparse.Namespace) -> int:
     print("\nVirtual camera (sink):")
     for backend in backends:
         print("  " + ", ".join(f"{key}: {value}" for key, value in backend.items()))
-    print(f"  {'ready' if available else 'not ready'}: {reason}")
-    if not available:
-        print("\n" + virtual_camera_fix())
+    print(f"  {'ready' if available else 'not ready'}: {reason}")  # when not ready, the reason says how to fix it
     return 0

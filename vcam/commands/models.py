@@ -138,7 +138,10 @@ def remove_style(store: ModelStore, name: str, out: TextIO) -> int:
         out.write(f"{name} uses your own files ({', '.join(map(str, style.local_files()))}): nothing removed\n")
         return 0
     removed = store.remove(name)
-    out.write(f"removed {len(removed)} file(s) of {name}; files other downloaded styles use were kept\n")
+    if not removed:
+        out.write(f"{name} is not downloaded: nothing to remove\n")
+    else:
+        out.write(f"removed {len(removed)} file(s) of {name}; files other downloaded styles use were kept\n")
     return 0
 
 

@@ -34,7 +34,9 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--size", type=parse_size, metavar="WxH", help="output (and camera) size, e.g. 1280x720")
     parser.add_argument("--fps", type=float, metavar="N", help="output (and camera) frames per second")
     parser.add_argument("--frames", type=positive_int, metavar="N", help="stop after N output frames")
-    parser.add_argument("--save", action="store_true", help="save --style/--segment/--size/--fps as your defaults")
+    parser.add_argument(
+        "--save", action="store_true", help="save --style/--segment/--background/--size/--fps as your defaults"
+    )
     add_config_argument(parser)
     parser.set_defaults(handler=run)
 
@@ -42,34 +44,41 @@ def add_parser(subparsers: Any) -> None:
 def apply_overrides(config: Any, args: argparse.Namespace) -> None:
     """CLI flags override the config; the result is validated again."""
     from vcam.config import validate
+    from vcam.errors import ConfigError
 
-    if args.source:
+    if args.source is not None:
         config.camera.source = args.source
-    if args.sink:
+    if args.sink is not None:
         config.output.sinks = list(args.sink)
-    if args.style:
+    if args.style is not None:
         config.style.name = args.style
-    if args.segment:
+    if args.segment is not None:
         config.segment.mode = args.segment
-    if args.background:
+    if args.background is not None:
         config.segment.background_image = args.background
-    if args.size:
+    if args.size is not None:
         config.output.width, config.output.height = args.size
         config.camera.width, config.camera.height = args.size
-    if args.fps:
+    if args.fps is not None:
         config.output.fps = config.camera.fps = args.fps
+    # an explicit but empty value is a mistake, never "use the default"
+    for flag, value in (("--source", args.source), ("--style", args.style), ("--background", args.background)):
+        if value is not None and not value.strip():
+            raise ConfigError(f"{flag} is empty: give a value (see `vcam run --help`)")
     validate(config)
 
 
 def saved_settings(args: argparse.Namespace) -> dict[str, Any]:
     changes: dict[str, Any] = {}
-    if args.style:
+    if args.style is not None:
         changes["style.name"] = args.style
-    if args.segment:
+    if args.segment is not None:
         changes["segment.mode"] = args.segment
-    if args.size:
+    if args.background is not None:
+        changes["segment.background_image"] = args.background
+    if args.size is not None:
         changes["output.width"], changes["output.height"] = args.size
-    if args.fps:
+    if args.fps is not None:
         changes["output.fps"] = args.fps
     return changes
 
@@ -81,10 +90,6 @@ def run(args: argparse.Namespace) -> int:
     config = load_config_from_args(args)
     apply_overrides(config, args)
     find_style(config.style.name, config)  # an unknown name is an error before anything opens
-    if args.save:
-        from vcam.config import update_config
-
-        update_config(saved_settings(args), config.path)
     runtime = build_runtime(config)
     stop_requested = threading.Event()
 
@@ -95,6 +100,10 @@ def run(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, request_stop)
     try:
         runtime.start(max_frames=args.frames)
+        if args.save:  # only once the source, sinks and segmentation opened: a setting that fails is never saved
+            from vcam.config import update_config
+
+            update_config(saved_settings(args), config.path)
         status = runtime.status()
         print(f"vcam: {status.source} -> style {config.style.name!r} -> {', '.join(status.sinks)}", file=sys.stderr)
         if status.preview_url:
@@ -116,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
         f"vcam: sent {status.frames_out} frames (repeated {status.repeated}, dropped {status.dropped})",
         file=sys.stderr,
     )
-    if status.last_error and "thread failed" in status.last_error:
-        print(f"vcam: error: {status.last_error}", file=sys.stderr)
+    if runtime.failure is not None:
+        print(f"vcam: error: {runtime.failure}", file=sys.stderr)
         return 1
+
     return 0

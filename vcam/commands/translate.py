@@ -49,8 +49,7 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config_from_args(args)
-    if not args.input.is_file():
-        raise UserError(f"input video {str(args.input)!r} does not exist: give the path of a video file")
+    check_paths(args.input, args.output)
     from vcam.styles import load_translator
 
     translator = load_translator(args.style, config)
@@ -72,6 +71,29 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_paths(input_path: Path, output_path: Path) -> None:
+    """Refuse what would fail later or destroy a file: a missing input, a missing output folder, OUT = IN."""
+    if input_path.is_dir():
+        raise UserError(f"input video {str(input_path)!r} is a folder: give the path of a video file")
+    if not input_path.is_file():
+        raise UserError(f"input video {str(input_path)!r} does not exist: give the path of a video file")
+    if output_path.is_dir():
+        raise UserError(f"output {str(output_path)!r} is a folder: give a file name such as {output_path / 'out.mp4'}")
+    if not output_path.parent.is_dir():
+        raise UserError(
+            f"cannot write {str(output_path)!r}: folder {str(output_path.parent)!r} does not exist; "
+            "create it or pick another"
+        )
+    if output_path.exists() and output_path.resolve() == input_path.resolve():
+        raise UserError(f"the output {str(output_path)!r} is the input video: give another output file name")
+
+
+def av_error_text(error: BaseException) -> str:
+    """An FFmpeg/OS error without its `[Errno N]` prefix ("Invalid data found when processing input")."""
+    text = getattr(error, "strerror", None)
+    return text if isinstance(text, str) and text else str(error)
+
+
 def read_video(path: Path, max_frames: int | None = None) -> tuple[Iterator[np.ndarray], Fraction, int | None]:
     """(frames as HxWx3 uint8 RGB, frame rate, frame count if the container knows it)."""
     import av
@@ -79,7 +101,9 @@ def read_video(path: Path, max_frames: int | None = None) -> tuple[Iterator[np.n
     try:
         container = av.open(str(path))
     except (OSError, av.FFmpegError) as error:
-        raise UserError(f"cannot read video {str(path)!r} ({error}): give a video file FFmpeg can decode") from None
+        raise UserError(
+            f"cannot read video {str(path)!r} ({av_error_text(error)}): give a video file FFmpeg can decode"
+        ) from None
     if not container.streams.video:
         container.close()
         raise UserError(f"{str(path)!r} has no video stream: give a video file")
@@ -90,11 +114,18 @@ def read_video(path: Path, max_frames: int | None = None) -> tuple[Iterator[np.n
         count = max_frames if count is None else min(count, max_frames)
 
     def frames() -> Iterator[np.ndarray]:
+        index = 0
         try:
-            for index, frame in enumerate(container.decode(stream)):
+            for frame in container.decode(stream):
                 if max_frames is not None and index >= max_frames:
                     break
                 yield frame.to_ndarray(format="rgb24")
+                index += 1
+        except av.FFmpegError as error:
+            raise UserError(
+                f"decoding {str(path)!r} failed after {index} frames ({av_error_text(error)}): the file may be "
+                "damaged (the frames before it were written). Re-encode it (e.g. with ffmpeg) and try again"
+            ) from None
         finally:
             container.close()
 
@@ -107,7 +138,6 @@ class VideoWriter:
     def __init__(self, path: Path, width: int, height: int, rate: Fraction) -> None:
         import av
 
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.width = width - width % 2
         self.height = height - height % 2
         if self.width < 2 or self.height < 2:
@@ -115,7 +145,9 @@ class VideoWriter:
         try:
             self._container = av.open(str(path), mode="w")
         except (OSError, av.FFmpegError) as error:
-            raise UserError(f"cannot write {str(path)!r} ({error}): check the folder and the file suffix") from None
+            raise UserError(
+                f"cannot write {str(path)!r} ({av_error_text(error)}): check the folder and the file suffix (.mp4)"
+            ) from None
         codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
         self._stream: Any = cast(Any, self._container.add_stream(codec, rate=rate))
         self._stream.width = self.width

@@ -151,7 +151,7 @@ class SegmentationStage:
         if self._background_path is None:
             raise ConfigError(
                 "[segment] background_image is empty: mode 'replace' needs an image to put behind you "
-                "(set [segment] background_image to a .png or .jpg file)"
+                "(pass --background IMAGE, or set [segment] background_image to a .png or .jpg file)"
             )
         image = load_image(self._background_path)
         with self._lock:

@@ -21,6 +21,12 @@ logger = logging.getLogger(__name__)
 FALLBACK_FPS = 30.0
 
 
+def _error_text(error: BaseException) -> str:
+    """An FFmpeg/OS error without its `[Errno N]` prefix."""
+    text = getattr(error, "strerror", None)
+    return text if isinstance(text, str) and text else str(error)
+
+
 class EndOfVideo(Exception):
     """`read()` reached the end of a file opened with `loop=False`."""
 
@@ -64,7 +70,7 @@ class VideoFileSource(Source):
         except (av.error.FFmpegError, OSError, ValueError) as error:
             raise open_failure(
                 self._opened_before,
-                f"cannot read video file {str(self.path)!r}: {error}; "
+                f"cannot read video file {str(self.path)!r}: {_error_text(error)}; "
                 "use a video file FFmpeg can decode (mp4, mkv, webm, ...)",
             ) from error
         if not container.streams.video:
@@ -108,7 +114,7 @@ class VideoFileSource(Source):
             try:
                 video_frame = next(self._frames, None)
             except av.error.FFmpegError as error:
-                raise SourceUnavailable(f"decoding {str(self.path)!r} failed: {error}") from error
+                raise SourceUnavailable(f"decoding {str(self.path)!r} failed: {_error_text(error)}") from error
             if video_frame is not None:
                 image: np.ndarray = video_frame.to_ndarray(format="rgb24")  # [h, w, 3]
                 return image

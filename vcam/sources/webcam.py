@@ -58,10 +58,19 @@ class VideoCaptureLike(Protocol):
 CaptureFactory = Callable[[int | str, int], VideoCaptureLike]
 
 
+def quiet_opencv() -> None:
+    """Keep OpenCV's own warnings ("can't open camera by index") off the console: our errors say what to do."""
+    import cv2
+
+    if cv2.utils.logging.getLogLevel() > cv2.utils.logging.LOG_LEVEL_ERROR:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
 def create_capture(target: int | str, api: int) -> VideoCaptureLike:
     """Open `target` (an index or a device path) with OpenCV backend `api`."""
     import cv2
 
+    quiet_opencv()
     capture: VideoCaptureLike = cv2.VideoCapture(target, api)
     return capture
 
