@@ -160,3 +160,20 @@ def test_run_with_no_flags_serves_demo_to_preview_until_sigterm(private_home: Pa
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_a_bad_user_style_is_listed_with_its_error_and_blocks_only_itself(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[styles.broken]\nprompt = "no base"\n')
+    assert main(["styles", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "cartoon" in out and "pixar" in out  # every other style is still listed
+    assert "broken" in out and "invalid" in out and "base" in out
+    code = main(
+        ["run", "--config", str(path), "--source", "demo", "--sink", "null", "--frames", "2", "--style", "broken"]
+    )
+    assert code == 2  # asked for explicitly: the config error, with the key
+    err = capsys.readouterr().err
+    assert "[styles.broken]" in err and "base" in err and str(path) in err

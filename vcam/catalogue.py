@@ -168,11 +168,15 @@ class Catalogue:
 
     shared: Mapping[str, SharedPart]
     styles: Mapping[str, StyleEntry]
+    #: user styles that did not parse (name -> the error), when loaded with strict=False
+    invalid: Mapping[str, str] = field(default_factory=dict)
 
     def style(self, name: str) -> StyleEntry:
         try:
             return self.styles[name]
         except KeyError:
+            if name in self.invalid:
+                raise ConfigError(self.invalid[name]) from None
             known = ", ".join(sorted(self.styles)) or "none"
             raise UnknownStyleError(
                 f"unknown style {name!r}: the diffusion styles are {known} (run `vcam models list`)"
@@ -469,17 +473,26 @@ def load_catalogue(
     user_styles: Mapping[str, Mapping[str, Any]] | None = None,
     relative_to: Path | None = None,
     data: Mapping[str, Any] | None = None,
+    strict: bool = True,
 ) -> Catalogue:
     """The packaged catalogue (or `data`), plus the user's `[styles.NAME]` tables (`Config.styles`).
 
-    A user style with the name of a catalogue style replaces it (logged once).
+    A user style with the name of a catalogue style replaces it (logged once). A user style that does
+    not parse raises ConfigError, or with `strict=False` is left out and kept in `Catalogue.invalid`
+    (so a list of styles still shows every other style, and the bad one with its error).
     """
     catalogue = parse_catalogue(data if data is not None else load_packaged_data())
     if not user_styles:
         return catalogue
     styles = dict(catalogue.styles)
+    invalid: dict[str, str] = {}
     for name, table in user_styles.items():
         if name in styles:
             log.info("user style %r replaces the catalogue style of the same name", name)
-        styles[name] = parse_user_style(name, table, relative_to)
-    return Catalogue(shared=catalogue.shared, styles=styles)
+        try:
+            styles[name] = parse_user_style(name, table, relative_to)
+        except ConfigError as error:
+            if strict:
+                raise
+            invalid[name] = str(error)
+    return Catalogue(shared=catalogue.shared, styles=styles, invalid=invalid)

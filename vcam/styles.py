@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from vcam.errors import UserError
+from vcam.errors import ConfigError, UserError
 
 if TYPE_CHECKING:
     from vcam.config import Config
@@ -29,6 +29,7 @@ class StyleInfo:
     title: str
     ready: bool  # usable now (weights on disk for diffusion styles)
     detail: str = ""  # description, or what is missing and how to get it
+    error: str | None = None  # why a user style's [styles.NAME] table is invalid
 
 
 class UnknownStyleError(UserError):
@@ -67,12 +68,15 @@ def _diffusion_styles(config: Config) -> list[StyleInfo]:
     """The catalogue's styles and the user's own, ready when their weights are on disk (never the network)."""
     from vcam.weights import ModelStore, download_command
 
-    store = ModelStore.from_config(config)
+    store = ModelStore.from_config(config, strict=False)  # one bad user style must not hide the others
     infos: list[StyleInfo] = []
     for name, entry in store.catalogue.styles.items():
         ready = store.is_downloaded(name)
         detail = entry.description if ready else f"not downloaded: run `{download_command([name])}`"
         infos.append(StyleInfo(name, "diffusion", entry.title, ready, detail))
+    where = f" in {config.path}" if config.path is not None else ""
+    for name, error in store.catalogue.invalid.items():
+        infos.append(StyleInfo(name, "diffusion", name, False, f"invalid{where}: {error}", error=f"{error}{where}"))
     return infos
 
 
@@ -85,6 +89,8 @@ def find_style(name: str, config: Config) -> StyleInfo:
     styles = list_styles(config)
     for info in styles:
         if info.name == name:
+            if info.error is not None:
+                raise ConfigError(info.error)
             return info
     names = ", ".join(info.name for info in styles)
     raise UnknownStyleError(f"unknown style {name!r}: choose one of {names} (`vcam styles` lists them)")
@@ -107,6 +113,6 @@ def load_translator(name: str, config: Config) -> Translator:
     from vcam.model.translator import Live2DiffTranslator
     from vcam.weights import ModelStore
 
-    store = ModelStore.from_config(config)
+    store = ModelStore.from_config(config, strict=False)  # another style's bad table must not block this one
     paths = store.path(name)  # NotDownloadedError (a UserError) with the exact download command
     return Live2DiffTranslator.from_style(store.style(name), paths, config)

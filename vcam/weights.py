@@ -156,9 +156,10 @@ class ModelStore:
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else _default_cache_dir()
 
     @classmethod
-    def from_config(cls, config: Config) -> ModelStore:
+    def from_config(cls, config: Config, strict: bool = True) -> ModelStore:
+        """The store for the config's catalogue; `strict=False` keeps bad user styles in `catalogue.invalid`."""
         relative_to = config.path.parent if config.path is not None else None
-        catalogue = load_catalogue(config.styles, relative_to=relative_to)
+        catalogue = load_catalogue(config.styles, relative_to=relative_to, strict=strict)
         return cls(catalogue, Path(config.models.cache_dir) if config.models.cache_dir else None)
 
     # --- what a style needs -------------------------------------------------------------------------------

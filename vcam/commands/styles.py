@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from typing import Any
 
@@ -22,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_config_from_args(args)
     styles = list_styles(config)
     if args.json:
-        print(json.dumps([style.__dict__ for style in styles], indent=2))
+        print(json.dumps([dataclasses.asdict(style) for style in styles], indent=2))
         return 0
     width = max(len(style.name) for style in styles)
     current = config.style.name
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{heading}:")
         for style in group:
             mark = "*" if style.name == current else " "
-            state = "ready" if style.ready else "not downloaded"
+            state = "ready" if style.ready else "invalid" if style.error else "not downloaded"
             print(f" {mark} {style.name:<{width}}  {state:<14}  {style.title}: {style.detail}")
     print("\n* = your current style; choose with `vcam run --style NAME` (add --save to keep it)")
     return 0
