@@ -288,6 +288,7 @@ def test_preview_streams_newest_frames_as_jpeg(preview: PreviewSink) -> None:
 
 
 def test_preview_slow_client_never_blocks_send_and_close_is_prompt() -> None:
+    before = set(threading.enumerate())  # other tests' servers (e.g. the fake hub) are not this sink's
     sink = PreviewSink(port=0)
     width, height = 640, 480
     sink.open(width, height, 30)
@@ -308,7 +309,8 @@ def test_preview_slow_client_never_blocks_send_and_close_is_prompt() -> None:
     sink.close()
     assert time.perf_counter() - start < 3
     stalled.close()
-    assert not [t for t in threading.enumerate() if t.name.startswith("vcam-preview") or "process_request" in t.name]
+    left = [t for t in set(threading.enumerate()) - before if t.is_alive()]
+    assert not [t for t in left if t.name.startswith("vcam-preview") or "process_request" in t.name], left
 
 
 def test_preview_page_snapshot_and_status(preview: PreviewSink) -> None:

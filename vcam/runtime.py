@@ -17,6 +17,7 @@ snapshot.
 
 from __future__ import annotations
 
+import gc
 import logging
 import statistics
 import sys
@@ -81,6 +82,36 @@ class _Stats:
     frames_out: int = 0
     dropped: int = 0
     repeated: int = 0
+
+
+class _CollectorPause:
+    """No cyclic garbage collection while styles load; what they built is frozen afterwards.
+
+    With torch and diffusers loaded, a full collection walks ~400k objects and holds the GIL for
+    ~150 ms: a frozen camera for several frames. Loading a model allocates enough to trigger one.
+    So loads run with the collector off, and `gc.freeze()` then moves everything alive (models,
+    modules, imports) out of the collector's view, which keeps later automatic collections short.
+    Models are freed by reference counting (no cycles), so nothing waits for a collection.
+    """
+
+    _lock = threading.Lock()
+    _depth = 0
+    _was_enabled = True
+
+    def __enter__(self) -> None:
+        with _CollectorPause._lock:
+            if _CollectorPause._depth == 0:
+                _CollectorPause._was_enabled = gc.isenabled()
+                gc.disable()
+            _CollectorPause._depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with _CollectorPause._lock:
+            _CollectorPause._depth -= 1
+            if _CollectorPause._depth == 0:
+                gc.freeze()
+                if _CollectorPause._was_enabled:
+                    gc.enable()
 
 
 def _rate(times: deque[float], now: float) -> float:
@@ -186,6 +217,7 @@ class Runtime:
             raise
         log.info("source: %s; sinks: %s", self.source.description, ", ".join(s.description for s in self.sinks))
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
+        gc.freeze()  # what is alive now (imports, source, sinks) stays out of the collector's walks
         for target, name in (
             (self._capture_loop, "capture"),
             (self._work_loop, "work"),
@@ -288,10 +320,11 @@ class Runtime:
 
     def _load_style(self, generation: int, name: str, recent: list[np.ndarray]) -> None:
         try:
-            translator = self._loader(name)
-            warmup = getattr(translator, "warmup", None)
-            if callable(warmup) and recent:
-                warmup(recent)  # fill the new style's temporal state on the latest camera frames
+            with _CollectorPause():
+                translator = self._loader(name)
+                warmup = getattr(translator, "warmup", None)
+                if callable(warmup) and recent:
+                    warmup(recent)  # fill the new style's temporal state on the latest camera frames
         except Exception as error:
             message = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
             if not isinstance(error, UserError):
