@@ -14,7 +14,7 @@ import platform
 import subprocess
 import sys
 
-TARGETS = ("runtime", "unet", "model", "segment")
+TARGETS = ("runtime", "unet", "model", "segment", "lora")
 
 
 def main() -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import statistics
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="tiny", help="'tiny' (random weights, no files) or a downloaded style name")
     parser.add_argument("--t-index-list", metavar="I,J,..", help="denoising steps, e.g. 30,40 (default: the style's)")
+    parser.add_argument("--repeats", type=int, default=5, help="runs per mode, alternating; medians (default 5)")
     parser.add_argument("--frames", type=int, default=24, help="frames timed after the warmup (default 24)")
     parser.add_argument("--size", metavar="WxH", help="model size (default 64x64 for tiny, 512x512 otherwise)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
@@ -88,6 +90,12 @@ def measure(pipeline: StreamPipeline, frames: int) -> dict[str, Any]:
     }
 
 
+def _median_run(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median ms per frame (its breakdown and memory figures come with it)."""
+    ordered = sorted(results, key=lambda result: result["ms_per_frame"])
+    return ordered[len(ordered) // 2]
+
+
 def _build(args: argparse.Namespace, t_index_list: tuple[int, ...] | None) -> StreamPipeline:
     from vcam.commands.common import parse_size
 
@@ -128,12 +136,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.threads < 1:
             raise UserError(f"--threads {args.threads} must be 1 or more")
         torch.set_num_threads(args.threads)
-    pipelined = _build(args, t_index_list)
-    sequential = pipelined.sibling(stream_batch=False)
-    result_pipelined = measure(pipelined, args.frames)
-    pipelined.close()
-    result_sequential = measure(sequential, args.frames)
-    sequential.close()
+    if args.repeats < 1:
+        raise UserError(f"--repeats {args.repeats} must be 1 or more")
+    base = _build(args, t_index_list)
+    runs: dict[str, list[dict[str, Any]]] = {"pipelined": [], "sequential": []}
+    for repeat in range(args.repeats):
+        # alternate the order, so neither mode always runs first (allocator and cache warm-up)
+        modes = ("pipelined", "sequential") if repeat % 2 == 0 else ("sequential", "pipelined")
+        for mode in modes:
+            pipeline = base.sibling(stream_batch=mode == "pipelined")
+            runs[mode].append(measure(pipeline, args.frames))
+            pipeline.close()
+    result_pipelined = _median_run(runs["pipelined"])
+    result_sequential = _median_run(runs["sequential"])
+    ratios = [
+        s["ms_per_frame"] / p["ms_per_frame"] for p, s in zip(runs["pipelined"], runs["sequential"], strict=True)
+    ]
+    pipelined = base
     return {
         "model": args.model,
         "size": f"{pipelined.width}x{pipelined.height}",
@@ -143,8 +162,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "dtype": str(pipelined.dtype).replace("torch.", ""),
         "torch_threads": torch.get_num_threads(),
         "frames_timed": args.frames,
+        "repeats": args.repeats,
         "pipelined": result_pipelined,
         "sequential": result_sequential,
-        "speedup": round(result_sequential["ms_per_frame"] / result_pipelined["ms_per_frame"], 3),
+        "speedup": round(statistics.median(ratios), 3),  # median of the per-repeat ratios
         "platform": platform.platform(),
     }

@@ -13,6 +13,7 @@ TARGETS = {
     "unet": "streaming UNet: KV cache vs full-window recompute, SDPA vs plain attention",
     "model": "streaming pipeline: pipelined vs sequential steps, per-stage breakdown",
     "segment": "segmentation and compositing per mode at 1280x720",
+    "lora": "style LoRA on a shared base: fused copy vs PEFT adapter, per UNet call",
 }
 
 

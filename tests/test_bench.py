@@ -1,0 +1,74 @@
+"""The benchmarks run from their documented commands and print the JSON fields the README quotes.
+
+Smoke runs with tiny arguments: a benchmark reports, these tests only check that it runs and says
+what it promises (the figures themselves are not asserted).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vcam.cli import main
+
+
+def bench(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:  # type: ignore[type-arg]
+    assert main(["bench", *argv]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_runtime_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
+    result = bench(capsys, "runtime", "--seconds", "0.5", "--repeats", "1", "--size", "320x180")
+    for key in (
+        "cpu_ms_per_frame_total",
+        "cpu_ms_per_frame_demo_source",
+        "cpu_ms_per_frame_loop",
+        "output_fps_over_target",
+        "dropped_frames",
+        "repeated_frames",
+    ):
+        assert key in result
+    assert 0.5 < result["output_fps_over_target"] < 1.5
+
+
+def test_unet_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
+    result = bench(
+        capsys,
+        "unet",
+        "--sizes",
+        "8",
+        "--frames",
+        "2",
+        "--recompute-repeats",
+        "1",
+        "--attention-rows",
+        "64",
+        "--attention-repeats",
+        "1",
+        "--threads",
+        "1",
+    )
+    (size,) = result["unet"]
+    for key in ("cached_ms_per_frame", "recompute_window_ms_per_frame", "speedup", "cache_bytes_per_step"):
+        assert key in size
+    assert {row["state"] for row in result["cached_attention"]} >= {"steady", "filling"}
+
+
+def test_model_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
+    result = bench(capsys, "model", "--model", "tiny", "--frames", "3", "--repeats", "2", "--t-index-list", "30,40")
+    assert result["repeats"] == 2 and result["t_index_list"] == [30, 40]
+    assert result["pipelined"]["latency_frames"] == 1 and result["sequential"]["latency_frames"] == 0
+    assert set(result["pipelined"]["breakdown_ms"]) == {"encode", "depth", "unet", "decode"}
+    assert result["speedup"] > 0
+
+
+def test_a_bad_benchmark_argument_is_exit_code_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "model", "--repeats", "0"]) == 2
+    assert "--repeats 0 must be 1 or more" in capsys.readouterr().err
+
+
+def test_lora_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
+    result = bench(capsys, "lora", "--calls", "2", "--repeats", "1")
+    assert result["fused_copy_ms_per_call"] > 0 and result["peft_adapter_ms_per_call"] > 0
+    assert "adapter_over_fused" in result
