@@ -217,24 +217,43 @@ def load_motion_state_dict(
             unexpected.append(key)
             continue
         to_load[key] = value
-    missing = sorted(expected - set(to_load))
+    _check_keys(
+        source,
+        to_load,
+        model_state,
+        unexpected,
+        sorted(expected - set(to_load)),
+        "keys",
+        unexpected_hint="; this is not a Live2Diff/AnimateDiff motion checkpoint for this UNet layout",
+        missing_hint="; the file is incomplete",
+    )
+    with torch.no_grad():
+        unet.load_state_dict(to_load, strict=False)
+    logger.info("%s: loaded %d motion tensors", source, len(to_load))
+
+
+def _check_keys(
+    source: str,
+    to_load: dict[str, torch.Tensor],
+    model_state: dict[str, torch.Tensor],
+    unexpected: list[str],
+    missing: list[str],
+    what: str,
+    unexpected_hint: str = "",
+    missing_hint: str = "",
+) -> None:
+    """Raise WeightsError naming the unexpected, missing or wrongly shaped keys of a state dict."""
     if unexpected:
-        raise WeightsError(
-            f"{source}: {len(unexpected)} unexpected keys: {_name_keys(unexpected)}; "
-            "this is not a Live2Diff/AnimateDiff motion checkpoint for this UNet layout"
-        )
+        raise WeightsError(f"{source}: {len(unexpected)} unexpected {what}: {_name_keys(unexpected)}{unexpected_hint}")
     if missing:
-        raise WeightsError(f"{source}: {len(missing)} missing keys: {_name_keys(missing)}; the file is incomplete")
+        raise WeightsError(f"{source}: {len(missing)} missing {what}: {_name_keys(missing)}{missing_hint}")
     mismatched = [
         f"{key} {tuple(value.shape)} != {tuple(model_state[key].shape)}"
         for key, value in to_load.items()
         if value.shape != model_state[key].shape
     ]
     if mismatched:
-        raise WeightsError(f"{source}: {len(mismatched)} tensors of the wrong shape: {_name_keys(mismatched)}")
-    with torch.no_grad():
-        unet.load_state_dict(to_load, strict=False)
-    logger.info("%s: loaded %d motion tensors", source, len(to_load))
+        raise WeightsError(f"{source}: {len(mismatched)} {what} of the wrong shape: {_name_keys(mismatched)}")
 
 
 def _check_pe_table(model_state: dict[str, torch.Tensor], key: str, value: torch.Tensor, source: str) -> None:
@@ -332,18 +351,7 @@ def load_base_weights(unet: StreamUNet, state_dict: dict[str, torch.Tensor], sou
     model_state = unet.unet.state_dict()
     spatial = {key for key in model_state if ".motion_modules." not in key}
     unexpected = [key for key in state_dict if key not in spatial]
-    missing = sorted(spatial - set(state_dict))
-    if unexpected:
-        raise WeightsError(f"{source}: {len(unexpected)} unexpected UNet keys: {_name_keys(unexpected)}")
-    if missing:
-        raise WeightsError(f"{source}: {len(missing)} missing UNet keys: {_name_keys(missing)}")
-    mismatched = [
-        f"{key} {tuple(value.shape)} != {tuple(model_state[key].shape)}"
-        for key, value in state_dict.items()
-        if value.shape != model_state[key].shape
-    ]
-    if mismatched:
-        raise WeightsError(f"{source}: {len(mismatched)} UNet tensors of the wrong shape: {_name_keys(mismatched)}")
+    _check_keys(source, state_dict, model_state, unexpected, sorted(spatial - set(state_dict)), "UNet keys")
     with torch.no_grad():
         unet.unet.load_state_dict(state_dict, strict=False)
 

@@ -363,8 +363,8 @@ def check_log_dir() -> Check:
     folder = log_dir()
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".doctor-", delete=True):
-            pass
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".doctor-", delete=True) as probe:
+            probe.write(b"vcam doctor: the log folder is writable\n")
     except OSError as error:
         fix = format_command(["chmod", "u+rwx", str(folder)]) if sys.platform != "win32" else None
         return Check("log folder", False, f"{folder} is not writable: {error.strerror or error}", fix)
