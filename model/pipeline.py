@@ -748,12 +748,22 @@ def _load_vae(spec: PipelineSpec) -> Any:
 
 
 def _scheduler_config(spec: PipelineSpec) -> dict[str, Any] | None:
+    """SD1.5's scheduler_config.json, less what LCMScheduler does not take (its PNDM's `skip_prk_steps`, which
+    diffusers would warn about on every load)."""
+    import inspect
     import json
+
+    from diffusers import LCMScheduler
 
     path = spec.sd15 / "scheduler" / "scheduler_config.json"
     if not path.is_file():
         return None
-    return dict(json.loads(path.read_text(encoding="utf-8")))
+    accepted = set(inspect.signature(LCMScheduler.__init__).parameters)
+    config = dict(json.loads(path.read_text(encoding="utf-8")))
+    dropped = sorted(key for key in config if not key.startswith("_") and key not in accepted)
+    if dropped:
+        log.debug("%s: %s not used by the LCM scheduler", path, dropped)
+    return {key: value for key, value in config.items() if key in accepted}
 
 
 @dataclass(frozen=True)
