@@ -168,8 +168,7 @@ class Runtime:
         self._stopped = False
 
         # capture -> work
-        self._latest_input: tuple[np.ndarray, float, int] | None = None  # (image, capture time, serial)
-        self._input_serial = 0
+        self._latest_input: tuple[np.ndarray, float] | None = None  # (image, capture time)
         self._camera_lost = False
         self._recent_inputs: deque[np.ndarray] = deque(maxlen=RECENT_FRAMES)
         # work -> output
@@ -478,8 +477,7 @@ class Runtime:
             with self._lock:
                 if self._latest_input is not None:
                     self._stats.dropped += 1  # the work thread never saw the previous one
-                self._input_serial += 1
-                self._latest_input = (frame.image, frame.timestamp, self._input_serial)
+                self._latest_input = (frame.image, frame.timestamp)
                 self._stats.captured.append(time.monotonic())
                 self._new_frame.notify_all()
 
@@ -517,9 +515,8 @@ class Runtime:
                     break
             if self._latest_input is None:
                 return None
-            image, capture_time, _ = self._latest_input
-            self._latest_input = None
-            return image, capture_time
+            taken, self._latest_input = self._latest_input, None
+            return taken
 
     def _swap_pending(self) -> None:
         with self._lock:

@@ -17,9 +17,11 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import asdict, is_dataclass
 
     from vcam.sinks.virtual_camera import list_virtual_camera_backends, probe_virtual_camera
+    from vcam.sources.v4l2 import format_summary
     from vcam.sources.webcam import list_cameras
 
-    cameras = [asdict(camera) if is_dataclass(camera) else dict(camera) for camera in list_cameras()]  # type: ignore[arg-type]
+    found = list_cameras()
+    cameras = [asdict(camera) if is_dataclass(camera) else dict(camera) for camera in found]  # type: ignore[arg-type]
     backends = list_virtual_camera_backends()
     available, reason = probe_virtual_camera()
     if args.json:
@@ -39,8 +41,11 @@ def run(args: argparse.Namespace) -> int:
     print("Cameras (sources):")
     if not cameras:
         print("  none found (use --source demo, file:PATH or screen)")
-    for camera in cameras:
-        print("  " + ", ".join(f"{key}: {value}" for key, value in camera.items()))
+    for camera in found:
+        driver = f" [{camera.driver}]" if camera.driver else ""
+        print(f"  {camera.label}{driver}")
+        for camera_format in camera.formats:
+            print(f"    {format_summary(camera_format)}")
     print("\nVirtual camera (sink):")
     for backend in backends:
         print("  " + ", ".join(f"{key}: {value}" for key, value in backend.items()))

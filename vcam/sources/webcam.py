@@ -16,7 +16,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,6 +24,7 @@ import numpy as np
 
 from vcam.errors import SourceError, SourceUnavailable
 from vcam.frame import Frame
+from vcam.sources import v4l2
 from vcam.sources.base import Source
 from vcam.sources.reconnect import open_failure
 
@@ -81,6 +82,8 @@ class CameraInfo:
 
     `index` is what `webcam:N` takes; `path` is the device node on Linux ("" elsewhere); `virtual`
     marks loopback/virtual devices (such as this app's own output), never picked automatically.
+    `formats` is what the camera offers (Linux only; empty elsewhere or when the device would not
+    say); it describes the camera rather than identifying it, so equality ignores it.
     """
 
     index: int
@@ -88,6 +91,7 @@ class CameraInfo:
     path: str = ""
     driver: str = ""
     virtual: bool = False
+    formats: tuple[v4l2.CameraFormat, ...] = field(default=(), compare=False)
 
     @property
     def label(self) -> str:
@@ -161,11 +165,14 @@ def _probe_cameras(factory: CaptureFactory) -> list[CameraInfo]:
     return found
 
 
-def list_cameras(include_virtual: bool = False, capture_factory: CaptureFactory | None = None) -> list[CameraInfo]:
+def list_cameras(
+    include_virtual: bool = False, capture_factory: CaptureFactory | None = None, with_formats: bool = True
+) -> list[CameraInfo]:
     """Cameras on this machine, by index; virtual (loopback) devices only with `include_virtual`.
 
-    Linux reads names from sysfs without opening anything; elsewhere indices 0..4 are probed by
-    opening them (a camera in use by another application may then be missed).
+    Linux reads names from sysfs and, with `with_formats`, asks each device node for its formats
+    with V4L2 ioctls (no capture is started, a camera in use still answers); elsewhere indices 0..4
+    are probed by opening them (a camera in use by another application may then be missed).
     """
     if sys.platform.startswith("linux") and SYSFS_VIDEO4LINUX.is_dir():
         cameras = _sysfs_cameras()
@@ -173,7 +180,10 @@ def list_cameras(include_virtual: bool = False, capture_factory: CaptureFactory 
         cameras = []
     else:
         cameras = _probe_cameras(capture_factory or create_capture)
-    return [camera for camera in cameras if include_virtual or not camera.virtual]
+    cameras = [camera for camera in cameras if include_virtual or not camera.virtual]
+    if with_formats and sys.platform.startswith("linux"):
+        cameras = [replace(camera, formats=tuple(v4l2.try_query_formats(camera.path))) for camera in cameras]
+    return cameras
 
 
 def _fourcc_text(value: float) -> str:
@@ -238,14 +248,14 @@ class WebcamSource(Source):
                 raise SourceError(f"webcam index must be >= 0, got {device}")
             if not sys.platform.startswith("linux"):
                 return device, f"camera {device}"  # no names without sysfs; probing would open every camera
-            names = {camera.index: camera.name for camera in list_cameras(include_virtual=True)}
+            names = {camera.index: camera.name for camera in list_cameras(include_virtual=True, with_formats=False)}
             return device, names.get(device, f"camera {device}")
         if isinstance(device, str) and device.startswith("/dev/"):
             return device, device
         if device is None:
             if not sys.platform.startswith("linux"):
                 return 0, "camera 0"
-            cameras = list_cameras(include_virtual=True)
+            cameras = list_cameras(include_virtual=True, with_formats=False)
             real = [camera for camera in cameras if not camera.virtual]
             if not real:
                 skipped = ", ".join(camera.label for camera in cameras)
@@ -264,7 +274,7 @@ class WebcamSource(Source):
                 f"webcam name {name!r}: choosing a camera by name is supported on Linux only; "
                 "use its index instead (webcam:0, webcam:1, ...; `vcam devices` lists them)"
             )
-        cameras = list_cameras(include_virtual=True)
+        cameras = list_cameras(include_virtual=True, with_formats=False)
         wanted = name.strip().lower()
         exact = [camera for camera in cameras if camera.name.lower() == wanted]
         partial = [camera for camera in cameras if wanted in camera.name.lower()]
@@ -281,7 +291,7 @@ class WebcamSource(Source):
 
     def _not_opened_message(self, target: int | str, tried: list[str]) -> str:
         if sys.platform.startswith("linux") and isinstance(target, int):
-            cameras = list_cameras(include_virtual=True)
+            cameras = list_cameras(include_virtual=True, with_formats=False)
             if all(camera.index != target for camera in cameras):
                 found = "; ".join(camera.label for camera in cameras) or "no video devices on this machine"
                 return (
