@@ -253,7 +253,7 @@ def check_virtual_camera() -> Check:
 def check_webcam() -> Check:
     from vcam.sources.webcam import list_cameras
 
-    cameras = list_cameras()
+    cameras = list_cameras(with_formats=False)
     if cameras:
         return Check("webcam", True, "; ".join(camera.label for camera in cameras[:4]))
     return Check(

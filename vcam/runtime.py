@@ -712,7 +712,7 @@ def resolve_auto_source(spec: str) -> str:
         return spec
     from vcam.sources.webcam import list_cameras
 
-    cameras = list_cameras()
+    cameras = list_cameras(with_formats=False)
     if cameras:
         return "webcam"
     log.warning("no webcam found: showing the built-in demo scene (choose one with --source)")

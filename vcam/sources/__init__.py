@@ -45,7 +45,7 @@ def parse_source(spec: str, width: int, height: int, fps: float) -> Source:
         from vcam.sources.demo import DemoSource
         from vcam.sources.webcam import WebcamSource, list_cameras
 
-        cameras = list_cameras()
+        cameras = list_cameras(with_formats=False)
         if cameras:
             return WebcamSource(cameras[0].index, width, height, fps)
         return DemoSource(width, height, fps)
