@@ -16,6 +16,7 @@ from vcam.model.tiny import build_tiny_pipeline
 from vcam.model.translator import Live2DiffTranslator
 
 from tests.fakes_vcam import fake_backend
+from tests.waiting import wait_until
 from vcam.runtime import Runtime
 from vcam.sinks.virtual_camera import VirtualCameraSink
 from vcam.sources.demo import DemoSource
@@ -27,15 +28,6 @@ WIDTH, HEIGHT = 160, 120
 @pytest.fixture(autouse=True)
 def _one_thread() -> None:
     torch.set_num_threads(1)
-
-
-def _wait_for(condition: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_tiny_translator_in_the_camera_loop_with_a_prompt_change() -> None:
@@ -68,7 +60,7 @@ def test_tiny_translator_in_the_camera_loop_with_a_prompt_change() -> None:
         )
         runtime.start()
         try:
-            assert _wait_for(lambda: bool(made) and not made[0].warming_up and len(recorded) >= 4, timeout=60)
+            assert wait_until(lambda: bool(made) and not made[0].warming_up and len(recorded) >= 4, timeout=60)
             translator = made[0]
             status = runtime.status()
             assert status.style == "tiny-random" and status.state == "running"
@@ -77,9 +69,9 @@ def test_tiny_translator_in_the_camera_loop_with_a_prompt_change() -> None:
             encoder = translator.pipeline.prompt_encoder
             switch_started = time.monotonic()
             translator.set_prompt("new prompt")
-            assert _wait_for(lambda: translator.prompt == "new prompt", timeout=60)
+            assert wait_until(lambda: translator.prompt == "new prompt", timeout=60)
             calls_at_switch = len(recorded)
-            assert _wait_for(lambda: len(recorded) >= calls_at_switch + 3, timeout=60)
+            assert wait_until(lambda: len(recorded) >= calls_at_switch + 3, timeout=60)
             switch_ended = time.monotonic()
         finally:
             runtime.stop()

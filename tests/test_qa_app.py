@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from tests.pipeline_helpers import moving_frames, write_clip
+from tests.waiting import wait_until
 from vcam.cli import main
 from vcam.config import update_config
 from vcam.errors import ConfigError, SourceError
@@ -63,19 +64,13 @@ class FailingAfterSink(CountingSink):
         super().send(image)
 
 
-def _wait_until(condition: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.01)
-
-
 # ---------------------------------------------------------------------------------------------- sinks mid-run
 def test_a_sink_failing_mid_run_is_dropped_and_the_others_keep_going() -> None:
     good, bad = CountingSink(), FailingAfterSink(after=3)
     runtime = Runtime(DemoSource(W, H, FPS), [good, bad], width=W, height=H, fps=FPS)
     runtime.start()
     try:
-        _wait_until(lambda: good.sent >= 20)
+        wait_until(lambda: good.sent >= 20)
         status = runtime.status()
         assert runtime.running and runtime.failure is None
         assert good.sent >= 20 and bad.sent == 3
@@ -91,7 +86,7 @@ def test_a_sink_failing_mid_run_is_dropped_and_the_others_keep_going() -> None:
 def test_when_every_sink_fails_the_runtime_stops_with_a_failure() -> None:
     runtime = Runtime(DemoSource(W, H, FPS), [FailingAfterSink(after=2)], width=W, height=H, fps=FPS)
     runtime.start()
-    _wait_until(lambda: not runtime.running)
+    wait_until(lambda: not runtime.running)
     runtime.stop()
     assert runtime.failure is not None and "every output failed" in runtime.failure
 
@@ -116,9 +111,9 @@ def test_a_full_disk_stops_the_recording_but_not_the_camera(tmp_path: Path) -> N
     runtime.start()
     try:
         recording._container = DiskFullContainer(recording._container)
-        _wait_until(lambda: runtime.status().last_error is not None)
+        wait_until(lambda: runtime.status().last_error is not None)
         sent_when_failed = good.sent
-        _wait_until(lambda: good.sent >= sent_when_failed + 10)
+        wait_until(lambda: good.sent >= sent_when_failed + 10)
         status = runtime.status()
         assert runtime.running and good.sent >= sent_when_failed + 10
         assert status.last_error is not None and "No space left" in status.last_error
@@ -168,10 +163,10 @@ def test_a_source_failing_unexpectedly_shows_the_reconnect_slate_and_keeps_sendi
     runtime = Runtime(DyingSource(frames=5), [sink], width=W, height=H, fps=FPS)
     runtime.start()
     try:
-        _wait_until(lambda: runtime.status().state == "reconnecting")
+        wait_until(lambda: runtime.status().state == "reconnecting")
         assert runtime.status().state == "reconnecting"
         before = sink.sent
-        _wait_until(lambda: sink.sent >= before + 10)
+        wait_until(lambda: sink.sent >= before + 10)
         assert runtime.running and sink.sent >= before + 10 and runtime.failure is None
     finally:
         runtime.stop()

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tests.fakes_vcam import fake_backend
+from tests.waiting import wait_until
 from vcam.errors import SourceUnavailable
 from vcam.frame import Frame
 from vcam.imaging import slate
@@ -224,9 +225,7 @@ def test_style_switch_is_seamless_and_a_failed_style_keeps_the_old_one(no_thread
     runtime.set_style("posterize")
     time.sleep(0.1)
     assert runtime.status().state == "loading_style"
-    deadline = time.monotonic() + 5
-    while runtime.status().style != "posterize" and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: runtime.status().style == "posterize")
     assert runtime.status().style == "posterize"
     runtime.set_style("broken")
     time.sleep(0.3)
@@ -257,9 +256,7 @@ def test_configured_style_that_cannot_load_falls_back_to_a_classic_look() -> Non
         translator_loader=loader,
     )
     runtime.start()
-    deadline = time.monotonic() + 5
-    while runtime.status().style != "cartoon" and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: runtime.status().style == "cartoon")
     status = runtime.status()
     runtime.stop()
     assert status.style == "cartoon"
@@ -337,9 +334,7 @@ def test_a_failed_runtime_thread_reports_state_error() -> None:
 
     runtime = Runtime(DemoSource(W, H, FPS), [BrokenSink()], width=W, height=H, fps=FPS)
     runtime.start()
-    deadline = time.monotonic() + 5
-    while runtime.running and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: not runtime.running)
     status = runtime.status()
     runtime.stop()
     assert status.state == "error"

@@ -9,9 +9,8 @@ fails to load leaves the old one running with the error in the status.
 
 from __future__ import annotations
 
-import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from vcam.model.translator import model_size_for_output
 
 from tests.fakes_vcam import fake_backend
 from tests.tiny_weights import PROMPTS, TinyModelSet, write_tiny_model_set
+from tests.waiting import wait_for
 from vcam.config import Config, config_from_dict
 from vcam.runtime import Runtime
 from vcam.sinks.virtual_camera import VirtualCameraSink
@@ -61,14 +61,6 @@ def _file_tensors(cache: Path, repo: str, filename: str) -> dict[str, torch.Tens
     folder = cache / ("models--" + repo.replace("/", "--")) / "snapshots"
     (path,) = folder.glob(f"*/{filename}")
     return load_file(str(path))
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = LOAD_TIMEOUT, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def _nbytes(*modules: Any) -> int:
@@ -171,7 +163,11 @@ def streaming(config: Config) -> Iterator[tuple[Runtime, _Recorder, Any]]:
         )
         runtime.start()
         try:
-            _wait_for(lambda: runtime.status().state == "running" and runtime.status().style == "tiny-a", what="A")
+            wait_for(
+                lambda: runtime.status().state == "running" and runtime.status().style == "tiny-a",
+                timeout=LOAD_TIMEOUT,
+                what="A",
+            )
             yield runtime, recorder, backend.last()
         finally:
             runtime.stop()
@@ -179,13 +175,13 @@ def streaming(config: Config) -> Iterator[tuple[Runtime, _Recorder, Any]]:
 
 def _switch(runtime: Runtime, name: str) -> None:
     runtime.set_style(name)
-    _wait_for(lambda: runtime.status().style == name, what=f"the switch to {name}")
+    wait_for(lambda: runtime.status().style == name, timeout=LOAD_TIMEOUT, what=f"the switch to {name}")
 
 
 def _wait_streaming(pipeline: Any, frames: int, what: str) -> None:
     """Wait until `pipeline` has been fed `frames` more camera frames (it is the one in use)."""
     start = pipeline.frames_in
-    _wait_for(lambda: pipeline.frames_in >= start + frames, what=f"{what} streaming")
+    wait_for(lambda: pipeline.frames_in >= start + frames, timeout=LOAD_TIMEOUT, what=f"{what} streaming")
 
 
 def _longest_gap(camera: Any, since: int) -> float:
@@ -243,7 +239,11 @@ def test_a_style_that_fails_to_load_leaves_the_old_one_running(
     first = camera.frames_received
     translator_a = recorder.get("tiny-a")
     runtime.set_style("tiny-broken")
-    _wait_for(lambda: "tiny-broken" not in runtime.status().styles_loading, what="the broken load to end")
+    wait_for(
+        lambda: "tiny-broken" not in runtime.status().styles_loading,
+        timeout=LOAD_TIMEOUT,
+        what="the broken load to end",
+    )
     status = runtime.status()
     assert status.style == "tiny-a" and status.state == "running"
     assert status.last_error is not None
@@ -252,7 +252,7 @@ def test_a_style_that_fails_to_load_leaves_the_old_one_running(
     assert [unet for unet in pool.unets()] == [translator_a.pipeline.unet]  # nothing of the failed load held
     sent = camera.frames_received
     _wait_streaming(translator_a.pipeline, 3, "A after the failed load")
-    _wait_for(lambda: camera.frames_received > sent + 5, what="frames after the failure")
+    wait_for(lambda: camera.frames_received > sent + 5, timeout=LOAD_TIMEOUT, what="frames after the failure")
     longest = _longest_gap(camera, first)
     assert longest < 2 / FPS, f"longest gap at the virtual camera {longest * 1000:.0f} ms"
 

@@ -4,7 +4,6 @@ downloads, settings, autostart and diagnostics; and the menu driving the real ru
 from __future__ import annotations
 
 import threading
-import time
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +14,7 @@ from vcam.tray.app import TrayApp
 from vcam.tray.menu import LABEL_PAUSE, LABEL_RESTART, LABEL_SEGMENT, LABEL_STYLE, build_menu, find_item
 
 from tests.test_tray_fakes import FAKE_STYLES, FakeRuntime
+from tests.waiting import wait_for
 
 
 class RecordingIcon:
@@ -54,14 +54,6 @@ class RecordingIcon:
 
     def stop(self) -> None:
         self.stopped.set()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.02)
 
 
 def make_app(tmp_path: Path, factory: Callable[[Any], Any], **kwargs: Any) -> tuple[TrayApp, RecordingIcon]:
@@ -120,7 +112,7 @@ def test_a_runtime_that_cannot_start_shows_the_error_and_restart_recovers(tmp_pa
 
     assert icon.icon is icon_image("error")
     app.restart_runtime()
-    wait_until(lambda: app.runtime() is not None)
+    wait_for(lambda: app.runtime() is not None)
     assert app.state().runtime_failed is None
     assert attempts[1].calls == [("start",)]
 
@@ -134,7 +126,7 @@ def test_a_bad_config_file_is_an_error_in_the_tray_not_a_crash(tmp_path: Path) -
     assert failed is not None and "fps" in failed and str(config_path) in failed
     config_path.write_text("[camera]\nfps = 15\n", encoding="utf-8")  # the user fixes it, then Restart
     app.restart_runtime()
-    wait_until(lambda: app.runtime() is not None)
+    wait_for(lambda: app.runtime() is not None)
     runtime = app.runtime()
     assert isinstance(runtime, FakeRuntime) and runtime.config.camera.fps == 15
 
@@ -176,7 +168,7 @@ def test_the_watcher_wakes_on_status_changes(tmp_path: Path) -> None:
         runtime = app.runtime()
         assert runtime is not None
         runtime.set_style("cartoon")
-        wait_until(lambda: icon.title == "Live2Diff Camera: Cartoon, 30 fps", timeout=0.9)  # before POLL_S
+        wait_for(lambda: icon.title == "Live2Diff Camera: Cartoon, 30 fps", timeout=0.9)  # before POLL_S
     finally:
         app._stopping.set()
         app._wake.set()
@@ -214,7 +206,7 @@ def test_download_shows_progress_then_switches_to_the_style(tmp_path: Path, monk
     assert find_item(menu, LABEL_STYLE, "Anime (diffusion)").text == "Anime (diffusion) (downloading 50%)"
     app.download_style("anime")  # a second click while downloading starts nothing
     release.set()
-    wait_until(lambda: app.state().status.style == "anime")
+    wait_for(lambda: app.state().status.style == "anime")
     assert app.state().downloads == {}
     runtime = app.runtime()
     assert isinstance(runtime, FakeRuntime) and ("set_style", "anime") in runtime.calls
@@ -233,7 +225,7 @@ def test_a_failed_download_is_shown_and_can_be_retried(tmp_path: Path, monkeypat
 
     monkeypatch.setattr(vcam.weights, "download_style", download_style)
     app.download_style("anime")
-    wait_until(lambda: "anime" in app.state().download_errors)
+    wait_for(lambda: "anime" in app.state().download_errors)
     assert app.state().downloads == {}
     menu = build_menu(app.state, app.runtime, app)
     assert find_item(menu, LABEL_STYLE, "Anime").text == "Anime (diffusion) (download failed: click to retry)"
@@ -297,23 +289,23 @@ def test_menu_drives_the_real_runtime(tmp_path: Path) -> None:
         state = app.state()
         assert state.runtime_failed is None, state.runtime_failed
         assert "cartoon" in [style.name for style in state.styles]
-        wait_until(lambda: app.state().status.state == "running")
+        wait_for(lambda: app.state().status.state == "running")
         menu = build_menu(app.state, app.runtime, app)
 
         find_item(menu, LABEL_STYLE, "Cartoon")(None)
-        wait_until(lambda: app.state().status.style == "cartoon")
+        wait_for(lambda: app.state().status.style == "cartoon")
         assert find_item(menu, LABEL_STYLE, "Cartoon").checked
 
         find_item(menu, LABEL_PAUSE)(None)
-        wait_until(lambda: app.state().status.state == "paused")
+        wait_for(lambda: app.state().status.state == "paused")
         assert find_item(menu, LABEL_PAUSE).checked
         find_item(menu, LABEL_PAUSE)(None)
-        wait_until(lambda: app.state().status.state == "running")
+        wait_for(lambda: app.state().status.state == "running")
 
         find_item(menu, LABEL_SEGMENT, "Blur the background")(None)
-        wait_until(lambda: app.state().status.segment == "blur")
+        wait_for(lambda: app.state().status.segment == "blur")
         find_item(menu, LABEL_SEGMENT, "Off")(None)
-        wait_until(lambda: app.state().status.segment == "off")
+        wait_for(lambda: app.state().status.segment == "off")
         assert app.state().runtime_failed is None
         saved = tomllib.loads(config_path.read_text(encoding="utf-8"))
         assert saved["style"] == {"name": "cartoon"} and saved["segment"] == {"mode": "off"}

@@ -21,6 +21,7 @@ import numpy as np
 from vcam.errors import SourceError
 from vcam.frame import Frame
 from vcam.sources.base import Source
+from vcam.sources.pacing import FramePacer
 
 logger = logging.getLogger(__name__)
 
@@ -406,14 +407,14 @@ class DemoSource(Source):
         self.seed = seed
         self.realtime = realtime
         self._index = 0
-        self._clock_start = 0.0
+        self._pacer = FramePacer(self._fps)
         self._opened = False
         self.description = f"demo scene (seed {seed}) {width}x{height} @ {self._fps:g} fps"
 
     def open(self) -> None:
         _scene(self._width, self._height, self.seed)  # draw the still parts now, not in the first read()
         self._index = 0
-        self._clock_start = time.monotonic()
+        self._pacer.start()
         self._opened = True
         logger.info("opened %s", self.description)
 
@@ -422,13 +423,7 @@ class DemoSource(Source):
             raise RuntimeError("DemoSource.read() called before open() (or after close())")
         index = self._index
         if self.realtime:
-            due = self._clock_start + index / self._fps
-            now = time.monotonic()
-            if now < due:
-                time.sleep(due - now)
-            elif now - due > 1.0 / self._fps:
-                # the reader fell behind: restart the clock instead of bursting frames to catch up
-                self._clock_start = now - index / self._fps
+            self._pacer.wait(index)
         image = render_demo_frame(index, self._width, self._height, self.seed, self._fps)
         self._index += 1
         return Frame(image=image, timestamp=time.monotonic(), index=index)

@@ -13,6 +13,7 @@ import numpy as np
 from vcam.errors import SourceError, SourceUnavailable
 from vcam.frame import Frame
 from vcam.sources.base import Source
+from vcam.sources.pacing import FramePacer
 from vcam.sources.reconnect import open_failure
 
 logger = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ class ScreenSource(Source):
         self._grabber_thread = 0
         self._region: dict[str, int] = {}
         self._index = 0
-        self._clock_start = 0.0
+        self._pacer = FramePacer(self._fps)
         self._opened_before = False
         self.description = f"screen {monitor}"
 
@@ -104,7 +105,7 @@ class ScreenSource(Source):
         self._grabber = grabber
         self._grabber_thread = threading.get_ident()
         self._index = 0
-        self._clock_start = time.monotonic()
+        self._pacer.start()
         self._opened_before = True
         self.description = (
             f"screen {self.monitor} ({self._region['width']}x{self._region['height']}) as "
@@ -123,12 +124,7 @@ class ScreenSource(Source):
             self._grabber = self._new_grabber()
             self._grabber_thread = threading.get_ident()
         if self.realtime:
-            due = self._clock_start + self._index / self._fps
-            now = time.monotonic()
-            if now < due:
-                time.sleep(due - now)
-            elif now - due > 1.0 / self._fps:
-                self._clock_start = now - self._index / self._fps
+            self._pacer.wait(self._index)
         try:
             shot = self._grabber.grab(self._region)
         except Exception as error:  # the display went away (session locked, X server gone)

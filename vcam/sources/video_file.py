@@ -13,6 +13,7 @@ import numpy as np
 from vcam.errors import SourceError, SourceUnavailable
 from vcam.frame import Frame
 from vcam.sources.base import Source
+from vcam.sources.pacing import FramePacer
 from vcam.sources.reconnect import open_failure
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class VideoFileSource(Source):
         self._frames: Iterator[Any] | None = None
         self._pending: np.ndarray | None = None
         self._index = 0
-        self._clock_start = 0.0
+        self._pacer = FramePacer(self._fps)
         self._opened_before = False
         self.loops = 0
         self.description = f"video file {self.path}"
@@ -99,7 +100,7 @@ class VideoFileSource(Source):
         self._pending = first
         self._size = (int(first.shape[1]), int(first.shape[0]))
         self._index = 0
-        self._clock_start = time.monotonic()
+        self._pacer.start(self._fps)
         self._opened_before = True
         self.description = f"video file {self.path.name} {self._size[0]}x{self._size[1]} @ {self._fps:g} fps"
         logger.info("opened %s (loop=%s)", self.description, self.loop)
@@ -135,12 +136,7 @@ class VideoFileSource(Source):
         else:
             image = self._next_image()
         if self.realtime:
-            due = self._clock_start + self._index / self._fps
-            now = time.monotonic()
-            if now < due:
-                time.sleep(due - now)
-            elif now - due > 1.0 / self._fps:
-                self._clock_start = now - self._index / self._fps  # fell behind: no burst to catch up
+            self._pacer.wait(self._index)
         frame = Frame(image=np.ascontiguousarray(image), timestamp=time.monotonic(), index=self._index)
         self._index += 1
         return frame
