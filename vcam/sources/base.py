@@ -31,12 +31,16 @@ class Source(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
-    @property
-    @abstractmethod
-    def size(self) -> tuple[int, int]:
-        """(width, height) of the frames `read()` returns; valid after `open()`."""
+    #: set by each source: its frame size and rate (what the device reported, or what it paces at)
+    _size: tuple[int, int] = (0, 0)
+    _fps: float = 0.0
 
     @property
-    @abstractmethod
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the frames `read()` returns; valid after `open()`."""
+        return self._size
+
+    @property
     def fps(self) -> float:
         """Frames per second the source delivers (what the device reported, or its pacing)."""
+        return self._fps

@@ -401,8 +401,7 @@ class DemoSource(Source):
         _check_size(width, height)
         if not fps > 0:
             raise SourceError(f"demo source fps must be > 0, got {fps}")
-        self._width = width
-        self._height = height
+        self._size = (width, height)
         self._fps = float(fps)
         self.seed = seed
         self.realtime = realtime
@@ -412,7 +411,7 @@ class DemoSource(Source):
         self.description = f"demo scene (seed {seed}) {width}x{height} @ {self._fps:g} fps"
 
     def open(self) -> None:
-        _scene(self._width, self._height, self.seed)  # draw the still parts now, not in the first read()
+        _scene(*self._size, self.seed)  # draw the still parts now, not in the first read()
         self._index = 0
         self._pacer.start()
         self._opened = True
@@ -424,17 +423,9 @@ class DemoSource(Source):
         index = self._index
         if self.realtime:
             self._pacer.wait(index)
-        image = render_demo_frame(index, self._width, self._height, self.seed, self._fps)
+        image = render_demo_frame(index, *self._size, self.seed, self._fps)
         self._index += 1
         return Frame(image=image, timestamp=time.monotonic(), index=index)
 
     def close(self) -> None:
         self._opened = False
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return (self._width, self._height)
-
-    @property
-    def fps(self) -> float:
-        return self._fps

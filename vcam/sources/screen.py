@@ -66,8 +66,7 @@ class ScreenSource(Source):
         if not fps > 0:
             raise SourceError(f"screen source fps must be > 0, got {fps}")
         self.monitor = monitor
-        self._width = width
-        self._height = height
+        self._size = (width, height)
         self._fps = float(fps)
         self.realtime = realtime
         self._factory = grabber_factory or create_grabber
@@ -109,7 +108,7 @@ class ScreenSource(Source):
         self._opened_before = True
         self.description = (
             f"screen {self.monitor} ({self._region['width']}x{self._region['height']}) as "
-            f"{self._width}x{self._height} @ {self._fps:g} fps"
+            f"{self._size[0]}x{self._size[1]} @ {self._fps:g} fps"
         )
         logger.info("opened %s", self.description)
 
@@ -132,7 +131,7 @@ class ScreenSource(Source):
         timestamp = time.monotonic()
         bgra = np.asarray(shot, dtype=np.uint8)  # [h, w, 4] BGRA
         rgb = cv2.cvtColor(bgra, cv2.COLOR_BGRA2RGB)  # [h, w, 3]
-        image = letterbox(rgb, self._width, self._height)
+        image = letterbox(rgb, *self._size)
         frame = Frame(image=image, timestamp=timestamp, index=self._index)
         self._index += 1
         return frame
@@ -141,11 +140,3 @@ class ScreenSource(Source):
         if self._grabber is not None:
             self._grabber.close()
         self._grabber = None
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return (self._width, self._height)
-
-    @property
-    def fps(self) -> float:
-        return self._fps

@@ -147,11 +147,3 @@ class VideoFileSource(Source):
         self._container = None
         self._frames = None
         self._pending = None
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return self._size
-
-    @property
-    def fps(self) -> float:
-        return self._fps

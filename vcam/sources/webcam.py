@@ -397,11 +397,3 @@ class WebcamSource(Source):
             self._capture.release()
         self._capture = None
         self._pending = None
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return self._size
-
-    @property
-    def fps(self) -> float:
-        return self._fps
