@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
     import torch
-    from vcam.model.pipeline import PipelineParts, PipelineSpec, StreamPipeline
+    from vcam.model.loading import PipelineParts, PipelineSpec
+    from vcam.model.pipeline import StreamPipeline
     from vcam.model.unet import StreamUNet
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def unet_key(spec: PipelineSpec, device: torch.device, dtype: torch.dtype) -> UN
 
 
 def parts_key(spec: PipelineSpec, device: torch.device, dtype: torch.dtype) -> PartsKey:
-    from vcam.model.pipeline import text_encoder_source, vae_source
+    from vcam.model.loading import text_encoder_source, vae_source
 
     vae_folder = vae_source(spec)
     return PartsKey(
@@ -156,7 +157,7 @@ class ModelPool:
 
     def acquire(self, spec: PipelineSpec, device: str = "auto", dtype: str = "auto") -> Lease:
         """A pipeline for `spec`, on pooled models where their keys match, else on newly loaded ones (slow)."""
-        from vcam.model.pipeline import (
+        from vcam.model.loading import (
             assemble_stream_pipeline,
             load_pipeline_parts,
             load_pipeline_unet,

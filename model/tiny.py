@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
     from transformers import CLIPTextModel, CLIPTokenizer, DPTForDepthEstimation
-    from vcam.model.pipeline import SimilarFrameFilter, StreamPipeline
+    from vcam.model.pipeline import StreamPipeline
+    from vcam.model.similar_filter import SimilarFrameFilter
 
     from vcam.translators.base import Translator
 

@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from vcam.model.pipeline import SimilarFrameFilter, StreamPipeline, StreamResult
+from vcam.model.pipeline import StreamPipeline, StreamResult
+from vcam.model.similar_filter import SimilarFrameFilter
 from vcam.model.tiny import build_tiny_pipeline
 
 from tests.pipeline_helpers import moving_frames

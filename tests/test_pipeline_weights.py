@@ -14,7 +14,7 @@ from tests.pipeline_helpers import moving_frames
 
 
 def _spec(device_size: int) -> object:
-    from vcam.model.pipeline import PipelineSpec
+    from vcam.model.loading import PipelineSpec
 
     from vcam.config import load_config
     from vcam.weights import WeightsError, resolve_style_paths
@@ -38,7 +38,7 @@ def _stream(pipeline: object, count: int, size: int) -> list[np.ndarray]:
 
 @pytest.mark.weights
 def test_real_style_streams_on_the_cpu() -> None:
-    from vcam.model.pipeline import load_stream_pipeline
+    from vcam.model.loading import load_stream_pipeline
 
     spec = _spec(256)
     pipeline = load_stream_pipeline(spec, device="cpu", dtype="float32")  # type: ignore[arg-type]
@@ -54,7 +54,7 @@ def test_real_style_streams_on_cuda_in_fp16() -> None:
 
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU")
-    from vcam.model.pipeline import load_stream_pipeline
+    from vcam.model.loading import load_stream_pipeline
 
     spec = _spec(512)
     pipeline = load_stream_pipeline(spec, device="cuda", dtype="auto")  # type: ignore[arg-type]

@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from vcam.errors import ConfigError
+from vcam.model.loading import DEVICES, DTYPES
 from vcam.paths import config_file, runtime_dir
 
 log = logging.getLogger(__name__)
 
 SEGMENT_MODES = ("off", "person", "background", "blur", "replace")
-DEVICES = ("auto", "cpu", "cuda", "mps")
-DTYPES = ("auto", "float32", "float16")
 MIN_SIZE, MAX_WIDTH, MAX_HEIGHT = 64, 3840, 2160
 MIN_FPS, MAX_FPS = 1.0, 120.0
 

@@ -106,7 +106,7 @@ def _build(args: argparse.Namespace, t_index_list: tuple[int, ...] | None) -> St
         width, height = size or (TINY_WIDTH, TINY_HEIGHT)
         return build_tiny_pipeline(t_index_list=t_index_list or TINY_T_INDEX_LIST, width=width, height=height)
     from vcam.config import load_config
-    from vcam.model.pipeline import PipelineSpec, load_stream_pipeline
+    from vcam.model.loading import PipelineSpec, load_stream_pipeline
     from vcam.weights import resolve_style_paths
 
     config = load_config(args.config)
