@@ -37,7 +37,7 @@ VAE_KINDS = ("taesd", "kl")
 
 @dataclass(frozen=True)
 class PipelineSpec:
-    """Everything `load_stream_pipeline` needs, as local paths (fields match `vcam.weights.StylePaths`).
+    """Everything `load_stream_pipeline` needs, as local paths (the app maps its style paths onto it).
 
     base: a single-file SD1.5 checkpoint (.safetensors/.ckpt) or a diffusers folder with unet/ (and maybe
     text_encoder/, vae/); sd15: the SD1.5 diffusers folder (tokenizer/, text_encoder/, vae/, scheduler/);
@@ -66,27 +66,6 @@ class PipelineSpec:
     similar_filter: bool = False
     attention: str = "auto"  # temporal attention kernel: auto | math | sdpa | xformers
     compile: bool = False  # torch.compile the UNet (CUDA; the first calls are slow)
-
-    @classmethod
-    def from_style_paths(cls, paths: Any, **overrides: Any) -> PipelineSpec:
-        """From a `vcam.weights.StylePaths` (any object with the same fields), plus overrides (width, seed, ...)."""
-        fields = {
-            "name": paths.name,
-            "base": Path(paths.base),
-            "base_format": paths.base_format,
-            "sd15": Path(paths.sd15),
-            "motion": Path(paths.motion),
-            "lcm_lora": Path(paths.lcm_lora) if paths.lcm_lora else None,
-            "style_lora": Path(paths.style_lora) if paths.style_lora else None,
-            "lora_scale": float(paths.lora_scale),
-            "taesd": Path(paths.taesd) if paths.taesd else None,
-            "depth": Path(paths.depth),
-            "prompt": paths.prompt,
-            "t_index_list": tuple(paths.t_index_list),
-            "clip_skip": int(paths.clip_skip),
-        }
-        fields.update(overrides)
-        return cls(**fields)
 
 
 def resolve_device(device: str = "auto") -> torch.device:

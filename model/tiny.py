@@ -1,4 +1,4 @@
-"""The tiny random-weight model preset ("tiny-random"): the whole pipeline with no files, seeded.
+"""The tiny random-weight model preset: the whole pipeline with no files, seeded (the app's "tiny-random" style).
 
 Every component is built from a small config with random weights: a byte-level CLIP tokenizer written in
 code, a 2-layer CLIP text model, a tiny TAESD (AutoencoderTiny), a tiny DPT and `tiny_stream_unet()`.
@@ -21,12 +21,8 @@ if TYPE_CHECKING:
     from vcam.model.pipeline import StreamPipeline
     from vcam.model.similar_filter import SimilarFrameFilter
 
-    from vcam.translators.base import Translator
-
 log = logging.getLogger(__name__)
 
-#: the name the styles registry and `--style` use for this preset
-TINY_STYLE_NAME = "tiny-random"
 TINY_PROMPT = "a tiny random test pattern"
 TINY_WIDTH = 64
 TINY_HEIGHT = 64
@@ -198,13 +194,3 @@ def build_tiny_pipeline(
         stream_batch=stream_batch,
         similar_filter=similar_filter,
     )
-
-
-def build_tiny_translator(
-    seed: int = 0, t_index_list: Sequence[int] = TINY_T_INDEX_LIST, fit: str = "crop"
-) -> Translator:
-    """The "tiny-random" style: a `Live2DiffTranslator` over `build_tiny_pipeline(seed)`."""
-    from vcam.model.translator import Live2DiffTranslator
-
-    pipeline = build_tiny_pipeline(seed=seed, t_index_list=t_index_list)
-    return Live2DiffTranslator(pipeline, name=TINY_STYLE_NAME, fit=fit)

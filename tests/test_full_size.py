@@ -170,11 +170,12 @@ def test_every_file_loads_at_real_size(loaded: dict[str, Any]) -> None:
 
 def test_streams_frames_at_a_small_size_on_the_real_models(loaded: dict[str, Any]) -> None:
     import torch
-    from vcam.model.translator import Live2DiffTranslator
 
-    store, config, paths = loaded["store"], loaded["config"], loaded["paths"]
+    from vcam.translators.live2diff import Live2DiffTranslator
+
+    config, paths = loaded["config"], loaded["paths"]
     unet = loaded["translator"].pipeline.unet
-    small: Any = Live2DiffTranslator.from_style(store.style(STYLE), paths, config, size=SMALL_SIZE)
+    small: Any = Live2DiffTranslator.from_style(paths, config, size=SMALL_SIZE)
     try:
         assert small.pipeline.unet is unet  # the pool shares the loaded UNet
         finite: list[bool] = []

@@ -253,7 +253,7 @@ def test_schedule_matches_the_spec() -> None:
 
 
 def test_model_size_follows_the_output_aspect() -> None:
-    from vcam.model.translator import model_size_for_output
+    from vcam.translators.live2diff import model_size_for_output
 
     assert model_size_for_output((512, 512), 1280, 720) == (512, 288)
     assert model_size_for_output((512, 512), 640, 480) == (512, 384)

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 from vcam.model.tiny import build_tiny_pipeline
-from vcam.model.translator import Live2DiffTranslator
 
 from tests.fakes_vcam import fake_backend
 from tests.waiting import wait_until
 from vcam.runtime import Runtime
 from vcam.sinks.virtual_camera import VirtualCameraSink
 from vcam.sources.demo import DemoSource
+from vcam.translators.live2diff import Live2DiffTranslator
 
 FPS = 20.0
 WIDTH, HEIGHT = 160, 120

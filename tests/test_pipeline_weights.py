@@ -14,9 +14,8 @@ from tests.pipeline_helpers import moving_frames
 
 
 def _spec(device_size: int) -> object:
-    from vcam.model.loading import PipelineSpec
-
     from vcam.config import load_config
+    from vcam.translators.live2diff import pipeline_spec
     from vcam.weights import WeightsError, resolve_style_paths
 
     config = load_config()
@@ -26,7 +25,7 @@ def _spec(device_size: int) -> object:
         paths = resolve_style_paths(os.environ.get("VCAM_TEST_STYLE", "pixar"), config)
     except WeightsError as error:
         pytest.skip(f"style weights not on disk: {error}")
-    return PipelineSpec.from_style_paths(paths, width=device_size, height=device_size)
+    return pipeline_spec(paths, width=device_size, height=device_size)
 
 
 def _stream(pipeline: object, count: int, size: int) -> list[np.ndarray]:

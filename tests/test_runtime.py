@@ -339,11 +339,3 @@ def test_a_failed_runtime_thread_reports_state_error() -> None:
     runtime.stop()
     assert status.state == "error"
     assert status.last_error is not None and "sink exploded" in status.last_error
-
-
-def test_the_tiny_style_name_matches_the_model_preset() -> None:
-    from vcam.model.tiny import TINY_STYLE_NAME as model_name
-
-    from vcam.styles import TINY_STYLE_NAME
-
-    assert model_name == TINY_STYLE_NAME

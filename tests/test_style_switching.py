@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 import torch
 from vcam.model.pool import MB, ModelPool, module_storages
-from vcam.model.translator import model_size_for_output
 
 from tests.fakes_vcam import fake_backend
 from tests.tiny_weights import PROMPTS, TinyModelSet, write_tiny_model_set
@@ -29,6 +28,7 @@ from vcam.sinks.virtual_camera import VirtualCameraSink
 from vcam.sources.demo import DemoSource
 from vcam.styles import load_translator
 from vcam.translators.base import Translator
+from vcam.translators.live2diff import model_size_for_output
 
 W, H, FPS = 96, 64, 15.0
 LOAD_TIMEOUT = 20.0

@@ -10,10 +10,10 @@ import pytest
 import torch
 from vcam.model.metrics import VideoMetrics
 from vcam.model.tiny import build_tiny_pipeline
-from vcam.model.translator import FrameFitter, Live2DiffTranslator
 
 from tests.pipeline_helpers import count_frames, moving_frames, write_clip
 from vcam.cli import main
+from vcam.translators.live2diff import FrameFitter, Live2DiffTranslator
 
 WARMUP = 8
 

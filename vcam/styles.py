@@ -48,7 +48,7 @@ def list_styles(config: Config, diffusion: bool = True) -> list[StyleInfo]:
     return styles
 
 
-#: the tiny random-weight model's style name (vcam.model.tiny.TINY_STYLE_NAME; not imported here: it needs torch)
+#: the tiny random-weight model's style name (`vcam.translators.live2diff.build_tiny_translator`)
 TINY_STYLE_NAME = "tiny-random"
 
 
@@ -107,12 +107,12 @@ def load_translator(name: str, config: Config) -> Translator:
         return ClassicTranslator(name)
     info = find_style(name, config)
     if info.kind == "test":
-        from vcam.model.tiny import build_tiny_translator
+        from vcam.translators.live2diff import build_tiny_translator
 
         return build_tiny_translator(seed=config.style.seed)
-    from vcam.model.translator import Live2DiffTranslator
+    from vcam.translators.live2diff import Live2DiffTranslator
     from vcam.weights import ModelStore
 
     store = ModelStore.from_config(config, strict=False)  # another style's bad table must not block this one
     paths = store.path(name)  # NotDownloadedError (a UserError) with the exact download command
-    return Live2DiffTranslator.from_style(store.style(name), paths, config)
+    return Live2DiffTranslator.from_style(paths, config)

@@ -106,7 +106,8 @@ def _build(args: argparse.Namespace, t_index_list: tuple[int, ...] | None) -> St
         width, height = size or (TINY_WIDTH, TINY_HEIGHT)
         return build_tiny_pipeline(t_index_list=t_index_list or TINY_T_INDEX_LIST, width=width, height=height)
     from vcam.config import load_config
-    from vcam.model.loading import PipelineSpec, load_stream_pipeline
+    from vcam.model.loading import load_stream_pipeline
+    from vcam.translators.live2diff import pipeline_spec
     from vcam.weights import resolve_style_paths
 
     config = load_config(args.config)
@@ -115,7 +116,7 @@ def _build(args: argparse.Namespace, t_index_list: tuple[int, ...] | None) -> St
         overrides["width"], overrides["height"] = size
     if t_index_list:
         overrides["t_index_list"] = t_index_list
-    spec = PipelineSpec.from_style_paths(resolve_style_paths(args.model, config), **overrides)
+    spec = pipeline_spec(resolve_style_paths(args.model, config), **overrides)
     return load_stream_pipeline(spec, device=args.device, dtype=args.dtype)
 
 

@@ -180,7 +180,7 @@ def translate_video(
     """Translate a video file; returns frame counts (and the metrics when asked) as a JSON-ready dict."""
     from tqdm import tqdm
 
-    from vcam.model.translator import Live2DiffTranslator
+    from vcam.translators.live2diff import Live2DiffTranslator
 
     frames, rate, count = read_video(input_path, max_frames)
     writer: VideoWriter | None = None

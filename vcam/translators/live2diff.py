@@ -1,4 +1,7 @@
-"""`Live2DiffTranslator`: the runtime's `Translator` for a `StreamPipeline`.
+"""`Live2DiffTranslator`: the app's adapter from a `vcam.model` `StreamPipeline` to the `Translator` contract.
+
+It frames camera frames for the model (`FrameFitter`), picks the model size for the output's aspect, maps a
+style's local weight paths onto the model's `PipelineSpec`, and takes its models from the shared pool.
 
 The pipeline emits outputs in bursts (nothing while it collects its warmup frames, all of them when the
 warmup runs, then one per call T-1 calls late). The translator turns that into the `Translator` contract
@@ -9,18 +12,24 @@ while there is none yet. The warmup's burst covers the T-1 calls in which the st
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from vcam.errors import ConfigError
 from vcam.frame import check_image
+from vcam.model.tiny import TINY_T_INDEX_LIST
+from vcam.styles import TINY_STYLE_NAME
 from vcam.translators.base import Translator
 
 if TYPE_CHECKING:
+    from vcam.config import Config
+    from vcam.model.loading import PipelineSpec
     from vcam.model.pipeline import StreamPipeline
     from vcam.model.pool import ModelPool
+    from vcam.weights import StylePaths
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +91,7 @@ def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.ascontiguousarray(cv2.resize(image, (width, height), interpolation=interpolation))
 
 
-def native_model_size(base: Any) -> tuple[int, int]:
+def native_model_size(base: Path) -> tuple[int, int]:
     """(width, height) a base model was trained at: its UNet config's sample_size times the VAE's factor 8."""
     from vcam.model.weights import base_unet_config
 
@@ -103,6 +112,29 @@ def model_size_for_output(native: tuple[int, int], output_width: int, output_hei
         return side, max(VAE_SCALE_FACTOR, short)
     short = round(side * output_width / output_height / VAE_SCALE_FACTOR) * VAE_SCALE_FACTOR
     return max(VAE_SCALE_FACTOR, short), side
+
+
+def pipeline_spec(paths: StylePaths, **overrides: Any) -> PipelineSpec:
+    """The model's `PipelineSpec` for a style's local paths, plus overrides (width, height, seed, compile, ...)."""
+    from vcam.model.loading import PipelineSpec
+
+    fields: dict[str, Any] = {
+        "name": paths.name,
+        "base": Path(paths.base),
+        "base_format": paths.base_format,
+        "sd15": Path(paths.sd15),
+        "motion": Path(paths.motion),
+        "lcm_lora": Path(paths.lcm_lora) if paths.lcm_lora else None,
+        "style_lora": Path(paths.style_lora) if paths.style_lora else None,
+        "lora_scale": float(paths.lora_scale),
+        "taesd": Path(paths.taesd) if paths.taesd else None,
+        "depth": Path(paths.depth),
+        "prompt": paths.prompt,
+        "t_index_list": tuple(paths.t_index_list),
+        "clip_skip": int(paths.clip_skip),
+    }
+    fields.update(overrides)
+    return PipelineSpec(**fields)
 
 
 class Live2DiffTranslator(Translator):
@@ -126,29 +158,27 @@ class Live2DiffTranslator(Translator):
     @classmethod
     def from_style(
         cls,
-        entry: Any,
-        paths: Any,
-        config: Any,
+        paths: StylePaths,
+        config: Config,
         size: tuple[int, int] | None = None,
         pool: ModelPool | None = None,
     ) -> Live2DiffTranslator:
-        """Load a diffusion style: `entry` a catalogue `StyleEntry`, `paths` its `StylePaths`, `config` a `Config`.
+        """Load the diffusion style whose local weights are `paths` (from the model store).
 
         Device and dtype come from `config.models`, the noise seed from `config.style.seed`. The model runs at
         `size` (width, height), by default the base model's native size (its UNet's sample_size x 8: 512 for
         SD1.5) shaped to the output's aspect (512x288 for 1280x720); camera frames are fitted to it and the
-        output scaled back. Models come from `pool` (the
-        process's shared pool by default): a style on models already loaded for another style shares them.
+        output scaled back. Models come from `pool` (the process's shared pool by default): a style on models
+        already loaded for another style shares them.
         """
-        from vcam.model.pipeline import PipelineSpec
         from vcam.model.pool import shared_pool
 
         if size is None:
             size = model_size_for_output(native_model_size(paths.base), config.output.width, config.output.height)
         width, height = size
-        spec = PipelineSpec.from_style_paths(paths, seed=int(config.style.seed), width=width, height=height)
+        spec = pipeline_spec(paths, seed=config.style.seed, width=width, height=height)
         lease = (pool or shared_pool()).acquire(spec, device=config.models.device, dtype=config.models.dtype)
-        return cls(lease.pipeline, name=str(entry.name), on_close=lease.release)
+        return cls(lease.pipeline, name=paths.name, on_close=lease.release)
 
     def __call__(self, image: np.ndarray) -> np.ndarray | None:
         check_image(image)
@@ -209,3 +239,13 @@ class Live2DiffTranslator(Translator):
         finally:
             if self._on_close is not None:
                 self._on_close()
+
+
+def build_tiny_translator(
+    seed: int = 0, t_index_list: Sequence[int] = TINY_T_INDEX_LIST, fit: str = "crop"
+) -> Translator:
+    """The "tiny-random" style: a `Live2DiffTranslator` over `vcam.model.tiny.build_tiny_pipeline(seed)`."""
+    from vcam.model.tiny import build_tiny_pipeline
+
+    pipeline = build_tiny_pipeline(seed=seed, t_index_list=t_index_list)
+    return Live2DiffTranslator(pipeline, name=TINY_STYLE_NAME, fit=fit)
