@@ -268,9 +268,3 @@ def shared_pool() -> ModelPool:
         if _shared_pool is None:
             _shared_pool = ModelPool()
         return _shared_pool
-
-
-def resident_model_mb() -> float:
-    """MB of model tensors held by the process's pool (0.0 when no diffusion style was ever loaded)."""
-    pool = _shared_pool
-    return pool.resident_bytes() / MB if pool is not None else 0.0

@@ -1,7 +1,8 @@
-"""The frame pacer of clock-less sources: frames on schedule, no catch-up burst after a stall."""
+"""The frame pacer of the clock-less sources and the output loop: frames on schedule, no burst after a stall."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -34,3 +35,14 @@ def test_start_can_set_a_new_rate_and_rejects_a_bad_one() -> None:
     assert pacer.fps == 25.0
     with pytest.raises(ValueError, match="fps must be > 0"):
         pacer.start(fps=0)
+
+
+def test_a_wait_ends_when_the_stop_event_is_set() -> None:
+    stop = threading.Event()
+    pacer = FramePacer(1.0, stop=stop)  # frame 5 is due in five seconds
+    pacer.start()
+    threading.Timer(0.05, stop.set).start()
+    started = time.monotonic()
+    assert pacer.wait(5) is False
+    assert time.monotonic() - started < 4.0
+    assert pacer.wait(0) is False  # stopped: every later wait says so at once

@@ -62,7 +62,7 @@ RuntimeFactory = Callable[["Config"], ManagedRuntime]
 
 
 def _default_runtime_factory(config: Config) -> ManagedRuntime:
-    from vcam.runtime import build_runtime
+    from vcam.assemble import build_runtime
 
     return build_runtime(config)
 

@@ -5,19 +5,21 @@ Three threads, stopped by one `threading.Event`:
   backlog); when the camera is lost it reconnects with backoff while the output shows a slate.
 - work: takes the newest frame, segments it, translates it (the current style), composites, and
   publishes the result. A style switch loads in a background thread while the old style keeps
-  running, then swaps atomically between two frames with a short crossfade.
+  running (the collector paused: `vcam.gc_policy`), is warmed on the latest camera frames, then
+  swaps atomically between two frames with a short crossfade.
 - output: sends to every sink at exactly the output fps, repeating the newest finished frame when
-  none is new: a meeting app never sees the camera stall, whatever the model does. A sink that fails
+  none is new (paced by `FramePacer`, the sources' rule): a meeting app never sees the camera stall,
+  whatever the model does. A sink that fails
   (disk full, device gone) is closed and dropped with its error in the status; the others keep
   going, and only when every sink has failed does the runtime stop with an error.
 A source that fails in an unexpected way is treated like an unplugged camera (slate, reconnect).
 Control (`set_style`, `set_segment`, `pause`, `resume`, `stop`) is thread-safe; `status()` is one
-snapshot.
+snapshot. The runtime knows the model only through the `Translator` contract; `vcam.assemble` builds it
+from the config.
 """
 
 from __future__ import annotations
 
-import gc
 import logging
 import statistics
 import sys
@@ -31,16 +33,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vcam.errors import SourceUnavailable, UserError
+from vcam.gc_policy import CollectorPause, freeze_survivors
 from vcam.imaging import fit_cover, slate
-from vcam.model.pool import resident_model_mb
 from vcam.segment.delay import DelayLine
 from vcam.sources.base import Source
-from vcam.status import Status
+from vcam.sources.pacing import FramePacer
+from vcam.status import State, Status
 from vcam.translators.base import Translator
 from vcam.translators.passthrough import PassthroughTranslator
 
 if TYPE_CHECKING:
-    from vcam.config import Config
     from vcam.segment.stage import SegmentationStage
     from vcam.sinks.base import Sink
 
@@ -82,36 +84,6 @@ class _Stats:
     frames_out: int = 0
     dropped: int = 0
     repeated: int = 0
-
-
-class _CollectorPause:
-    """No cyclic garbage collection while styles load; what they built is frozen afterwards.
-
-    With torch and diffusers loaded, a full collection walks ~400k objects and holds the GIL for
-    ~150 ms: a frozen camera for several frames. Loading a model allocates enough to trigger one.
-    So loads run with the collector off, and `gc.freeze()` then moves everything alive (models,
-    modules, imports) out of the collector's view, which keeps later automatic collections short.
-    Models are freed by reference counting (no cycles), so nothing waits for a collection.
-    """
-
-    _lock = threading.Lock()
-    _depth = 0
-    _was_enabled = True
-
-    def __enter__(self) -> None:
-        with _CollectorPause._lock:
-            if _CollectorPause._depth == 0:
-                _CollectorPause._was_enabled = gc.isenabled()
-                gc.disable()
-            _CollectorPause._depth += 1
-
-    def __exit__(self, *exc: object) -> None:
-        with _CollectorPause._lock:
-            _CollectorPause._depth -= 1
-            if _CollectorPause._depth == 0:
-                gc.freeze()
-                if _CollectorPause._was_enabled:
-                    gc.enable()
 
 
 def _rate(times: deque[float], now: float) -> float:
@@ -206,9 +178,8 @@ class Runtime:
                 sink.bind_status(lambda: self.status().to_dict())
                 sink.open(self.width, self.height, self.fps)
                 opened.append(sink)
-                url = getattr(sink, "url", None)
-                if isinstance(url, str):
-                    self._preview_url = url
+                if sink.url is not None:
+                    self._preview_url = sink.url
         except BaseException:
             for sink in opened:
                 self._close_quietly(sink)
@@ -216,7 +187,7 @@ class Runtime:
             raise
         log.info("source: %s; sinks: %s", self.source.description, ", ".join(s.description for s in self.sinks))
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
-        gc.freeze()  # what is alive now (imports, source, sinks) stays out of the collector's walks
+        freeze_survivors()  # what is alive now (imports, source, sinks) stays out of the collector's walks
         for target, name in (
             (self._capture_loop, "capture"),
             (self._work_loop, "work"),
@@ -319,11 +290,10 @@ class Runtime:
 
     def _load_style(self, generation: int, name: str, recent: list[np.ndarray]) -> None:
         try:
-            with _CollectorPause():
+            with CollectorPause():
                 translator = self._loader(name)
-                warmup = getattr(translator, "warmup", None)
-                if callable(warmup) and recent:
-                    warmup(recent)  # fill the new style's temporal state on the latest camera frames
+                if recent:
+                    translator.warmup(recent)  # fill the new style's temporal state on the latest camera frames
         except Exception as error:
             message = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
             if not isinstance(error, UserError):
@@ -404,6 +374,8 @@ class Runtime:
         with self._lock:
             stats = self._stats
             translator = self._translator
+            holding = [translator] if self._pending is None else [translator, self._pending[2]]
+            state: State
             if self._stopped:
                 state = "stopped"
             elif self._started and self._stop.is_set():
@@ -441,7 +413,7 @@ class Runtime:
                 last_error=self._last_error,
                 preview_url=self._preview_url,
                 styles_loading=tuple(sorted(self._loading)),
-                model_memory_mb=round(resident_model_mb(), 1),
+                model_memory_mb=round(max(held.resident_memory_mb() for held in holding), 1),
             )
 
     def _notify(self) -> None:
@@ -615,17 +587,12 @@ class Runtime:
         return published.image, published.serial, published.capture_time if is_new else None
 
     def _output_loop(self) -> None:
-        interval = 1.0 / self.fps
-        start = time.monotonic()
+        pacer = FramePacer(self.fps, stop=self._stop)  # far behind (suspended?): it restarts the clock
         tick = 0
         last_serial = -1
         while not self._stop.is_set():
-            deadline = start + tick * interval
-            delay = deadline - time.monotonic()
-            if delay > 0 and self._stop.wait(delay):
+            if not pacer.wait(tick):
                 break
-            if time.monotonic() - deadline > 2 * interval:  # fell far behind (suspended?): restart the clock
-                start, tick = time.monotonic(), 0
             image, serial, capture_time = self._frame_to_send(last_serial)
             self._send_to_sinks(image)
             if self._stop.is_set():
@@ -670,68 +637,3 @@ class Runtime:
         others = [s.description for s in self.sinks if s not in self._failed_sinks]
         still = f"; still sending to {', '.join(others)}" if others else ""
         self._set_error(f"output {sink.description} failed and was stopped: {error}{still}")
-
-
-def build_runtime(config: Config) -> Runtime:
-    """The runtime for a (validated, CLI-overridden) config: resolves `auto` source and sinks."""
-    from vcam.sinks import parse_sink
-    from vcam.sources import parse_source
-    from vcam.styles import load_translator
-
-    source_spec = resolve_auto_source(config.camera.source)
-    source = parse_source(source_spec, config.camera.width, config.camera.height, config.camera.fps)
-    sinks = [parse_sink(spec, config.preview.port) for spec in resolve_auto_sinks(config.output.sinks)]
-
-    def make_segmentation(mode: str) -> SegmentationStage:
-        from vcam.segment.stage import SegmentationStage
-
-        return SegmentationStage(
-            mode,
-            model_path=config.segment.model or None,
-            background_image=config.segment.background_image or None,
-            blur_strength=config.segment.blur_strength,
-        )
-
-    segmentation = make_segmentation(config.segment.mode) if config.segment.mode != "off" else None
-    return Runtime(
-        source,
-        sinks,
-        width=config.output.width,
-        height=config.output.height,
-        fps=config.output.fps,
-        style=config.style.name,
-        translator_loader=lambda name: load_translator(name, config),
-        segmentation=segmentation,
-        segmentation_factory=make_segmentation,
-    )
-
-
-def resolve_auto_source(spec: str) -> str:
-    """`auto`: the first webcam if there is one, else the demo source (saying so)."""
-    if spec != "auto":
-        return spec
-    from vcam.sources.webcam import list_cameras
-
-    cameras = list_cameras(with_formats=False)
-    if cameras:
-        return "webcam"
-    log.warning("no webcam found: showing the built-in demo scene (choose one with --source)")
-    return "demo"
-
-
-def resolve_auto_sinks(specs: Sequence[str]) -> list[str]:
-    """`auto`: the virtual camera if a driver is present, else the preview stream (saying how to install one)."""
-    resolved: list[str] = []
-    for spec in specs:
-        if spec != "auto":
-            resolved.append(spec)
-            continue
-        from vcam.sinks.virtual_camera import probe_virtual_camera
-
-        available, reason = probe_virtual_camera()
-        if available:
-            resolved.append("vcam")
-        else:
-            log.warning("serving the preview stream instead of the virtual camera: %s", reason)  # says how to fix it
-            resolved.append("preview")
-    return list(dict.fromkeys(resolved))

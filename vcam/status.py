@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 #: the states the runtime can be in
-STATES = ("starting", "warming_up", "running", "loading_style", "paused", "reconnecting", "error", "stopped")
+State = Literal["starting", "warming_up", "running", "loading_style", "paused", "reconnecting", "error", "stopped"]
+STATES: tuple[State, ...] = get_args(State)
 
 
 @dataclass(frozen=True)
 class Status:
-    state: str = "starting"
+    state: State = "starting"
     style: str = "passthrough"
     segment: str = "off"
     source: str = ""
@@ -29,7 +30,7 @@ class Status:
     last_error: str | None = None
     preview_url: str | None = None
     styles_loading: tuple[str, ...] = field(default_factory=tuple)
-    model_memory_mb: float = 0.0  # model tensors resident (vcam.model.pool.resident_model_mb)
+    model_memory_mb: float = 0.0  # model tensors resident (`Translator.resident_memory_mb`)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -84,7 +84,7 @@ def saved_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vcam.runtime import build_runtime
+    from vcam.assemble import build_runtime
     from vcam.styles import find_style
 
     config = load_config_from_args(args)

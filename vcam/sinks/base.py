@@ -31,5 +31,10 @@ class Sink(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    @property
+    def url(self) -> str | None:
+        """The address where a viewer can watch this sink's frames (a local page), or None (the default)."""
+        return None
+
     def bind_status(self, provider: StatusProvider) -> None:  # noqa: B027 (optional hook)
         """Give the sink a way to read the runtime's status (the preview page shows it)."""

@@ -1,8 +1,13 @@
-"""Real-time pacing for sources without a clock of their own (demo scene, video file, screen)."""
+"""Real-time pacing: the one rule for frames due at a fixed rate, used by the clock-less sources (demo scene,
+video file, screen) and by the runtime's output loop."""
 
 from __future__ import annotations
 
+import threading
 import time
+
+#: a frame more than this many frame intervals late restarts the clock (no catch-up burst)
+MAX_LATE_FRAMES = 2
 
 
 def _check_fps(fps: float) -> float:
@@ -14,12 +19,14 @@ def _check_fps(fps: float) -> float:
 class FramePacer:
     """Frame n is due at start + n / fps: `wait(n)` sleeps until then.
 
-    A reader that fell more than a frame behind restarts the clock instead of getting a burst of
-    frames to catch up (a live source never delivers the past).
+    A caller that fell more than `MAX_LATE_FRAMES` frames behind restarts the clock instead of getting a
+    burst of frames to catch up (a live source never delivers the past; a virtual camera never sends a
+    burst). With `stop`, a wait ends early when the event is set.
     """
 
-    def __init__(self, fps: float) -> None:
+    def __init__(self, fps: float, stop: threading.Event | None = None) -> None:
         self.fps = _check_fps(fps)
+        self._stop = stop
         self._start = time.monotonic()
 
     def start(self, fps: float | None = None) -> None:
@@ -28,10 +35,14 @@ class FramePacer:
             self.fps = _check_fps(fps)
         self._start = time.monotonic()
 
-    def wait(self, index: int) -> None:
+    def wait(self, index: int) -> bool:
+        """Sleep until frame `index` is due; False when the `stop` event was set meanwhile."""
         due = self._start + index / self.fps
         now = time.monotonic()
         if now < due:
+            if self._stop is not None:
+                return not self._stop.wait(due - now)
             time.sleep(due - now)
-        elif now - due > 1.0 / self.fps:
+        elif now - due > MAX_LATE_FRAMES / self.fps:
             self._start = now - index / self.fps
+        return self._stop is None or not self._stop.is_set()

@@ -16,6 +16,9 @@ class Translator(ABC):
       `i - latency_frames` (0 for stateless looks), so the runtime can composite it with the
       segmentation mask of that same input.
     - `reset()` forgets all temporal state (caches, previous frames); the next call starts anew.
+    - `warmup(images)` fills the temporal state from recent camera frames before the translator goes
+      live (a style switch); their outputs are dropped. Stateless translators do nothing.
+    - `resident_memory_mb()` is the memory its models hold (0.0 for looks with no model).
     - `warming_up` is True while calls return None or the model is still filling its caches.
     - `close()` frees what the translator holds (GPU memory); called exactly once.
     """
@@ -28,6 +31,13 @@ class Translator(ABC):
 
     def reset(self) -> None:  # noqa: B027 (stateless translators have nothing to reset)
         """Forget temporal state."""
+
+    def warmup(self, images: list[np.ndarray]) -> None:  # noqa: B027 (stateless translators need no warmup)
+        """Fill the temporal state from recent camera frames (HxWx3 uint8 RGB, oldest first); outputs dropped."""
+
+    def resident_memory_mb(self) -> float:
+        """MB of model tensors this translator's models hold in memory (0.0 for looks with no model)."""
+        return 0.0
 
     @property
     def latency_frames(self) -> int:

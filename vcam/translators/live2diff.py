@@ -146,9 +146,12 @@ class Live2DiffTranslator(Translator):
         name: str = "live2diff",
         fit: str = "crop",
         on_close: Callable[[], None] | None = None,
+        pool: ModelPool | None = None,
     ) -> None:
-        """`on_close` is called once, after the pipeline is closed (a pool lease's `release`)."""
+        """`on_close` is called once, after the pipeline is closed (a pool lease's `release`); `pool`: the
+        model pool the pipeline's models come from (it answers `resident_memory_mb`)."""
         self.pipeline = pipeline
+        self.pool = pool
         self._on_close = on_close
         self.name = name
         self.fitter = FrameFitter(pipeline.width, pipeline.height, fit)
@@ -177,8 +180,9 @@ class Live2DiffTranslator(Translator):
             size = model_size_for_output(native_model_size(paths.base), config.output.width, config.output.height)
         width, height = size
         spec = pipeline_spec(paths, seed=config.style.seed, width=width, height=height)
-        lease = (pool or shared_pool()).acquire(spec, device=config.models.device, dtype=config.models.dtype)
-        return cls(lease.pipeline, name=paths.name, on_close=lease.release)
+        pool = pool or shared_pool()
+        lease = pool.acquire(spec, device=config.models.device, dtype=config.models.dtype)
+        return cls(lease.pipeline, name=paths.name, on_close=lease.release, pool=pool)
 
     def __call__(self, image: np.ndarray) -> np.ndarray | None:
         check_image(image)
@@ -208,6 +212,13 @@ class Live2DiffTranslator(Translator):
             check_image(image)
             self.pipeline.step(self.fitter.to_model(image))
         self._ready.clear()
+
+    def resident_memory_mb(self) -> float:
+        """MB of model tensors held by the model pool this translator's models come from (every style sharing
+        it counted once); 0.0 for a pipeline built outside a pool (the tiny test model)."""
+        from vcam.model.pool import MB
+
+        return self.pool.resident_bytes() / MB if self.pool is not None else 0.0
 
     @property
     def latency_frames(self) -> int:
