@@ -9,9 +9,9 @@ Three threads, stopped by one `threading.Event`:
   swaps atomically between two frames with a short crossfade.
 - output: sends to every sink at exactly the output fps, repeating the newest finished frame when
   none is new (paced by `FramePacer`, the sources' rule): a meeting app never sees the camera stall,
-  whatever the model does. A sink that fails
-  (disk full, device gone) is closed and dropped with its error in the status; the others keep
-  going, and only when every sink has failed does the runtime stop with an error.
+  whatever the model does. A sink that fails (disk full, device gone) is closed and dropped with its
+  error in the status; the others keep going, and only when every sink has failed does the runtime
+  stop with an error.
 A source that fails in an unexpected way is treated like an unplugged camera (slate, reconnect).
 Control (`set_style`, `set_segment`, `pause`, `resume`, `stop`) is thread-safe; `status()` is one
 snapshot. The runtime knows the model only through the `Translator` contract; `vcam.assemble` builds it
@@ -21,18 +21,18 @@ from the config.
 from __future__ import annotations
 
 import logging
-import statistics
 import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from vcam.errors import SourceUnavailable, UserError
+from vcam.frame_stats import FrameStats
 from vcam.gc_policy import CollectorPause, freeze_survivors
 from vcam.imaging import fit_cover, slate
 from vcam.segment.delay import DelayLine
@@ -57,8 +57,6 @@ FALLBACK_STYLE = "cartoon"
 CROSSFADE_FRAMES = 12
 #: how many recent input frames are kept for a new style's warmup
 RECENT_FRAMES = 8
-#: seconds of history for the fps and latency figures
-STATS_WINDOW_S = 3.0
 #: the interpreter's thread switch interval while a runtime runs: short, so the output thread gets the
 #: GIL within a millisecond of its deadline even while the work thread runs Python-heavy code
 SWITCH_INTERVAL_S = 0.001
@@ -71,34 +69,6 @@ class _Published:
     image: np.ndarray  # [h, w, 3] uint8 RGB, output size
     capture_time: float  # monotonic time its input was captured
     serial: int  # increments with every new frame
-
-
-@dataclass
-class _Stats:
-    captured: deque[float] = field(default_factory=lambda: deque(maxlen=1024))
-    sent: deque[float] = field(default_factory=lambda: deque(maxlen=1024))
-    finished: deque[float] = field(default_factory=lambda: deque(maxlen=1024))
-    latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=300))
-    segment_ms: deque[float] = field(default_factory=lambda: deque(maxlen=60))
-    translate_ms: deque[float] = field(default_factory=lambda: deque(maxlen=60))
-    frames_out: int = 0
-    dropped: int = 0
-    repeated: int = 0
-
-
-def _rate(times: deque[float], now: float) -> float:
-    recent = [t for t in times if now - t <= STATS_WINDOW_S]
-    if len(recent) < 2:
-        return 0.0
-    span = recent[-1] - recent[0]
-    return (len(recent) - 1) / span if span > 0 else 0.0
-
-
-def _percentile(values: Sequence[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])
 
 
 class Runtime:
@@ -156,7 +126,7 @@ class Runtime:
         self._crossfade_from: np.ndarray | None = None
         self._crossfade_step = 0
         self._max_frames: int | None = None
-        self._stats = _Stats()
+        self._stats = FrameStats()
         self._listeners: list[StatusListener] = []
         self._last_notified: tuple[Any, ...] | None = None
         self._preview_url: str | None = None
@@ -392,7 +362,6 @@ class Runtime:
                 state = "warming_up"
             else:
                 state = "running"
-            latency = list(stats.latency_ms)
             segment_mode = self._segmentation.mode if self._segmentation is not None else "off"
             return Status(
                 state=state,
@@ -400,16 +369,7 @@ class Runtime:
                 segment=segment_mode,
                 source=self.source.description,
                 sinks=tuple(sink.description for sink in self.sinks if sink not in self._failed_sinks),
-                fps_in=round(_rate(stats.captured, now), 2),
-                fps_out=round(_rate(stats.sent, now), 2),
-                fps_model=round(_rate(stats.finished, now), 2),
-                latency_ms_p50=round(_percentile(latency, 0.5), 1),
-                latency_ms_p95=round(_percentile(latency, 0.95), 1),
-                frames_out=stats.frames_out,
-                dropped=stats.dropped,
-                repeated=stats.repeated,
-                segment_ms=round(statistics.median(stats.segment_ms), 2) if stats.segment_ms else 0.0,
-                translate_ms=round(statistics.median(stats.translate_ms), 2) if stats.translate_ms else 0.0,
+                **stats.figures(now),
                 last_error=self._last_error,
                 preview_url=self._preview_url,
                 styles_loading=tuple(sorted(self._loading)),
