@@ -40,7 +40,6 @@ from .stream_attention import (
     ATTENTION_BACKENDS,
     StreamCaches,
     StreamContext,
-    StreamTemporalAttnProcessor,
     install_stream_processors,
 )
 
@@ -192,10 +191,6 @@ class StreamUNet(ModelMixin, ConfigMixin):  # type: ignore[misc]
     def num_temporal_layers(self) -> int:
         """Temporal self-attention layers (two per motion-module transformer block); one cache each per step."""
         return len(self._processors)
-
-    @property
-    def temporal_processors(self) -> list[StreamTemporalAttnProcessor]:
-        return list(self._processors)
 
     def set_attention_backend(self, backend: str) -> None:
         """Kernel of the temporal attention: "auto", "math" (matmul-softmax), "sdpa" or "xformers"."""

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from vcam.errors import ConfigError
-from vcam.segment.compose import blend, blur_image, fit_image, load_image
+from vcam.imaging import fit_cover
+from vcam.segment.compose import blend, blur_image, load_image
 from vcam.segment.delay import DelayLine
 from vcam.segment.guided_filter import bilinear_upsample, guided_upsample
 from vcam.segment.smoothing import MaskSmoother
@@ -47,14 +48,14 @@ def test_blur_image_smooths_noise_and_keeps_mean() -> None:
     np.testing.assert_array_equal(blur_image(image, 0), image)
 
 
-def test_fit_image_covers_and_crops_the_centre() -> None:
+def test_fit_cover_covers_and_crops_the_centre() -> None:
     image = np.zeros((100, 100, 3), dtype=np.uint8)
     image[:, :50] = (255, 0, 0)  # left half red, right half blue
     image[:, 50:] = (0, 0, 255)
-    fitted = fit_image(image, 160, 90)
+    fitted = fit_cover(image, 160, 90)
     assert fitted.shape == (90, 160, 3) and fitted.flags.c_contiguous
     assert tuple(fitted[45, 10]) == (255, 0, 0) and tuple(fitted[45, 150]) == (0, 0, 255)
-    tall = fit_image(image, 50, 200)
+    tall = fit_cover(image, 50, 200)
     assert tall.shape == (200, 50, 3)
 
 

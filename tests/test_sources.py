@@ -465,14 +465,21 @@ def test_parse_source_builds_each_kind(linux_sysfs: Path) -> None:
     assert isinstance(video, VideoFileSource) and video.path == Path("~/clip.mp4").expanduser()
     screen = parse_source("screen:2", 640, 480, 30)
     assert isinstance(screen, ScreenSource) and screen.monitor == 2
-    auto = parse_source("auto", 640, 480, 30)
-    assert isinstance(auto, WebcamSource) and auto.device == 0
 
 
-def test_parse_source_auto_falls_back_to_demo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_the_auto_source_is_the_webcam_when_there_is_one(linux_sysfs: Path) -> None:
+    from vcam.assemble import resolve_auto_source
+
+    assert resolve_auto_source("auto") == "webcam"
+    assert resolve_auto_source("screen:2") == "screen:2"  # any other spec is kept as written
+
+
+def test_the_auto_source_falls_back_to_demo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from vcam.assemble import resolve_auto_source
+
     monkeypatch.setattr(sys, "platform", "linux")
     monkeypatch.setattr(webcam_module, "SYSFS_VIDEO4LINUX", make_fake_sysfs(tmp_path, []))
-    assert isinstance(parse_source("auto", 640, 480, 30), DemoSource)
+    assert resolve_auto_source("auto") == "demo"
 
 
 @pytest.mark.parametrize(

@@ -21,10 +21,10 @@ from typing import Any
 from vcam.errors import ConfigError
 from vcam.model.loading import DEVICES, DTYPES
 from vcam.paths import config_file, runtime_dir
+from vcam.segment.stage import MODES as SEGMENT_MODES
 
 log = logging.getLogger(__name__)
 
-SEGMENT_MODES = ("off", "person", "background", "blur", "replace")
 MIN_SIZE, MAX_WIDTH, MAX_HEIGHT = 64, 3840, 2160
 MIN_FPS, MAX_FPS = 1.0, 120.0
 
@@ -172,13 +172,6 @@ def config_from_dict(data: dict[str, Any], path: Path | None = None) -> Config:
             setattr(target, key, _coerce(f"{section}.{key}", value, getattr(target, key)))
     validate(config)
     return config
-
-
-def config_to_dict(config: Config) -> dict[str, Any]:
-    data: dict[str, Any] = {section: dataclasses.asdict(getattr(config, section)) for section in SECTIONS}
-    if config.styles:
-        data["styles"] = copy.deepcopy(config.styles)
-    return data
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Small image helpers shared by the runtime: fit a frame to the output size, draw slates."""
+"""Small image helpers shared by the runtime and the segmentation stage: cover-fit an image to a size, draw slates."""
 
 from __future__ import annotations
 

@@ -19,8 +19,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STYLE_KINDS = ("classic", "diffusion", "test")
-
 
 @dataclass(frozen=True)
 class StyleInfo:

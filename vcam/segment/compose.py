@@ -1,4 +1,4 @@
-"""Compositing: blend two layers through a mask, blur a background, fit a background image to a frame."""
+"""Compositing: blend two layers through a mask, blur a background, load a background image."""
 
 from __future__ import annotations
 
@@ -54,18 +54,3 @@ def load_image(path: str | Path) -> np.ndarray:
             f"[segment] background_image: cannot read {str(path)!r} as an image (use a .png or .jpg file)"
         )
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def fit_image(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Scale `image` to cover width x height, keeping its aspect, and crop the centre: HxWx3 uint8."""
-    import cv2
-
-    src_h, src_w = image.shape[:2]
-    scale = max(width / src_w, height / src_h)
-    new_w = max(width, round(src_w * scale))
-    new_h = max(height, round(src_h * scale))
-    interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
-    scaled = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
-    top = (new_h - height) // 2
-    left = (new_w - width) // 2
-    return np.ascontiguousarray(scaled[top : top + height, left : left + width])

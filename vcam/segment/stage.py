@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from vcam.errors import ConfigError
-from vcam.segment.compose import blend, blur_image, fit_image, load_image
+from vcam.imaging import fit_cover
+from vcam.segment.compose import blend, blur_image, load_image
 from vcam.segment.guided_filter import bilinear_upsample, guided_upsample
 from vcam.segment.segmenter import PersonSegmenter
 from vcam.segment.smoothing import MaskSmoother
@@ -194,7 +195,7 @@ class SegmentationStage:
     def _fitted_background(self, width: int, height: int) -> np.ndarray:
         fitted = self._background_fitted
         if fitted is None or fitted.shape[:2] != (height, width):
-            fitted = fit_image(self._ensure_background(), width, height)
+            fitted = fit_cover(self._ensure_background(), width, height)
             self._background_fitted = fitted
         return fitted
 

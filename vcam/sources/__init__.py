@@ -31,7 +31,7 @@ def _spec_error(spec: str, problem: str) -> SourceError:
 def parse_source(spec: str, width: int, height: int, fps: float) -> Source:
     """The source for `spec` (not opened yet); `width`, `height`, `fps` are what to ask the device for.
 
-    `auto` is a webcam when `list_cameras()` finds a real one, else the demo scene.
+    `auto` is resolved before this (`vcam.assemble.resolve_auto_source`: a webcam when there is one, else demo).
     """
     text = spec.strip()
     kind, separator, argument = text.partition(":")
@@ -40,14 +40,6 @@ def parse_source(spec: str, width: int, height: int, fps: float) -> Source:
     if kind == "demo" and not argument:
         from vcam.sources.demo import DemoSource
 
-        return DemoSource(width, height, fps)
-    if kind == "auto" and not argument:
-        from vcam.sources.demo import DemoSource
-        from vcam.sources.webcam import WebcamSource, list_cameras
-
-        cameras = list_cameras(with_formats=False)
-        if cameras:
-            return WebcamSource(cameras[0].index, width, height, fps)
         return DemoSource(width, height, fps)
     if kind == "webcam":
         from vcam.sources.webcam import WebcamSource
