@@ -1,5 +1,6 @@
-"""The tray app without a real icon: runtime start, failure and restart, the watcher's icon updates,
-downloads, settings, autostart and diagnostics; and the menu driving the real runtime (demo -> null)."""
+"""The tray app without a real icon: what the icon and the menu show for the controller's camera start,
+failure and restart, the watcher's icon updates, downloads, settings, autostart and quitting; and the menu
+driving the real runtime (demo -> null). The controller alone is tested in test_tray_controller.py."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from vcam.tray.app import TrayApp
 from vcam.tray.menu import LABEL_PAUSE, LABEL_RESTART, LABEL_SEGMENT, LABEL_STYLE, build_menu, find_item
 
-from tests.test_tray_fakes import FAKE_STYLES, FakeRuntime
+from tests.test_tray_fakes import FAKE_STYLES, FakeCamera
 from tests.waiting import wait_for
 
 
@@ -57,22 +58,22 @@ class RecordingIcon:
 
 
 def make_app(tmp_path: Path, factory: Callable[[Any], Any], **kwargs: Any) -> tuple[TrayApp, RecordingIcon]:
-    app = TrayApp(runtime_factory=factory, autostart_home=tmp_path / "home", **kwargs)
-    app._list_styles = lambda config: FAKE_STYLES  # type: ignore[method-assign]
+    app = TrayApp(camera_factory=factory, autostart_home=tmp_path / "home", **kwargs)
+    app.controller._list_styles = lambda config: FAKE_STYLES  # type: ignore[method-assign]
     icon = RecordingIcon()
     app.icon = icon  # type: ignore[assignment]
     return app, icon
 
 
 def test_start_runtime_shows_running_with_style_and_fps(tmp_path: Path) -> None:
-    runtimes: list[FakeRuntime] = []
+    runtimes: list[FakeCamera] = []
 
-    def factory(config: Any) -> FakeRuntime:
-        runtimes.append(FakeRuntime(config))
+    def factory(config: Any) -> FakeCamera:
+        runtimes.append(FakeCamera(config))
         return runtimes[-1]
 
     app, icon = make_app(tmp_path, factory)
-    app.start_runtime()
+    app.controller.start_camera()
     assert runtimes[0].calls == [("start",)]
     assert runtimes[0].config.style.name == "passthrough"  # the user's (default) config
     state = app.state()
@@ -92,17 +93,17 @@ def test_start_runtime_shows_running_with_style_and_fps(tmp_path: Path) -> None:
 
 
 def test_a_runtime_that_cannot_start_shows_the_error_and_restart_recovers(tmp_path: Path) -> None:
-    attempts: list[FakeRuntime] = []
+    attempts: list[FakeCamera] = []
 
-    def factory(config: Any) -> FakeRuntime:
-        attempts.append(FakeRuntime(config, fail_start="no camera found" if not attempts else None))
+    def factory(config: Any) -> FakeCamera:
+        attempts.append(FakeCamera(config, fail_start="no camera found" if not attempts else None))
         return attempts[-1]
 
     app, icon = make_app(tmp_path, factory)
-    app.start_runtime()
+    app.controller.start_camera()
     state = app.state()
     assert state.runtime_failed == "the camera could not start: no camera found"
-    assert app.runtime() is None
+    assert app.controller.camera() is None
     assert icon.notifications == [
         'the camera could not start: no camera found. Use "Restart camera" in the menu after fixing it.'
     ]
@@ -112,46 +113,32 @@ def test_a_runtime_that_cannot_start_shows_the_error_and_restart_recovers(tmp_pa
 
     assert icon.icon is icon_image("error")
     app.restart_runtime()
-    wait_for(lambda: app.runtime() is not None)
+    wait_for(lambda: app.controller.camera() is not None)
     assert app.state().runtime_failed is None
     assert attempts[1].calls == [("start",)]
 
 
-def test_a_bad_config_file_is_an_error_in_the_tray_not_a_crash(tmp_path: Path) -> None:
-    config_path = tmp_path / "config.toml"
-    config_path.write_text('[camera]\nfps = "fast"\n', encoding="utf-8")
-    app, icon = make_app(tmp_path, FakeRuntime, config_path=config_path)
-    app.start_runtime()
-    failed = app.state().runtime_failed
-    assert failed is not None and "fps" in failed and str(config_path) in failed
-    config_path.write_text("[camera]\nfps = 15\n", encoding="utf-8")  # the user fixes it, then Restart
-    app.restart_runtime()
-    wait_for(lambda: app.runtime() is not None)
-    runtime = app.runtime()
-    assert isinstance(runtime, FakeRuntime) and runtime.config.camera.fps == 15
-
-
 def test_a_runtime_that_dies_turns_into_error_icon_notification_and_restart(tmp_path: Path) -> None:
-    app, icon = make_app(tmp_path, FakeRuntime)
-    app.start_runtime()
+    app, icon = make_app(tmp_path, FakeCamera)
+    app.controller.start_camera()
     app.refresh()
-    runtime = app.runtime()
-    assert isinstance(runtime, FakeRuntime)
+    runtime = app.controller.camera()
+    assert isinstance(runtime, FakeCamera)
     runtime.crash("work thread failed: out of memory")
     app.refresh()
     state = app.state()
     assert state.runtime_failed == "work thread failed: out of memory"
     assert icon.title == "Live2Diff Camera: error: work thread failed: out of memory"
     assert any("out of memory" in message for message in icon.notifications)
-    menu = build_menu(app.state, app.runtime, app)
+    menu = build_menu(app.state, app.controller.camera, app)
     assert find_item(menu, LABEL_RESTART).visible
 
 
 def test_a_new_runtime_error_is_notified_once(tmp_path: Path) -> None:
-    app, icon = make_app(tmp_path, FakeRuntime)
-    app.start_runtime()
-    runtime = app.runtime()
-    assert isinstance(runtime, FakeRuntime)
+    app, icon = make_app(tmp_path, FakeCamera)
+    app.controller.start_camera()
+    runtime = app.controller.camera()
+    assert isinstance(runtime, FakeCamera)
     runtime._update(("fail",), last_error="style 'anime' could not be loaded: no weights")
     app.refresh()
     app.refresh()
@@ -160,26 +147,26 @@ def test_a_new_runtime_error_is_notified_once(tmp_path: Path) -> None:
 
 
 def test_the_watcher_wakes_on_status_changes(tmp_path: Path) -> None:
-    app, icon = make_app(tmp_path, FakeRuntime)
-    app.start_runtime()
+    app, icon = make_app(tmp_path, FakeCamera)
+    app.controller.start_camera()
     watcher = threading.Thread(target=app._watch)
     watcher.start()
     try:
-        runtime = app.runtime()
+        runtime = app.controller.camera()
         assert runtime is not None
         runtime.set_style("cartoon")
         wait_for(lambda: icon.title == "Live2Diff Camera: Cartoon, 30 fps", timeout=0.9)  # before POLL_S
     finally:
-        app._stopping.set()
+        app.controller.close()
         app._wake.set()
         watcher.join(timeout=5)
     assert not watcher.is_alive()
 
 
 def test_menu_choices_are_saved_in_the_config_file(tmp_path: Path, private_home: Path) -> None:
-    app, _icon = make_app(tmp_path, FakeRuntime)
-    app.start_runtime()
-    menu = build_menu(app.state, app.runtime, app)
+    app, _icon = make_app(tmp_path, FakeCamera)
+    app.controller.start_camera()
+    menu = build_menu(app.state, app.controller.camera, app)
     find_item(menu, LABEL_STYLE, "Cartoon")(None)
     find_item(menu, LABEL_SEGMENT, "Blur the background")(None)
     saved = tomllib.loads((private_home / "config" / "config.toml").read_text(encoding="utf-8"))
@@ -189,8 +176,8 @@ def test_menu_choices_are_saved_in_the_config_file(tmp_path: Path, private_home:
 def test_download_shows_progress_then_switches_to_the_style(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import vcam.weights
 
-    app, icon = make_app(tmp_path, FakeRuntime)
-    app.start_runtime()
+    app, icon = make_app(tmp_path, FakeCamera)
+    app.controller.start_camera()
     halfway, release = threading.Event(), threading.Event()
 
     def download_style(name: str, config: Any, progress: Callable[[str, float], None]) -> None:
@@ -200,7 +187,7 @@ def test_download_shows_progress_then_switches_to_the_style(tmp_path: Path, monk
         progress(f"{name}: done", 1.0)
 
     monkeypatch.setattr(vcam.weights, "download_style", download_style)
-    menu = build_menu(app.state, app.runtime, app)
+    menu = build_menu(app.state, app.controller.camera, app)
     find_item(menu, LABEL_STYLE, "Anime (diffusion)")(None)
     assert halfway.wait(5)
     assert find_item(menu, LABEL_STYLE, "Anime (diffusion)").text == "Anime (diffusion) (downloading 50%)"
@@ -208,8 +195,8 @@ def test_download_shows_progress_then_switches_to_the_style(tmp_path: Path, monk
     release.set()
     wait_for(lambda: app.state().status.style == "anime")
     assert app.state().downloads == {}
-    runtime = app.runtime()
-    assert isinstance(runtime, FakeRuntime) and ("set_style", "anime") in runtime.calls
+    runtime = app.controller.camera()
+    assert isinstance(runtime, FakeCamera) and ("set_style", "anime") in runtime.calls
     assert icon.notifications[0].startswith("downloading the weights of Anime (diffusion)")
     assert icon.notifications[-1] == "Anime (diffusion) is downloaded; switching to it"
 
@@ -217,8 +204,8 @@ def test_download_shows_progress_then_switches_to_the_style(tmp_path: Path, monk
 def test_a_failed_download_is_shown_and_can_be_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import vcam.weights
 
-    app, icon = make_app(tmp_path, FakeRuntime)
-    app.start_runtime()
+    app, icon = make_app(tmp_path, FakeCamera)
+    app.controller.start_camera()
 
     def download_style(name: str, config: Any, progress: Callable[[str, float], None]) -> None:
         raise OSError("huggingface.co does not resolve")
@@ -227,13 +214,13 @@ def test_a_failed_download_is_shown_and_can_be_retried(tmp_path: Path, monkeypat
     app.download_style("anime")
     wait_for(lambda: "anime" in app.state().download_errors)
     assert app.state().downloads == {}
-    menu = build_menu(app.state, app.runtime, app)
+    menu = build_menu(app.state, app.controller.camera, app)
     assert find_item(menu, LABEL_STYLE, "Anime").text == "Anime (diffusion) (download failed: click to retry)"
     assert icon.notifications[-1] == "downloading Anime (diffusion) failed: huggingface.co does not resolve"
 
 
 def test_autostart_item_writes_and_removes_the_entry(tmp_path: Path) -> None:
-    app, _icon = make_app(tmp_path, FakeRuntime)
+    app, _icon = make_app(tmp_path, FakeCamera)
     assert app.state().autostart is False
     app.set_autostart(True)
     entry = tmp_path / "home" / ".config" / "autostart" / "live2diff-vcam.desktop"
@@ -244,34 +231,16 @@ def test_autostart_item_writes_and_removes_the_entry(tmp_path: Path) -> None:
     assert app.state().autostart is False
 
 
-def test_diagnostics_report_what_doctor_says(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import vcam.doctor
-
-    app, _icon = make_app(tmp_path, FakeRuntime)
-    app.start_runtime()
-    checks = [
-        vcam.doctor.Check("python", True, "3.11.7"),
-        vcam.doctor.Check("virtual camera", False, "no v4l2loopback device", "run setup-v4l2loopback.sh"),
-    ]
-    monkeypatch.setattr(vcam.doctor, "run_checks", lambda config=None, config_path=None: checks)
-    text = app.diagnostics_text()
-    assert "Live2Diff Camera 0.1.0" in text
-    assert "  [ok] python: 3.11.7" in text
-    assert "  [FAIL] virtual camera: no v4l2loopback device" in text
-    assert "         fix: run setup-v4l2loopback.sh" in text
-    assert "camera: Live2Diff Camera: Camera (no style), 30 fps" in text
-
-
 def test_quit_stops_the_runtime_and_the_icon(tmp_path: Path) -> None:
-    app, icon = make_app(tmp_path, FakeRuntime)
+    app, icon = make_app(tmp_path, FakeCamera)
     app._icon_loop_running = True  # as in run(), without a real icon loop
-    app.start_runtime()
-    runtime = app.runtime()
-    assert isinstance(runtime, FakeRuntime)
+    app.controller.start_camera()
+    runtime = app.controller.camera()
+    assert isinstance(runtime, FakeCamera)
     app.quit()
     assert icon.stopped.wait(5)
     assert runtime.calls[-1] == ("stop",)
-    assert app.runtime() is None
+    assert app.controller.camera() is None
 
 
 def test_menu_drives_the_real_runtime(tmp_path: Path) -> None:
@@ -284,13 +253,13 @@ def test_menu_drives_the_real_runtime(tmp_path: Path) -> None:
     )
     app = TrayApp(config_path=config_path, autostart_home=tmp_path / "home")
     app.icon = RecordingIcon()  # type: ignore[assignment]
-    app.start_runtime()
+    app.controller.start_camera()
     try:
         state = app.state()
         assert state.runtime_failed is None, state.runtime_failed
         assert "cartoon" in [style.name for style in state.styles]
         wait_for(lambda: app.state().status.state == "running")
-        menu = build_menu(app.state, app.runtime, app)
+        menu = build_menu(app.state, app.controller.camera, app)
 
         find_item(menu, LABEL_STYLE, "Cartoon")(None)
         wait_for(lambda: app.state().status.style == "cartoon")
@@ -310,4 +279,4 @@ def test_menu_drives_the_real_runtime(tmp_path: Path) -> None:
         saved = tomllib.loads(config_path.read_text(encoding="utf-8"))
         assert saved["style"] == {"name": "cartoon"} and saved["segment"] == {"mode": "off"}
     finally:
-        app._stop_runtime()
+        app.controller.stop_camera()

@@ -1,8 +1,9 @@
-"""Fakes shared by the tray tests: a runtime that records commands, menu actions, a Run-key registry.
+"""Fakes shared by the tray tests: a camera that records commands, menu actions, a Run-key registry.
 
-`FakeRuntime` satisfies the tray's `ManagedRuntime` protocol the way `vcam.runtime.Runtime` does:
-commands change its status at once and call the status listeners. The tests in this file check
-that the fakes behave like that contract, so the tray tests stand on a faithful stand-in.
+`FakeCamera` satisfies the tray's `CameraHandle` protocol the way `InProcessCamera` (the runtime) does:
+commands change its status at once and call the status listeners; a style that cannot load leaves the
+old style on and reports the error, as the runtime's fallback does. The tests in this file check that
+the fakes behave like that contract, so the tray tests stand on a faithful stand-in.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
+from vcam.errors import UserError
 from vcam.status import Status
 
 
@@ -50,12 +54,28 @@ FAKE_STYLES = (
 )
 
 
-class FakeRuntime:
-    """Records every command; its status follows the commands like the real runtime's."""
+class FakeCamera:
+    """Records every command; its status follows the commands like the real runtime's.
 
-    def __init__(self, config: Any = None, fail_start: str | None = None, status: Status | None = None) -> None:
+    Args:
+        fail_start: `start()` raises RuntimeError(fail_start).
+        broken_styles: style name -> why it cannot load (the style stays as it was; `last_error` says so).
+        refuse: command name -> why the camera refuses it (the command raises UserError with that text).
+    """
+
+    def __init__(
+        self,
+        config: Any = None,
+        fail_start: str | None = None,
+        status: Status | None = None,
+        *,
+        broken_styles: dict[str, str] | None = None,
+        refuse: dict[str, str] | None = None,
+    ) -> None:
         self.config = config
         self.fail_start = fail_start
+        self.broken_styles = broken_styles or {}
+        self.refuse = refuse or {}
         self.calls: list[tuple[str, ...]] = []
         self._status = status or Status(state="running", style="passthrough", segment="off", fps_out=30.0)
         self._listeners: list[Callable[[Status], None]] = []
@@ -79,10 +99,21 @@ class FakeRuntime:
     def stop(self) -> None:
         self._update(("stop",), state="stopped")
 
+    def _check_accepted(self, command: str) -> None:
+        if command in self.refuse:
+            raise UserError(self.refuse[command])
+
     def set_style(self, name: str) -> None:
-        self._update(("set_style", name), style=name)
+        self._check_accepted("set_style")
+        if name in self.broken_styles:
+            self._update(
+                ("set_style", name), last_error=f"style {name!r} could not be loaded: {self.broken_styles[name]}"
+            )
+        else:
+            self._update(("set_style", name), style=name)
 
     def set_segment(self, mode: str) -> None:
+        self._check_accepted("set_segment")
         self._update(("set_segment", mode), segment=mode)
 
     def pause(self) -> None:
@@ -152,7 +183,7 @@ class FakeRunKey:
 
 
 def test_fake_runtime_follows_commands_and_calls_listeners() -> None:
-    runtime = FakeRuntime()
+    runtime = FakeCamera()
     seen: list[Status] = []
     runtime.add_status_listener(seen.append)
     runtime.set_style("cartoon")
@@ -164,6 +195,19 @@ def test_fake_runtime_follows_commands_and_calls_listeners() -> None:
     assert (runtime.status().state, runtime.status().segment) == ("running", "blur")
     assert [status.state for status in seen] == ["running", "paused", "running", "running"]
     assert runtime.calls == [("set_style", "cartoon"), ("pause",), ("resume",), ("set_segment", "blur")]
+
+
+def test_fake_camera_keeps_the_old_style_when_one_cannot_load_and_raises_when_refusing() -> None:
+    camera = FakeCamera(broken_styles={"anime": "no weights"}, refuse={"set_segment": "segmentation is not available"})
+    camera.set_style("anime")
+    assert (camera.status().style, camera.status().last_error) == (
+        "passthrough",
+        "style 'anime' could not be loaded: no weights",
+    )
+    with pytest.raises(UserError, match="segmentation is not available"):
+        camera.set_segment("blur")
+    assert camera.status().segment == "off"
+    assert camera.calls == [("set_style", "anime")]
 
 
 def test_fake_run_key_round_trip() -> None:

@@ -24,7 +24,7 @@ from vcam.tray.menu import (
     tooltip,
 )
 
-from tests.test_tray_fakes import FAKE_STYLES, FakeActions, FakeRuntime, FakeStyle, dummy_pystray_backend
+from tests.test_tray_fakes import FAKE_STYLES, FakeActions, FakeCamera, FakeStyle, dummy_pystray_backend
 from vcam.status import Status
 
 with dummy_pystray_backend():
@@ -35,7 +35,7 @@ class Harness:
     """A menu over a fake runtime whose state the test sets."""
 
     def __init__(self, **state: Any) -> None:
-        self.runtime = FakeRuntime()
+        self.runtime = FakeCamera()
         self.actions = FakeActions()
         self.extra: dict[str, Any] = {"styles": FAKE_STYLES, **state}
         self.runtime_present = True

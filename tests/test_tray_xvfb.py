@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 CHILD = r"""
 import faulthandler, json, re, sys, threading, time
 faulthandler.dump_traceback_later(20, exit=True)  # a hung tray shows where it hangs, then ends
-from tests.test_tray_fakes import FakeRuntime
+from tests.test_tray_fakes import FakeCamera
 from vcam.tray.app import run_tray
 
 mode = sys.argv[1]
@@ -35,7 +35,7 @@ runtimes = []
 
 
 def factory(config):
-    runtimes.append(FakeRuntime(config))
+    runtimes.append(FakeCamera(config))
     return runtimes[-1]
 
 
@@ -87,7 +87,7 @@ def on_ready(app):
         app.quit()
 
 
-code = run_tray(runtime_factory=factory, on_ready=on_ready)
+code = run_tray(camera_factory=factory, on_ready=on_ready)
 print("EXIT " + json.dumps({"code": code, "calls": [list(c) for c in runtimes[0].calls]}), flush=True)
 sys.exit(code)
 """

@@ -1,14 +1,18 @@
-"""The tray app: runs the camera with the user's config and shows a pystray icon whose menu controls it.
+"""The tray app: shows a pystray icon whose menu controls the camera that its `TrayController` runs.
+
+The controller (`vcam.tray.controller`, no UI import) starts, watches and restarts the camera, downloads
+styles and saves settings; this file holds the icon, the one thread that updates it, and the signals.
 
 Threads:
 - main: `icon.run()` (macOS needs the icon's loop there; every backend accepts it);
-- vcam-tray-start: loads the config and styles, builds and starts the runtime (which has its own threads);
-- vcam-tray-watch: wakes on the runtime's status listener (or every POLL_S for the fps) and updates
-  the icon's image, tooltip and menu when they change; it also notices a runtime that died and
-  turns that into the error icon, a notification and the "Restart camera" item;
-- short-lived workers for downloads, diagnostics and quitting, so the menu never blocks.
+- vcam-tray-start: the controller loads the config and styles, builds and starts the camera (which has
+  its own threads);
+- vcam-tray-watch: wakes on the controller's changes (or every POLL_S for the fps) and updates the icon's
+  image, tooltip and menu when they change; through the controller's check it also notices a camera
+  that died and turns that into the error icon, a notification and the "Restart camera" item;
+- short-lived workers (the controller's) for downloads, diagnostics and quitting, so the menu never blocks.
 
-Errors never end the app silently: a runtime that cannot start or dies shows in the icon (red,
+Errors never end the app silently: a camera that cannot start or dies shows in the icon (red,
 with "!"), in the tooltip, in the menu's first line, and as a notification where the backend has
 them; everything is also in the log file.
 """
@@ -16,28 +20,25 @@ them; everything is also in the log file.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
-import platform
 import signal
 import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from vcam.tray.autostart import disable_autostart, enable_autostart, is_autostart_enabled
 from vcam.tray.backend import BackendChoice, choose_backend
+from vcam.tray.controller import CameraFactory, TrayController
 from vcam.tray.icons import icon_image, icon_state
-from vcam.tray.menu import APP_TITLE, MenuState, RuntimeControl, StyleEntry, build_menu, style_title, tooltip
+from vcam.tray.menu import APP_TITLE, MenuState, build_menu, tooltip
 from vcam.tray.single_instance import AlreadyRunning, SingleInstanceLock
-
-from vcam.status import Status
 
 if TYPE_CHECKING:
     import pystray
-
-    from vcam.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -50,29 +51,12 @@ STOP_RETRIES = 3
 DIAGNOSTICS_FILE_NAME = "diagnostics.txt"
 
 
-class ManagedRuntime(RuntimeControl, Protocol):
-    """What the app needs beyond the menu's commands: starting it and hearing about changes."""
-
-    def start(self) -> None: ...
-
-    def add_status_listener(self, fn: Callable[[Status], None]) -> None: ...
-
-
-RuntimeFactory = Callable[["Config"], ManagedRuntime]
-
-
-def _default_runtime_factory(config: Config) -> ManagedRuntime:
-    from vcam.assemble import build_runtime
-
-    return build_runtime(config)
-
-
 class TrayApp:
-    """The tray's state and the menu's actions; `run()` shows the icon until Quit.
+    """The tray icon and its menu over a `TrayController`; `run()` shows the icon until Quit.
 
     Args:
         config_path: the config file (None: the user's default file).
-        runtime_factory: builds the runtime from the config (default: `vcam.runtime.build_runtime`).
+        camera_factory: builds the camera from the config (default: `vcam.tray.controller.InProcessCamera`).
         backend: the chosen pystray backend (for the "no menu" warning and the diagnostics).
         autostart_home: the home folder the "Start at login" item writes into (None: the user's).
     """
@@ -80,61 +64,27 @@ class TrayApp:
     def __init__(
         self,
         config_path: Path | None = None,
-        runtime_factory: RuntimeFactory | None = None,
+        camera_factory: CameraFactory | None = None,
         backend: BackendChoice | None = None,
         autostart_home: Path | None = None,
     ) -> None:
         self.config_path = config_path
         self.backend = backend if backend is not None else BackendChoice(None, True)
         self.autostart_home = autostart_home
-        self._runtime_factory = runtime_factory or _default_runtime_factory
-        self._lock = threading.RLock()
-        self._runtime: ManagedRuntime | None = None
-        self._config: Config | None = None
-        self._failed: str | None = None
-        self._styles: tuple[StyleEntry, ...] = ()
-        self._downloads: dict[str, float] = {}
-        self._download_errors: dict[str, str] = {}
-        self._autostart = self._read_autostart()
         self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._starting = threading.Lock()  # one start or restart at a time
-        self._threads: list[threading.Thread] = []
+        self.controller = TrayController(config_path, camera_factory, notify=self.notify, on_change=self._wake.set)
+        self._autostart = self._read_autostart()
         self._watcher: threading.Thread | None = None
         self._icon_loop_running = False
         self._loop_ended = threading.Event()
         self._refreshed = threading.Event()
         self._shown: dict[str, Any] = {}  # what the icon shows now: image state, title, menu key
-        self._last_error_seen: str | None = None
         self.icon: pystray.Icon | None = None
 
     # ------------------------------------------------------------------ state
     def state(self) -> MenuState:
         """One snapshot of everything the menu and the icon show."""
-        with self._lock:
-            runtime, failed = self._runtime, self._failed
-            styles, downloads, errors = self._styles, dict(self._downloads), dict(self._download_errors)
-            autostart = self._autostart
-        status = Status()
-        if runtime is not None:
-            try:
-                status = runtime.status()
-            except Exception as error:
-                log.exception("the runtime's status failed")
-                failed = failed or f"the camera stopped responding: {error}"
-        return MenuState(
-            status=status,
-            styles=styles,
-            runtime_failed=failed,
-            downloads=downloads,
-            download_errors=errors,
-            autostart=autostart,
-        )
-
-    def runtime(self) -> RuntimeControl | None:
-        """The runtime to command, or None while there is none (starting, failed, quitting)."""
-        with self._lock:
-            return self._runtime if self._failed is None else None
+        return dataclasses.replace(self.controller.state(), autostart=self._autostart)
 
     def _read_autostart(self) -> bool:
         try:
@@ -143,161 +93,15 @@ class TrayApp:
             log.warning("cannot tell whether the tray starts at login: %s", error)
             return False
 
-    def _spawn(self, target: Callable[[], None], name: str) -> threading.Thread:
-        def guarded() -> None:
-            try:
-                target()
-            except Exception as error:
-                log.exception("the tray's %s thread failed", name)
-                self.notify(f"{name} failed: {error}")
+    # ------------------------------------------------------------------ menu actions
+    def download_style(self, name: str) -> None:
+        self.controller.download_style(name)
 
-        thread = threading.Thread(target=guarded, name=f"vcam-tray-{name}", daemon=True)
-        with self._lock:
-            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
-        thread.start()
-        return thread
-
-    # ------------------------------------------------------------------ runtime lifecycle
-    def _load_config(self) -> Config:
-        from vcam.config import load_config
-
-        return load_config(self.config_path)
-
-    def _list_styles(self, config: Config) -> tuple[StyleEntry, ...]:
-        """Every style; the classic ones alone when the diffusion catalogue cannot be read."""
-        from vcam.styles import list_styles
-
-        try:
-            return tuple(list_styles(config))
-        except Exception as error:
-            log.warning("cannot list the diffusion styles (%s); offering the classic ones", error)
-        try:
-            return tuple(list_styles(config, diffusion=False))
-        except Exception as error:
-            log.warning("cannot list the styles: %s", error)
-            return ()
-
-    def start_runtime(self) -> None:
-        """Load the config and the styles, build the runtime and start it; failures become the error state."""
-        with self._starting:
-            if self._stopping.is_set():
-                return
-            try:
-                config = self._load_config()
-                with self._lock:
-                    self._config = config
-                styles = self._list_styles(config)
-                with self._lock:
-                    self._styles = styles
-                runtime = self._runtime_factory(config)
-                runtime.add_status_listener(lambda status: self._wake.set())
-                with self._lock:
-                    self._runtime = runtime
-                    self._failed = None
-                runtime.start()
-            except Exception as error:
-                log.exception("the camera could not start")
-                self._set_failed(f"the camera could not start: {error}")
-            else:
-                log.info("camera started")
-                if self._stopping.is_set():  # Quit came while it was starting
-                    self._stop_runtime()
-            self._wake.set()
-
-    def _set_failed(self, message: str) -> None:
-        with self._lock:
-            already = self._failed is not None
-            self._failed = message
-        self._wake.set()
-        if not already:
-            self.notify(f'{message}. Use "Restart camera" in the menu after fixing it.')
-
-    def _stop_runtime(self) -> None:
-        with self._lock:
-            runtime, self._runtime = self._runtime, None
-        if runtime is not None:
-            try:
-                runtime.stop()
-            except Exception:
-                log.exception("stopping the camera failed")
+    def save_setting(self, key: str, value: Any) -> None:
+        self.controller.save_setting(key, value)
 
     def restart_runtime(self) -> None:
-        """Stop the runtime (if any) and start a fresh one from the config file as it is now."""
-
-        def restart() -> None:
-            log.info("restarting the camera")
-            self._stop_runtime()
-            with self._lock:
-                self._failed = None
-                self._last_error_seen = None
-            self._wake.set()
-            self.start_runtime()
-
-        self._spawn(restart, "restart")
-
-    # ------------------------------------------------------------------ menu actions
-    def save_setting(self, key: str, value: Any) -> None:
-        """Remember a menu choice in the config file, so the next start uses it."""
-        from vcam.config import update_config
-
-        try:
-            config = update_config({key: value}, path=self.config_path)
-        except Exception as error:
-            log.warning("cannot save %s = %r: %s", key, value, error)
-            self.notify(f"could not save {key} = {value!r} in the config file: {error}")
-            return
-        with self._lock:
-            self._config = config
-        self._wake.set()
-
-    def download_style(self, name: str) -> None:
-        """Download the weights of style `name` in the background; the menu shows the progress."""
-        with self._lock:
-            if name in self._downloads:
-                return
-            self._downloads[name] = 0.0
-            self._download_errors.pop(name, None)
-        self._wake.set()
-        self._spawn(lambda: self._download(name), f"download-{name}")
-
-    def _download(self, name: str) -> None:
-        title = style_title(self.state(), name)
-        self.notify(f"downloading the weights of {title}; the Style menu shows the progress")
-        last_percent = -1
-
-        def progress(message: str, fraction: float) -> None:
-            nonlocal last_percent
-            fraction = min(max(float(fraction), 0.0), 1.0)
-            with self._lock:
-                self._downloads[name] = fraction
-            if int(fraction * 100) != last_percent:
-                last_percent = int(fraction * 100)
-                log.info("download %s: %d%% %s", name, last_percent, message)
-                self._wake.set()
-
-        try:
-            from vcam.weights import download_style
-
-            config = self._config if self._config is not None else self._load_config()
-            download_style(name, config, progress)
-        except Exception as error:
-            log.exception("downloading style %r failed", name)
-            with self._lock:
-                self._downloads.pop(name, None)
-                self._download_errors[name] = str(error)
-            self._wake.set()
-            self.notify(f"downloading {title} failed: {error}")
-            return
-        styles = self._list_styles(config)
-        with self._lock:
-            self._downloads.pop(name, None)
-            self._styles = styles or self._styles
-        self._wake.set()
-        self.notify(f"{title} is downloaded; switching to it")
-        runtime = self.runtime()
-        if runtime is not None:
-            runtime.set_style(name)
-            self.save_setting("style.name", name)
+        self.controller.restart_camera()
 
     def open_preview(self) -> None:
         from vcam.tray.opener import open_url
@@ -306,7 +110,7 @@ class TrayApp:
         if url is None:
             self.notify('no preview is running: add "preview" to [output] sinks in the config')
             return
-        self._spawn(lambda: open_url(url), "open-preview")
+        self.controller.spawn(lambda: open_url(url), "open-preview")
 
     def settings_folder(self) -> Path:
         from vcam.paths import config_dir
@@ -318,7 +122,7 @@ class TrayApp:
     def open_settings_folder(self) -> None:
         from vcam.tray.opener import open_path
 
-        self._spawn(lambda: open_path(self.settings_folder()), "open-settings")
+        self.controller.spawn(lambda: open_path(self.settings_folder()), "open-settings")
 
     def set_autostart(self, enabled: bool) -> None:
         """Turn "Start at login" on or off."""
@@ -330,40 +134,8 @@ class TrayApp:
         except Exception as error:
             log.exception("changing start at login failed")
             self.notify(f"could not turn start at login {'on' if enabled else 'off'}: {error}")
-        with self._lock:
-            self._autostart = self._read_autostart()
+        self._autostart = self._read_autostart()
         self._wake.set()
-
-    def diagnostics_text(self) -> str:
-        """The About / diagnostics report: versions, backend, status, and what `vcam doctor` checks."""
-        from vcam import __version__
-
-        state = self.state()
-        lines = [
-            f"{APP_TITLE} {__version__}",
-            f"Python {platform.python_version()} on {platform.platform()}",
-            f"tray backend: {self.backend.name or 'pystray default'}"
-            + ("" if self.backend.has_menu else " (no menu: see the warning in the log)"),
-            f"config file: {self.config_path or 'the default one'}",
-            f"camera: {tooltip(state)}",
-        ]
-        if state.runtime_failed:
-            lines.append(f"camera error: {state.runtime_failed}")
-        if state.status.last_error:
-            lines.append(f"last error: {state.status.last_error}")
-        lines += ["", "Checks (vcam doctor):"]
-        try:
-            from vcam.doctor import run_checks
-
-            checks = run_checks(self._config) if self._config is not None else run_checks(config_path=self.config_path)
-            for check in checks:
-                lines.append(f"  [{'ok' if check.ok else 'FAIL'}] {check.name}: {check.detail}")
-                if not check.ok and check.fix:
-                    lines.append(f"         fix: {check.fix}")
-        except Exception as error:
-            log.exception("the diagnostics failed")
-            lines.append(f"  the checks could not run: {error}")
-        return "\n".join(lines) + "\n"
 
     def show_about(self) -> None:
         """Write the diagnostics report next to the log file and open it."""
@@ -373,7 +145,7 @@ class TrayApp:
 
             from vcam.paths import log_dir
 
-            text = self.diagnostics_text()
+            text = self.controller.diagnostics_text(self.backend)
             folder = log_dir()
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / DIAGNOSTICS_FILE_NAME
@@ -382,21 +154,21 @@ class TrayApp:
             self.notify(f"{failed} check(s) failed: see {path}" if failed else f"all checks passed: see {path}")
             open_path(path)
 
-        self._spawn(about, "about")
+        self.controller.spawn(about, "about")
 
     def quit(self) -> None:
         """Stop the camera and the icon (from any thread); the watcher does it when it runs."""
-        if self._stopping.is_set():
+        if self.controller.closing:
             return
         log.info("quitting")
-        self._stopping.set()
+        self.controller.close()
         self._wake.set()
         watcher = self._watcher
         if watcher is None or not watcher.is_alive():
-            self._spawn(self._shut_down, "quit")
+            self.controller.spawn(self._shut_down, "quit")
 
     def _shut_down(self) -> None:
-        self._stop_runtime()
+        self.controller.stop_camera()
         icon = self.icon
         if icon is None or not self._icon_loop_running:
             return
@@ -424,15 +196,7 @@ class TrayApp:
 
     def refresh(self) -> None:
         """Bring the icon's image, tooltip and menu up to date with the runtime; called by the watcher."""
-        state = self.state()
-        status = state.status
-        if state.runtime_failed is None and self._runtime is not None and not self._stopping.is_set():
-            if status.state in ("error", "stopped"):
-                self._set_failed(status.last_error or "the camera stopped unexpectedly")
-                state = self.state()
-            elif status.last_error and status.last_error != self._last_error_seen:
-                self.notify(status.last_error)
-        self._last_error_seen = status.last_error
+        state = dataclasses.replace(self.controller.check(), autostart=self._autostart)
         icon = self.icon
         if icon is None:
             return
@@ -454,10 +218,10 @@ class TrayApp:
         """The one thread that changes the icon after start-up (pystray's xorg backend and python-xlib
         deadlock when several threads update the icon at once), including stopping it on Quit."""
         try:
-            while not self._stopping.is_set():
+            while not self.controller.closing:
                 self._wake.wait(POLL_S)
                 self._wake.clear()
-                if self._stopping.is_set():
+                if self.controller.closing:
                     break
                 try:
                     self.refresh()
@@ -477,7 +241,7 @@ class TrayApp:
         import pystray
 
         icon = pystray.Icon(
-            ICON_NAME, icon_image("warming_up"), APP_TITLE, menu=build_menu(self.state, self.runtime, self)
+            ICON_NAME, icon_image("warming_up"), APP_TITLE, menu=build_menu(self.state, self.controller.camera, self)
         )
         self._shown["image"] = "warming_up"
         return icon
@@ -492,8 +256,8 @@ class TrayApp:
             icon.visible = True
             if self.backend.warning:
                 log.warning("%s", self.backend.warning)
-            self._watcher = self._spawn(self._watch, "watch")
-            starter = self._spawn(self.start_runtime, "start")
+            self._watcher = self.controller.spawn(self._watch, "watch")
+            starter = self.controller.spawn(self.controller.start_camera, "start")
             if on_ready is not None:
 
                 def ready() -> None:
@@ -501,13 +265,13 @@ class TrayApp:
                     self.wait_refreshed()
                     on_ready(self)
 
-                self._spawn(ready, "ready")
+                self.controller.spawn(ready, "ready")
 
         previous = _install_signal_handlers(self.quit)
         try:
             icon.run(setup)
         except Exception:
-            if not self._stopping.is_set():
+            if not self.controller.closing:
                 raise
             # pystray's GTK backends raise at exit when the session has no notification service
             log.debug("the icon's loop raised while stopping", exc_info=True)
@@ -515,12 +279,10 @@ class TrayApp:
             self._loop_ended.set()
             self._icon_loop_running = False  # the loop is over: nothing may wait on it now
             _restore_signal_handlers(previous)
-            self._stopping.set()
+            self.controller.close()
             self._wake.set()
-            self._stop_runtime()
-            for thread in list(self._threads):
-                if thread is not threading.current_thread():
-                    thread.join(timeout=5)
+            self.controller.stop_camera()
+            self.controller.join_threads(timeout=5)
         return 0
 
 
@@ -547,7 +309,7 @@ def _restore_signal_handlers(previous: dict[int, Any]) -> None:
 def run_tray(
     config_path: Path | None = None,
     *,
-    runtime_factory: RuntimeFactory | None = None,
+    camera_factory: CameraFactory | None = None,
     on_ready: Callable[[TrayApp], None] | None = None,
 ) -> int:
     """Run the tray (blocks until Quit); with another tray already running, say so and return 0."""
@@ -559,7 +321,7 @@ def run_tray(
         return 0
     try:
         backend = choose_backend()
-        app = TrayApp(config_path, runtime_factory=runtime_factory, backend=backend)
+        app = TrayApp(config_path, camera_factory=camera_factory, backend=backend)
         return app.run(on_ready)
     finally:
         lock.release()

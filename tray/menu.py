@@ -2,7 +2,7 @@
 
 Every item's text, check mark and enabled state is computed from one `MenuState` snapshot each
 time the backend builds the menu (the app calls `icon.update_menu()` when the state changes).
-Runtime commands go to a `RuntimeControl` (the real `vcam.runtime.Runtime` or a test fake);
+Runtime commands go to a `RuntimeControl` (the controller's camera, `vcam.tray.controller.CameraHandle`);
 everything else (downloads, opening folders, autostart, diagnostics, quit) goes to `MenuActions`.
 
     Live2Diff Camera: running (Cartoon)      (disabled: the state line)
@@ -69,7 +69,7 @@ LABEL_QUIT = "Quit"
 
 
 class RuntimeControl(Protocol):
-    """The commands the tray sends to the runtime (`vcam.runtime.Runtime` satisfies it)."""
+    """The commands the menu sends to the camera (`vcam.tray.controller.CameraHandle` extends it)."""
 
     def set_style(self, name: str) -> None: ...
 
