@@ -14,10 +14,9 @@ import pytest
 
 from tests.fakes_camera import FakeSysfsDevice, make_fake_sysfs
 from vcam.cli import main
-from vcam.sources import v4l2 as v4l2_module
-from vcam.sources import webcam as webcam_module
-from vcam.sources.v4l2 import CameraFormat, FrameSize, SizeRange, format_summary, query_formats, try_query_formats
-from vcam.sources.webcam import CameraInfo, list_cameras
+from vcam.devices import v4l2 as v4l2_module
+from vcam.devices.cameras import CameraInfo, list_cameras
+from vcam.devices.v4l2 import CameraFormat, FrameSize, SizeRange, format_summary, query_formats, try_query_formats
 
 # struct sizes on x86_64 / arm64 (linux/videodev2.h)
 CAPABILITY_SIZE, FMTDESC_SIZE, FRMSIZEENUM_SIZE, FRMIVALENUM_SIZE = 104, 64, 44, 52
@@ -237,7 +236,7 @@ def test_refusing_device_gives_no_formats_and_no_exception(
     with pytest.raises(OSError) as raised:
         query_formats(node, device.ioctl)
     assert raised.value.errno == refusal
-    with caplog.at_level(logging.DEBUG, logger="vcam.sources.v4l2"):
+    with caplog.at_level(logging.DEBUG, logger="vcam.devices.v4l2"):
         assert try_query_formats(node, device.ioctl) == []
     assert "could not list formats" in caplog.text
 
@@ -262,7 +261,7 @@ def fake_linux(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Fak
             FakeSysfsDevice(2, "Live2Diff Camera", loopback=True),
         ],
     )
-    monkeypatch.setattr(webcam_module, "SYSFS_VIDEO4LINUX", sysfs)
+    monkeypatch.setattr(v4l2_module, "SYSFS_VIDEO4LINUX", sysfs)
     loopback = FakeV4L2Device(formats=[], capabilities=0x2 | CAP_DEVICE_CAPS, device_caps=0x2)  # output only
     devices = {"/dev/video0": webcam_device(), "/dev/video2": loopback}
     nodes = tmp_path / "dev"

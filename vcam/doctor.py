@@ -191,21 +191,6 @@ def _first_param(module: Path, name: str) -> str | None:
         return None
 
 
-def _loopback_devices(sys_root: Path) -> list[tuple[str, str]]:
-    """(/dev/videoN, card label) of each v4l2loopback device (they are the virtual video4linux devices)."""
-    folder = sys_root / "sys" / "devices" / "virtual" / "video4linux"
-    devices: list[tuple[str, str]] = []
-    if not folder.is_dir():
-        return devices
-    for entry in sorted(folder.iterdir(), key=lambda path: (len(path.name), path.name)):
-        try:
-            label = (entry / "name").read_text().strip()
-        except OSError:
-            label = ""
-        devices.append((f"/dev/{entry.name}", label))
-    return devices
-
-
 def check_v4l2loopback(
     sys_root: Path = Path("/"),
     secure_boot: Callable[[], str] = secure_boot_state,
@@ -225,10 +210,12 @@ def check_v4l2loopback(
         elif state == SECURE_BOOT_ON:
             detail += "; Secure Boot is enabled (the installer explains the module signing step)"
         return Check("virtual camera driver", False, f"v4l2loopback {detail}", fix)
-    devices = _loopback_devices(sys_root)
+    from vcam.devices.virtual_cameras import list_loopback_devices
+
+    devices = list_loopback_devices(sys_root / "sys" / "class" / "video4linux")
     if not devices:
         return Check("virtual camera driver", False, "v4l2loopback is loaded but has no device", fix)
-    names = ", ".join(f"{path} {label!r}" for path, label in devices)
+    names = ", ".join(f"{device.device} {device.name!r}" for device in devices)
     detail = f"v4l2loopback: {names}"
     caps = _first_param(module, "exclusive_caps")
     if caps in ("Y", "1"):
@@ -243,7 +230,7 @@ def check_v4l2loopback(
 
 def check_virtual_camera() -> Check:
     """What pyvirtualcam can send to (every OS)."""
-    from vcam.sinks.virtual_camera import probe_virtual_camera, virtual_camera_fix
+    from vcam.devices.virtual_cameras import probe_virtual_camera, virtual_camera_fix
 
     ok, text = probe_virtual_camera()
     first_line = text.strip().splitlines()[0] if text.strip() else ""
@@ -251,7 +238,7 @@ def check_virtual_camera() -> Check:
 
 
 def check_webcam() -> Check:
-    from vcam.sources.webcam import list_cameras
+    from vcam.devices.cameras import list_cameras
 
     cameras = list_cameras(with_formats=False)
     if cameras:
