@@ -17,7 +17,8 @@ def _spec(device_size: int) -> object:
     from vcam.model.pipeline import PipelineSpec
 
     from vcam.config import load_config
-    from vcam.weights import WeightsError, resolve_style_paths
+    from vcam.errors import WeightsError
+    from vcam.store.store import resolve_style_paths
 
     config = load_config()
     if os.environ.get("VCAM_TEST_CACHE"):

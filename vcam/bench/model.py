@@ -107,7 +107,7 @@ def _build(args: argparse.Namespace, t_index_list: tuple[int, ...] | None) -> St
         return build_tiny_pipeline(t_index_list=t_index_list or TINY_T_INDEX_LIST, width=width, height=height)
     from vcam.config import load_config
     from vcam.model.pipeline import PipelineSpec, load_stream_pipeline
-    from vcam.weights import resolve_style_paths
+    from vcam.store.store import resolve_style_paths
 
     config = load_config(args.config)
     overrides: dict[str, Any] = {"compile": bool(args.compile)}
