@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: this app's distribution name (pyproject.toml [project] name)
+DISTRIBUTION = "live2diff-vcam"
 MIN_PYTHON = (3, 10)
 #: free space wanted where model weights are cached (a diffusion style's weights are several GB)
 MIN_FREE_BYTES = 10 * 1024**3
@@ -83,6 +86,21 @@ def app_install_fix(platform: str | None = None) -> str:
     if platform == "darwin":
         return _installer("macos/install.sh")
     return _installer("linux/install.sh")
+
+
+def declared_requirement(name: str) -> str:
+    """`name` with the version range this app declares for it (pyproject.toml, read from the installed metadata)."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        declared = requires(DISTRIBUTION) or []
+    except PackageNotFoundError:
+        return name
+    for line in declared:
+        requirement = line.split(";", 1)[0].replace(" ", "")
+        if re.match(rf"{re.escape(name)}(?![A-Za-z0-9._-])", requirement, re.IGNORECASE):
+            return requirement
+    return name
 
 
 def pip_fix(*requirements: str) -> str:
@@ -260,7 +278,7 @@ def check_segmentation(config: Config) -> list[Check]:
         mediapipe = import_mediapipe()
         checks.append(Check("mediapipe", True, str(getattr(mediapipe, "__version__", "installed"))))
     except UserError as error:
-        checks.append(Check("mediapipe", False, str(error), pip_fix("mediapipe>=0.10.30,<0.11")))
+        checks.append(Check("mediapipe", False, str(error), pip_fix(declared_requirement("mediapipe"))))
     try:
         path = resolve_model_path(config.segment.model)
         checks.append(Check("segmentation model", True, str(path)))
