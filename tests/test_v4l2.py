@@ -318,3 +318,21 @@ def test_devices_text_summarises_formats(
     lines = capsys.readouterr().out.splitlines()
     at = lines.index("  0: Integrated Camera /dev/video0 [uvcvideo]")
     assert lines[at + 1 : at + 3] == ["    MJPG 1920x1080@30,1280x720@60,640x480@29.97", "    YUYV 640x480@30"]
+
+
+def test_one_loopback_rule_for_the_camera_list_the_virtual_camera_probe_and_doctor(
+    fake_linux: dict[str, FakeV4L2Device], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vcam import doctor
+    from vcam.devices.virtual_cameras import list_loopback_devices
+
+    cameras = list_cameras(include_virtual=True, with_formats=False)
+    assert [(camera.path, camera.virtual) for camera in cameras] == [("/dev/video0", False), ("/dev/video2", True)]
+    assert [(device.device, device.name) for device in list_loopback_devices()] == [
+        ("/dev/video2", "Live2Diff Camera")
+    ]
+    (tmp_path / "sys" / "module" / "v4l2loopback").mkdir(parents=True)
+    monkeypatch.setattr(v4l2_module, "SYSFS_VIDEO4LINUX", Path("/sys/class/video4linux"))  # doctor roots it
+    check = doctor.check_v4l2loopback(sys_root=tmp_path, secure_boot=lambda: "disabled")
+    assert check.ok and check.detail.startswith("v4l2loopback: /dev/video2 'Live2Diff Camera'")
+    assert "/dev/video0" not in check.detail and "/dev/video1" not in check.detail

@@ -228,9 +228,10 @@ def check_v4l2loopback(
         elif state == SECURE_BOOT_ON:
             detail += "; Secure Boot is enabled (the installer explains the module signing step)"
         return Check("virtual camera driver", False, f"v4l2loopback {detail}", fix)
+    from vcam.devices.v4l2 import SYSFS_VIDEO4LINUX
     from vcam.devices.virtual_cameras import list_loopback_devices
 
-    devices = list_loopback_devices(sys_root / "sys" / "class" / "video4linux")
+    devices = list_loopback_devices(sys_root / SYSFS_VIDEO4LINUX.relative_to("/"))
     if not devices:
         return Check("virtual camera driver", False, "v4l2loopback is loaded but has no device", fix)
     names = ", ".join(f"{device.device} {device.name!r}" for device in devices)
