@@ -76,4 +76,13 @@ extras="segment,tray"
 [ "$dev" = 1 ] && extras="$extras,dev"
 echo "==> installing the app with extras [$extras]"
 "${pip[@]}" install --quiet -e "${root}[$extras]"
+
+# One OpenCV: mediapipe 0.10.32+ (which an older version of this app allowed) pulled opencv-contrib-python, which
+# writes the same cv2/ folder as opencv-python-headless. Remove it, then put headless's own files back.
+if "${pip[@]}" show --quiet opencv-contrib-python >/dev/null 2>&1; then
+  headless=$("$venv/bin/python" -c 'from importlib.metadata import version; print(version("opencv-python-headless"))')
+  echo "==> removing opencv-contrib-python: one OpenCV (opencv-python-headless $headless) is kept"
+  "${pip[@]}" uninstall --quiet --yes opencv-contrib-python
+  "${pip[@]}" install --quiet --force-reinstall --no-deps "opencv-python-headless==$headless"
+fi
 echo "==> done: $venv/bin/vcam"

@@ -3,6 +3,8 @@
 The stream batch denoises T frames at T different steps in one UNet call, so instead of the stateful
 `LCMScheduler.step` it needs the scalings of every step at once, indexed by each entry's step. This file
 builds them from diffusers' `LCMScheduler` (SD1.5's config) and applies the LCM update per entry.
+Importing it is cheap (torch and diffusers are imported inside the functions): the style catalogue uses
+`check_t_index_list`, the one t_index_list rule.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ SD15_SCHEDULER_CONFIG: dict[str, Any] = {
 
 #: the schedule `t_index_list` indexes into (t = 999 - 20 * i for SD1.5)
 NUM_INFERENCE_STEPS = 50
+#: the most denoising steps a stream takes (one frame per step rides in each UNet call)
+MAX_DENOISING_STEPS = 4
 
 
 def build_lcm_scheduler(config: dict[str, Any] | None = None) -> LCMScheduler:
@@ -67,20 +71,27 @@ def build_lcm_scheduler(config: dict[str, Any] | None = None) -> LCMScheduler:
     return LCMScheduler.from_config(merged)
 
 
-def check_t_index_list(t_index_list: Sequence[int]) -> list[int]:
-    """Validate `t_index_list`: 1 or more strictly increasing indices into the 50-step schedule."""
-    values = list(t_index_list)
-    if not values:
-        raise ConfigError("t_index_list is empty: give 1 to 4 indices into the 50-step schedule, e.g. [30, 40]")
-    for value in values:
+def check_t_index_list(t_index_list: Any, where: str = "") -> tuple[int, ...]:
+    """The one `t_index_list` rule (styles, the pipeline spec, the tiny model): a list of 1 to
+    `MAX_DENOISING_STEPS` strictly increasing integers in 0..49, indices into the 50-step schedule.
+
+    Returns it as a tuple; raises ConfigError naming the value (after `where`, e.g. "[styles.mine]") otherwise.
+    """
+    what = (
+        f"a list of 1 to {MAX_DENOISING_STEPS} increasing integers in 0..{NUM_INFERENCE_STEPS - 1}, e.g. [30, 40]"
+        f" (indices into the {NUM_INFERENCE_STEPS}-step schedule)"
+    )
+    shown = list(t_index_list) if isinstance(t_index_list, tuple) else t_index_list
+    problem = f"{where}: " if where else ""
+    problem += f"t_index_list = {shown!r} is not allowed: {what}"
+    if not isinstance(t_index_list, (list, tuple)) or not t_index_list or len(t_index_list) > MAX_DENOISING_STEPS:
+        raise ConfigError(problem)
+    for value in t_index_list:
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < NUM_INFERENCE_STEPS:
-            raise ConfigError(
-                f"t_index_list value {value!r} is not an integer in [0, {NUM_INFERENCE_STEPS - 1}]: "
-                f"use indices into the {NUM_INFERENCE_STEPS}-step schedule, e.g. [30, 40]"
-            )
-    if any(later <= earlier for earlier, later in zip(values[:-1], values[1:], strict=True)):
-        raise ConfigError(f"t_index_list {values} is not strictly increasing: sort it, e.g. [30, 40]")
-    return values
+            raise ConfigError(problem)
+    if any(later <= earlier for earlier, later in zip(t_index_list[:-1], t_index_list[1:], strict=True)):
+        raise ConfigError(problem)
+    return tuple(t_index_list)
 
 
 @dataclass
@@ -140,7 +151,7 @@ def build_stream_schedule(t_index_list: Sequence[int], scheduler: LCMScheduler |
     """Pick the timesteps of `t_index_list` from the 50-step LCM schedule and precompute their scalings."""
     import torch
 
-    indices = check_t_index_list(t_index_list)
+    indices = list(check_t_index_list(t_index_list))
     lcm: Any = scheduler if scheduler is not None else build_lcm_scheduler()
     lcm.set_timesteps(NUM_INFERENCE_STEPS)
     all_timesteps = [int(t) for t in lcm.timesteps]

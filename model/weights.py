@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vcam.errors import UserError
+from vcam.errors import WeightsError
 
 if TYPE_CHECKING:
     import torch
@@ -65,10 +65,6 @@ _ANIMATEDIFF_RENAMES = (
     (".ff_norm.", ".norm3."),
 )
 _PE_KEY = re.compile(r"\.(pos_encoder|pos_embed)\.pe$")
-
-
-class WeightsError(UserError):
-    """A weights file that is missing, unreadable, or does not fit the model; the message names the file."""
 
 
 # -- files ---------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Fake cameras for tests: a `cv2.VideoCapture`-like class over a set of fake devices, and a fake sysfs.
 
-`FakeCameraWorld.factory` has the signature of `vcam.sources.webcam.create_capture` (target, api):
+`FakeCameraWorld.factory` has the signature of `vcam.devices.cameras.create_capture` (target, api):
 pass it as `capture_factory=` or monkeypatch `create_capture` with it. Devices can be unplugged
 (`plugged = False`) or taken by another app (`busy = True`) at any time.
 """

@@ -526,7 +526,7 @@ def style_repos(catalogue: dict[str, Any], style: str = STYLE) -> dict[str, dict
 
 def write_full_size_model_set(folder: Path, seed: int = 0) -> FullSizeModelSet:
     """Write (or reuse, when `COMPLETE_MARKER` is there) the full-size set for `STYLE` under `folder`/hub."""
-    from vcam.catalogue import load_packaged_data
+    from vcam.store.catalogue import load_packaged_data
 
     cache = folder / "hub"
     marker = folder / COMPLETE_MARKER

@@ -9,16 +9,15 @@ from typing import Any
 import pytest
 
 from tests import weights_fakes as fakes
-from vcam.catalogue import (
+from vcam.errors import ConfigError, UnknownStyleError
+from vcam.store.catalogue import (
     COMMIT,
     SHARED_PART_NAMES,
     HubSource,
-    UnknownStyleError,
     load_catalogue,
     parse_catalogue,
     parse_user_style,
 )
-from vcam.errors import ConfigError
 
 
 def test_packaged_catalogue_has_six_complete_styles_and_the_shared_parts() -> None:

@@ -29,10 +29,12 @@ def _fake_sys(root: Path, exclusive_caps: str | None, devices: dict[str, str]) -
     (module / "parameters").mkdir(parents=True)
     if exclusive_caps is not None:
         (module / "parameters/exclusive_caps").write_text(f"{exclusive_caps},N,N,N\n")
+    (root / "sys/class/video4linux").mkdir(parents=True)
     for node, label in devices.items():
         folder = root / "sys/devices/virtual/video4linux" / node
         folder.mkdir(parents=True)
         (folder / "name").write_text(label + "\n")
+        (root / "sys/class/video4linux" / node).symlink_to(folder)  # as sysfs lists every video node
     return root
 
 

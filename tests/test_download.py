@@ -15,18 +15,19 @@ import pytest
 
 from tests import fake_hub
 from tests import weights_fakes as fakes
-from vcam.catalogue import load_catalogue
 from vcam.commands import models as models_command
-from vcam.downloader import PARTIAL_SUFFIX, SIDECAR_SUFFIX, find_partials
-from vcam.weights import (
+from vcam.errors import (
     CorruptWeightsError,
     DiskSpaceError,
     GatedModelError,
-    ModelStore,
     OfflineError,
     PartialDownloadError,
     RemoteMissingError,
 )
+from vcam.store.cache_layout import PARTIAL_SUFFIX, SIDECAR_SUFFIX, find_partials
+from vcam.store.catalogue import load_catalogue
+from vcam.store.download import download
+from vcam.store.store import ModelStore
 
 ALPHA = ("tiny/alpha", "alpha.safetensors")
 LORA = ("tiny/lora", "beta.safetensors")
@@ -37,7 +38,7 @@ def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[fake_hub.Fa
     state = fake_hub.FakeHub(content=dict(fakes.CONTENT), commits=dict(fakes.COMMITS))
     with fake_hub.running(state):
         fake_hub.use_fake_hub(state, monkeypatch, tmp_path / "hf-home")
-        monkeypatch.setattr("vcam.downloader.RETRY_WAIT_S", 0.0)
+        monkeypatch.setattr("vcam.store.hub_fetch.RETRY_WAIT_S", 0.0)
         yield state
 
 
@@ -101,22 +102,22 @@ def test_download_places_files_where_huggingface_hub_finds_them(
 
 
 def test_shared_parts_are_fetched_once_for_two_styles(hub: fake_hub.FakeHub, store: ModelStore) -> None:
-    assert store.download(["alpha", "gamma"], quiet=True) == len(fakes.SHARED_FILES) + 2
-    assert store.download(["beta"], quiet=True) == 1  # only the LoRA: the SD1.5 UNet came with gamma
+    assert download(store, ["alpha", "gamma"], quiet=True) == len(fakes.SHARED_FILES) + 2
+    assert download(store, ["beta"], quiet=True) == 1  # only the LoRA: the SD1.5 UNet came with gamma
     for repo, filename in [*fakes.SHARED_FILES, ("tiny/sd15", "unet/diffusion_pytorch_model.safetensors")]:
         assert len(hub.gets(repo, filename)) == 1, filename
     before = len(hub.requests)
-    assert store.download(["alpha", "beta", "gamma"], quiet=True) == 0
+    assert download(store, ["alpha", "beta", "gamma"], quiet=True) == 0
     assert len(hub.requests) == before  # everything on disk: no request at all
 
 
 def test_interrupted_download_resumes_inside_the_file(
     hub: fake_hub.FakeHub, store: ModelStore, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("vcam.downloader.RETRIES", 0)  # no resume within the run: the next run must do it
+    monkeypatch.setattr("vcam.store.hub_fetch.RETRIES", 0)  # no resume within the run: the next run must do it
     hub.cuts[ALPHA] = [500]
     with pytest.raises(PartialDownloadError) as caught:
-        store.download(["alpha"], quiet=True)
+        download(store, ["alpha"], quiet=True)
     assert "500 bytes so far are kept" in str(caught.value) and "`vcam models download alpha` again" in str(
         caught.value
     )
@@ -125,7 +126,7 @@ def test_interrupted_download_resumes_inside_the_file(
     [report] = [report for report in store.missing_files("alpha") if report.file.filename == ALPHA[1]]
     assert report.state == "partial" and "500 bytes" in report.detail
     seen: list[float] = []
-    store.download(["alpha"], progress=lambda label, fraction: seen.append(fraction), quiet=True)
+    download(store, ["alpha"], progress=lambda label, fraction: seen.append(fraction), quiet=True)
     [first, second] = hub.gets(*ALPHA)
     assert first.range_start is None and second.range_start == 500
     path = store.cached_path(store.own_files("alpha")[0])
@@ -136,7 +137,7 @@ def test_interrupted_download_resumes_inside_the_file(
 
 def test_cut_connection_is_resumed_within_the_run(hub: fake_hub.FakeHub, store: ModelStore) -> None:
     hub.cuts[ALPHA] = [300, 300]
-    store.download(["alpha"], quiet=True)
+    download(store, ["alpha"], quiet=True)
     assert [entry.range_start for entry in hub.gets(*ALPHA)] == [None, 300, 600]
     assert store.verify(["alpha"])["alpha"][0].state == "ok"
 
@@ -144,12 +145,12 @@ def test_cut_connection_is_resumed_within_the_run(hub: fake_hub.FakeHub, store: 
 def test_server_that_ignores_range_starts_the_file_over(
     hub: fake_hub.FakeHub, store: ModelStore, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("vcam.downloader.RETRIES", 0)
+    monkeypatch.setattr("vcam.store.hub_fetch.RETRIES", 0)
     hub.cuts[ALPHA] = [400]
     with pytest.raises(PartialDownloadError):
-        store.download(["alpha"], quiet=True)
+        download(store, ["alpha"], quiet=True)
     hub.ignore_range = True
-    store.download(["alpha"], quiet=True)
+    download(store, ["alpha"], quiet=True)
     assert hub.gets(*ALPHA)[-1].range_start == 400  # asked, got a 200, kept the full body only
     path = store.cached_path(store.own_files("alpha")[0])
     assert path is not None and path.read_bytes() == fakes.CONTENT[ALPHA]
@@ -158,13 +159,13 @@ def test_server_that_ignores_range_starts_the_file_over(
 def test_partial_of_an_older_version_is_dropped(
     hub: fake_hub.FakeHub, store: ModelStore, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("vcam.downloader.RETRIES", 0)
+    monkeypatch.setattr("vcam.store.hub_fetch.RETRIES", 0)
     hub.cuts[LORA] = [50]
     with pytest.raises(PartialDownloadError):
-        store.download(["beta"], quiet=True)
+        download(store, ["beta"], quiet=True)
     [old] = find_partials(cache, *LORA)
     hub.content[LORA] = b"new-beta-lora-" * 20  # a new version on the branch: another etag
-    store.download(["beta"], quiet=True)
+    download(store, ["beta"], quiet=True)
     assert not old.path.exists()
     assert hub.gets(*LORA)[-1].range_start is None  # the old bytes were not continued
     path = store.cached_path(store.catalogue.style("beta").hub_files()[1])
@@ -176,7 +177,7 @@ def test_gated_repository_says_to_accept_the_licence_and_log_in(
 ) -> None:
     hub.gated.add(ALPHA[0])
     with pytest.raises(GatedModelError) as caught:
-        store.download(["alpha"], quiet=True)
+        download(store, ["alpha"], quiet=True)
     message = str(caught.value)
     assert "tiny/alpha is gated" in message and "accept its licence" in message and "hf auth login" in message
     assert "vcam models download alpha" in message
@@ -186,10 +187,10 @@ def test_gated_repository_says_to_accept_the_licence_and_log_in(
 def test_missing_file_and_missing_repository(hub: fake_hub.FakeHub, store: ModelStore) -> None:
     del hub.content[ALPHA]
     with pytest.raises(RemoteMissingError, match=r"alpha.safetensors is not in tiny/alpha.*catalogue is outdated"):
-        store.download(["alpha"], quiet=True)
+        download(store, ["alpha"], quiet=True)
     del hub.commits[LORA[0]]
     with pytest.raises(RemoteMissingError, match=r"tiny/lora at revision main is not on the Hub"):
-        store.download(["beta"], quiet=True)
+        download(store, ["beta"], quiet=True)
     assert not hub.gets()
 
 
@@ -198,7 +199,7 @@ def test_wrong_sha256_is_refused_and_not_left_in_place(hub: fake_hub.FakeHub, ca
     data["styles"]["alpha"]["base"]["sha256"][ALPHA[1]] = "0" * 64
     store = ModelStore(load_catalogue(data=data), cache)
     with pytest.raises(CorruptWeightsError, match=r"alpha.safetensors has sha256 .*the bad file was deleted"):
-        store.download(["alpha"], quiet=True)
+        download(store, ["alpha"], quiet=True)
     [report] = [report for report in store.missing_files("alpha") if report.file.filename == ALPHA[1]]
     assert report.state == "missing"
     sha = hashlib.sha256(fakes.CONTENT[ALPHA]).hexdigest()
@@ -208,9 +209,9 @@ def test_wrong_sha256_is_refused_and_not_left_in_place(hub: fake_hub.FakeHub, ca
 def test_not_enough_disk_space_stops_before_any_byte(
     hub: fake_hub.FakeHub, store: ModelStore, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("vcam.weights._free_bytes", lambda folder: 10_000)
+    monkeypatch.setattr("vcam.store.download._free_bytes", lambda folder: 10_000)
     with pytest.raises(DiskSpaceError, match=r"not enough free disk space.*\[models\] cache_dir"):
-        store.download(["alpha"], quiet=True)
+        download(store, ["alpha"], quiet=True)
     assert not hub.gets() and not files_under(cache)
 
 
@@ -230,7 +231,7 @@ def test_without_symlinks_the_snapshot_holds_the_file(
     from huggingface_hub import constants, try_to_load_from_cache
 
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_SYMLINKS", True)
-    store.download(["alpha"], quiet=True)
+    download(store, ["alpha"], quiet=True)
     found = try_to_load_from_cache(*ALPHA, cache_dir=str(cache), revision=fakes.COMMIT_ALPHA)
     assert isinstance(found, str) and not Path(found).is_symlink()
     assert Path(found).read_bytes() == fakes.CONTENT[ALPHA]

@@ -66,8 +66,8 @@ def loaded(full_set: FullSizeModelSet) -> Iterator[dict[str, Any]]:
     from vcam.model.pool import ModelPool
 
     from vcam.config import config_from_dict
+    from vcam.store.store import ModelStore
     from vcam.styles import load_translator
-    from vcam.weights import ModelStore
 
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

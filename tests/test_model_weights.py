@@ -12,7 +12,6 @@ from diffusers.models.unets.unet_motion_model import MotionAdapter
 from safetensors.torch import save_file
 from vcam.model.unet import StreamUNet, tiny_stream_unet
 from vcam.model.weights import (
-    WeightsError,
     convert_live2diff_motion_state_dict,
     fuse_lora,
     load_lora_adapter,
@@ -22,6 +21,7 @@ from vcam.model.weights import (
 )
 
 from tests.model_helpers import random_clip, to_live2diff_names
+from vcam.errors import WeightsError
 
 SIZE = 8
 TINY_OVERRIDES = {"motion_num_attention_heads": 2, "depth_mapper_channels": (8, 16)}

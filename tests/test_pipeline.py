@@ -200,7 +200,7 @@ def test_similar_filter_skips_by_the_cosine_rule() -> None:
     assert same.should_skip(frame.clone())  # cosine 1: probability 1
 
 
-@pytest.mark.parametrize("bad", [[], [40, 30], [50], [-1], [30, 30]])
+@pytest.mark.parametrize("bad", [[], [40, 30], [50], [-1], [30, 30], [10, 20, 30, 40, 45]])
 def test_bad_t_index_list_is_a_config_error(bad: list[int]) -> None:
     with pytest.raises(ConfigError, match="t_index_list"):
         build_tiny_pipeline(t_index_list=bad)

@@ -15,8 +15,9 @@ from tests.pipeline_helpers import moving_frames
 
 def _spec(device_size: int) -> object:
     from vcam.config import load_config
+    from vcam.errors import WeightsError
+    from vcam.store.store import resolve_style_paths
     from vcam.translators.live2diff import pipeline_spec
-    from vcam.weights import WeightsError, resolve_style_paths
 
     config = load_config()
     if os.environ.get("VCAM_TEST_CACHE"):

@@ -377,7 +377,7 @@ def test_sigterm_finishes_the_command_through_its_finally_blocks(monkeypatch: py
 
 # ---------------------------------------------------------------------------------------------- messages
 def test_devices_says_how_to_install_the_driver_once(capsys: pytest.CaptureFixture[str]) -> None:
-    from vcam.sinks.virtual_camera import probe_virtual_camera, virtual_camera_fix
+    from vcam.devices.virtual_cameras import probe_virtual_camera, virtual_camera_fix
 
     assert main(["devices"]) == 0
     out = capsys.readouterr().out

@@ -18,17 +18,13 @@ import numpy as np
 import pytest
 
 from tests.fakes_vcam import FakeVirtualCamera, fake_backend
+from vcam.devices.virtual_cameras import list_loopback_devices, probe_virtual_camera, virtual_camera_fix
 from vcam.errors import SinkError
 from vcam.sinks import parse_sink
 from vcam.sinks.file import FileSink
 from vcam.sinks.null import NullSink
 from vcam.sinks.preview import PreviewSink, is_local_host_header
-from vcam.sinks.virtual_camera import (
-    VirtualCameraSink,
-    list_v4l2loopback_devices,
-    probe_virtual_camera,
-    virtual_camera_fix,
-)
+from vcam.sinks.virtual_camera import VirtualCameraSink
 
 WIDTH, HEIGHT = 64, 48
 
@@ -144,7 +140,7 @@ def test_unknown_backend_is_a_sink_error() -> None:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the v4l2loopback backend exists on Linux only")
 def test_no_v4l2loopback_driver_is_a_sink_error_with_the_linux_fix() -> None:
-    if list_v4l2loopback_devices():
+    if list_loopback_devices():
         pytest.skip("this machine has a v4l2loopback device")
     sink = VirtualCameraSink(backend="v4l2loopback")
     with pytest.raises(SinkError) as raised:
@@ -159,7 +155,7 @@ def test_no_v4l2loopback_driver_is_a_sink_error_with_the_linux_fix() -> None:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sysfs is Linux only")
 def test_probe_reports_missing_driver_and_sees_registered_backends() -> None:
-    if list_v4l2loopback_devices():
+    if list_loopback_devices():
         pytest.skip("this machine has a v4l2loopback device")
     present, text = probe_virtual_camera()
     assert not present
@@ -176,9 +172,9 @@ def test_loopback_devices_are_told_from_other_cameras_by_their_driver(tmp_path: 
         (entry / "name").write_text(name + "\n")
         if loopback:
             (entry / "max_openers").write_text("10\n")
-    devices = list_v4l2loopback_devices(tmp_path)
-    assert [(d["device"], d["name"]) for d in devices] == [("/dev/video10", "Live2Diff Camera")]
-    assert list_v4l2loopback_devices(tmp_path / "missing") == []
+    devices = list_loopback_devices(tmp_path)
+    assert [(d.device, d.name) for d in devices] == [("/dev/video10", "Live2Diff Camera")]
+    assert list_loopback_devices(tmp_path / "missing") == []
 
 
 @pytest.mark.parametrize(

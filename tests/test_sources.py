@@ -22,14 +22,15 @@ from tests.fakes_camera import (
     fourcc_code,
     make_fake_sysfs,
 )
+from vcam.devices import v4l2 as v4l2_module
+from vcam.devices.cameras import CameraInfo, list_cameras
 from vcam.errors import SourceError, SourceUnavailable
 from vcam.sources import parse_source
-from vcam.sources import webcam as webcam_module
 from vcam.sources.demo import DemoSource, demo_person_mask, person_box, render_demo_frame
 from vcam.sources.reconnect import Backoff, open_failure
 from vcam.sources.screen import ScreenSource, letterbox
 from vcam.sources.video_file import EndOfVideo, VideoFileSource
-from vcam.sources.webcam import CameraInfo, WebcamSource, list_cameras
+from vcam.sources.webcam import WebcamSource
 
 # ---------------------------------------------------------------- reconnect
 
@@ -166,7 +167,7 @@ def linux_sysfs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
             FakeSysfsDevice(2, "Live2Diff Camera", loopback=True),
         ],
     )
-    monkeypatch.setattr(webcam_module, "SYSFS_VIDEO4LINUX", sysfs)
+    monkeypatch.setattr(v4l2_module, "SYSFS_VIDEO4LINUX", sysfs)
     return sysfs
 
 
@@ -272,7 +273,7 @@ def test_webcam_auto_skips_our_own_loopback_device(
         tmp_path / "sys2",
         [FakeSysfsDevice(0, "Live2Diff Camera", loopback=True), FakeSysfsDevice(4, "USB Camera")],
     )
-    monkeypatch.setattr(webcam_module, "SYSFS_VIDEO4LINUX", sysfs)
+    monkeypatch.setattr(v4l2_module, "SYSFS_VIDEO4LINUX", sysfs)
     world = FakeCameraWorld({0: FakeCamera(), 4: FakeCamera()})
     source = WebcamSource(None, 640, 480, 30, capture_factory=world.factory)
     source.open()
@@ -284,7 +285,7 @@ def test_webcam_auto_without_a_real_camera_says_what_to_do(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, linux_sysfs: Path
 ) -> None:
     sysfs = make_fake_sysfs(tmp_path / "sys3", [FakeSysfsDevice(0, "Live2Diff Camera", loopback=True)])
-    monkeypatch.setattr(webcam_module, "SYSFS_VIDEO4LINUX", sysfs)
+    monkeypatch.setattr(v4l2_module, "SYSFS_VIDEO4LINUX", sysfs)
     world = FakeCameraWorld({0: FakeCamera()})
     with pytest.raises(SourceError, match=r"no webcam found \(virtual cameras skipped: 0: Live2Diff Camera.*demo"):
         WebcamSource(None, 640, 480, 30, capture_factory=world.factory).open()
@@ -478,7 +479,7 @@ def test_the_auto_source_falls_back_to_demo(monkeypatch: pytest.MonkeyPatch, tmp
     from vcam.assemble import resolve_auto_source
 
     monkeypatch.setattr(sys, "platform", "linux")
-    monkeypatch.setattr(webcam_module, "SYSFS_VIDEO4LINUX", make_fake_sysfs(tmp_path, []))
+    monkeypatch.setattr(v4l2_module, "SYSFS_VIDEO4LINUX", make_fake_sysfs(tmp_path, []))
     assert resolve_auto_source("auto") == "demo"
 
 

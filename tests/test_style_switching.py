@@ -51,7 +51,7 @@ def pool(monkeypatch: pytest.MonkeyPatch) -> ModelPool:
 def config(tiny_set: TinyModelSet, monkeypatch: pytest.MonkeyPatch, pool: ModelPool) -> Config:
     """A config whose catalogue is the tiny one (the packaged catalogue replaced) and whose cache holds it."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr("vcam.catalogue.load_packaged_data", lambda: tiny_set.catalogue)
+    monkeypatch.setattr("vcam.store.catalogue.load_packaged_data", lambda: tiny_set.catalogue)
     return config_from_dict({"models": {"cache_dir": str(tiny_set.cache), "device": "cpu", "dtype": "float32"}})
 
 

@@ -174,7 +174,7 @@ def test_menu_choices_are_saved_in_the_config_file(tmp_path: Path, private_home:
 
 
 def test_download_shows_progress_then_switches_to_the_style(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import vcam.weights
+    import vcam.store.download
 
     app, icon = make_app(tmp_path, FakeCamera)
     app.controller.start_camera()
@@ -186,7 +186,7 @@ def test_download_shows_progress_then_switches_to_the_style(tmp_path: Path, monk
         release.wait(5)
         progress(f"{name}: done", 1.0)
 
-    monkeypatch.setattr(vcam.weights, "download_style", download_style)
+    monkeypatch.setattr(vcam.store.download, "download_style", download_style)
     menu = build_menu(app.state, app.controller.camera, app)
     find_item(menu, LABEL_STYLE, "Anime (diffusion)")(None)
     assert halfway.wait(5)
@@ -202,7 +202,7 @@ def test_download_shows_progress_then_switches_to_the_style(tmp_path: Path, monk
 
 
 def test_a_failed_download_is_shown_and_can_be_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import vcam.weights
+    import vcam.store.download
 
     app, icon = make_app(tmp_path, FakeCamera)
     app.controller.start_camera()
@@ -210,7 +210,7 @@ def test_a_failed_download_is_shown_and_can_be_retried(tmp_path: Path, monkeypat
     def download_style(name: str, config: Any, progress: Callable[[str, float], None]) -> None:
         raise OSError("huggingface.co does not resolve")
 
-    monkeypatch.setattr(vcam.weights, "download_style", download_style)
+    monkeypatch.setattr(vcam.store.download, "download_style", download_style)
     app.download_style("anime")
     wait_for(lambda: "anime" in app.state().download_errors)
     assert app.state().downloads == {}

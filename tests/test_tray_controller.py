@@ -198,9 +198,9 @@ def test_settings_are_saved_and_a_refused_value_leaves_the_file_unchanged(privat
 
 
 def install_download(monkeypatch: pytest.MonkeyPatch, download: Callable[..., None]) -> None:
-    import vcam.weights
+    import vcam.store.download
 
-    monkeypatch.setattr(vcam.weights, "download_style", download)
+    monkeypatch.setattr(vcam.store.download, "download_style", download)
 
 
 def test_a_download_shows_progress_then_switches_and_saves_the_style(

@@ -14,10 +14,9 @@ import pytest
 
 from tests.fakes_camera import FakeSysfsDevice, make_fake_sysfs
 from vcam.cli import main
-from vcam.sources import v4l2 as v4l2_module
-from vcam.sources import webcam as webcam_module
-from vcam.sources.v4l2 import CameraFormat, FrameSize, SizeRange, format_summary, query_formats, try_query_formats
-from vcam.sources.webcam import CameraInfo, list_cameras
+from vcam.devices import v4l2 as v4l2_module
+from vcam.devices.cameras import CameraInfo, list_cameras
+from vcam.devices.v4l2 import CameraFormat, FrameSize, SizeRange, format_summary, query_formats, try_query_formats
 
 # struct sizes on x86_64 / arm64 (linux/videodev2.h)
 CAPABILITY_SIZE, FMTDESC_SIZE, FRMSIZEENUM_SIZE, FRMIVALENUM_SIZE = 104, 64, 44, 52
@@ -237,7 +236,7 @@ def test_refusing_device_gives_no_formats_and_no_exception(
     with pytest.raises(OSError) as raised:
         query_formats(node, device.ioctl)
     assert raised.value.errno == refusal
-    with caplog.at_level(logging.DEBUG, logger="vcam.sources.v4l2"):
+    with caplog.at_level(logging.DEBUG, logger="vcam.devices.v4l2"):
         assert try_query_formats(node, device.ioctl) == []
     assert "could not list formats" in caplog.text
 
@@ -262,7 +261,7 @@ def fake_linux(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Fak
             FakeSysfsDevice(2, "Live2Diff Camera", loopback=True),
         ],
     )
-    monkeypatch.setattr(webcam_module, "SYSFS_VIDEO4LINUX", sysfs)
+    monkeypatch.setattr(v4l2_module, "SYSFS_VIDEO4LINUX", sysfs)
     loopback = FakeV4L2Device(formats=[], capabilities=0x2 | CAP_DEVICE_CAPS, device_caps=0x2)  # output only
     devices = {"/dev/video0": webcam_device(), "/dev/video2": loopback}
     nodes = tmp_path / "dev"
@@ -319,3 +318,21 @@ def test_devices_text_summarises_formats(
     lines = capsys.readouterr().out.splitlines()
     at = lines.index("  0: Integrated Camera /dev/video0 [uvcvideo]")
     assert lines[at + 1 : at + 3] == ["    MJPG 1920x1080@30,1280x720@60,640x480@29.97", "    YUYV 640x480@30"]
+
+
+def test_one_loopback_rule_for_the_camera_list_the_virtual_camera_probe_and_doctor(
+    fake_linux: dict[str, FakeV4L2Device], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vcam import doctor
+    from vcam.devices.virtual_cameras import list_loopback_devices
+
+    cameras = list_cameras(include_virtual=True, with_formats=False)
+    assert [(camera.path, camera.virtual) for camera in cameras] == [("/dev/video0", False), ("/dev/video2", True)]
+    assert [(device.device, device.name) for device in list_loopback_devices()] == [
+        ("/dev/video2", "Live2Diff Camera")
+    ]
+    (tmp_path / "sys" / "module" / "v4l2loopback").mkdir(parents=True)
+    monkeypatch.setattr(v4l2_module, "SYSFS_VIDEO4LINUX", Path("/sys/class/video4linux"))  # doctor roots it
+    check = doctor.check_v4l2loopback(sys_root=tmp_path, secure_boot=lambda: "disabled")
+    assert check.ok and check.detail.startswith("v4l2loopback: /dev/video2 'Live2Diff Camera'")
+    assert "/dev/video0" not in check.detail and "/dev/video1" not in check.detail

@@ -317,7 +317,7 @@ class TrayController:
                 self._on_change()
 
         try:
-            from vcam.weights import download_style
+            from vcam.store.download import download_style
 
             config = self._config if self._config is not None else self._load_config()
             download_style(name, config, progress)

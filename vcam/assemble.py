@@ -57,7 +57,7 @@ def resolve_auto_source(spec: str) -> str:
     """`auto`: the first webcam if there is one, else the demo source (saying so)."""
     if spec != "auto":
         return spec
-    from vcam.sources.webcam import list_cameras
+    from vcam.devices.cameras import list_cameras
 
     cameras = list_cameras(with_formats=False)
     if cameras:
@@ -73,7 +73,7 @@ def resolve_auto_sinks(specs: Sequence[str]) -> list[str]:
         if spec != "auto":
             resolved.append(spec)
             continue
-        from vcam.sinks.virtual_camera import probe_virtual_camera
+        from vcam.devices.virtual_cameras import probe_virtual_camera
 
         available, reason = probe_virtual_camera()
         if available:

@@ -81,7 +81,7 @@ class Config:
     style: StyleConfig = field(default_factory=StyleConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
-    styles: dict[str, dict[str, Any]] = field(default_factory=dict)  # user styles, validated by vcam.catalogue
+    styles: dict[str, dict[str, Any]] = field(default_factory=dict)  # user styles, validated by vcam.store.catalogue
     path: Path | None = None  # the file this was read from (None: defaults only)
 
 

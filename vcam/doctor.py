@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: this app's distribution name (pyproject.toml [project] name)
+DISTRIBUTION = "live2diff-vcam"
 MIN_PYTHON = (3, 10)
 #: free space wanted where model weights are cached (a diffusion style's weights are several GB)
 MIN_FREE_BYTES = 10 * 1024**3
@@ -83,6 +86,21 @@ def app_install_fix(platform: str | None = None) -> str:
     if platform == "darwin":
         return _installer("macos/install.sh")
     return _installer("linux/install.sh")
+
+
+def declared_requirement(name: str) -> str:
+    """`name` with the version range this app declares for it (pyproject.toml, read from the installed metadata)."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        declared = requires(DISTRIBUTION) or []
+    except PackageNotFoundError:
+        return name
+    for line in declared:
+        requirement = line.split(";", 1)[0].replace(" ", "")
+        if re.match(rf"{re.escape(name)}(?![A-Za-z0-9._-])", requirement, re.IGNORECASE):
+            return requirement
+    return name
 
 
 def pip_fix(*requirements: str) -> str:
@@ -191,21 +209,6 @@ def _first_param(module: Path, name: str) -> str | None:
         return None
 
 
-def _loopback_devices(sys_root: Path) -> list[tuple[str, str]]:
-    """(/dev/videoN, card label) of each v4l2loopback device (they are the virtual video4linux devices)."""
-    folder = sys_root / "sys" / "devices" / "virtual" / "video4linux"
-    devices: list[tuple[str, str]] = []
-    if not folder.is_dir():
-        return devices
-    for entry in sorted(folder.iterdir(), key=lambda path: (len(path.name), path.name)):
-        try:
-            label = (entry / "name").read_text().strip()
-        except OSError:
-            label = ""
-        devices.append((f"/dev/{entry.name}", label))
-    return devices
-
-
 def check_v4l2loopback(
     sys_root: Path = Path("/"),
     secure_boot: Callable[[], str] = secure_boot_state,
@@ -225,10 +228,13 @@ def check_v4l2loopback(
         elif state == SECURE_BOOT_ON:
             detail += "; Secure Boot is enabled (the installer explains the module signing step)"
         return Check("virtual camera driver", False, f"v4l2loopback {detail}", fix)
-    devices = _loopback_devices(sys_root)
+    from vcam.devices.v4l2 import SYSFS_VIDEO4LINUX
+    from vcam.devices.virtual_cameras import list_loopback_devices
+
+    devices = list_loopback_devices(sys_root / SYSFS_VIDEO4LINUX.relative_to("/"))
     if not devices:
         return Check("virtual camera driver", False, "v4l2loopback is loaded but has no device", fix)
-    names = ", ".join(f"{path} {label!r}" for path, label in devices)
+    names = ", ".join(f"{device.device} {device.name!r}" for device in devices)
     detail = f"v4l2loopback: {names}"
     caps = _first_param(module, "exclusive_caps")
     if caps in ("Y", "1"):
@@ -243,7 +249,7 @@ def check_v4l2loopback(
 
 def check_virtual_camera() -> Check:
     """What pyvirtualcam can send to (every OS)."""
-    from vcam.sinks.virtual_camera import probe_virtual_camera, virtual_camera_fix
+    from vcam.devices.virtual_cameras import probe_virtual_camera, virtual_camera_fix
 
     ok, text = probe_virtual_camera()
     first_line = text.strip().splitlines()[0] if text.strip() else ""
@@ -251,7 +257,7 @@ def check_virtual_camera() -> Check:
 
 
 def check_webcam() -> Check:
-    from vcam.sources.webcam import list_cameras
+    from vcam.devices.cameras import list_cameras
 
     cameras = list_cameras(with_formats=False)
     if cameras:
@@ -273,7 +279,7 @@ def check_segmentation(config: Config) -> list[Check]:
         mediapipe = import_mediapipe()
         checks.append(Check("mediapipe", True, str(getattr(mediapipe, "__version__", "installed"))))
     except UserError as error:
-        checks.append(Check("mediapipe", False, str(error), pip_fix("mediapipe>=0.10.30,<0.11")))
+        checks.append(Check("mediapipe", False, str(error), pip_fix(declared_requirement("mediapipe"))))
     try:
         path = resolve_model_path(config.segment.model)
         checks.append(Check("segmentation model", True, str(path)))

@@ -23,3 +23,40 @@ class ConfigError(UserError):
 
 class MissingDependencyError(UserError):
     """An optional dependency is not installed; the message names the extra to install."""
+
+
+class UnknownStyleError(UserError):
+    """A style name that is in no list: not classic, not in the catalogue, not in the user's config."""
+
+
+class WeightsError(UserError):
+    """Model weights that cannot be used: a download, verification or look-up failed, or a file is missing,
+    unreadable or does not fit the model; the message names the file and says what to do."""
+
+
+class OfflineError(WeightsError):
+    """The Hub cannot be reached (HF_HUB_OFFLINE set, or no network) and files are missing."""
+
+
+class GatedModelError(WeightsError):
+    """The repository needs its licence accepted on its model page and a logged-in token."""
+
+
+class RemoteMissingError(WeightsError):
+    """A repository, revision or file of the catalogue is not on the Hub (the catalogue is outdated)."""
+
+
+class PartialDownloadError(WeightsError):
+    """A download stopped before the file was complete."""
+
+
+class CorruptWeightsError(WeightsError):
+    """A file on disk does not match the catalogue's sha256 or size."""
+
+
+class NotDownloadedError(WeightsError):
+    """A style's weights are not (all) on disk."""
+
+
+class DiskSpaceError(WeightsError):
+    """Not enough free disk space for a download."""

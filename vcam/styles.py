@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from vcam.errors import ConfigError, UserError
+from vcam.errors import ConfigError, UnknownStyleError
 
 if TYPE_CHECKING:
     from vcam.config import Config
@@ -28,10 +28,6 @@ class StyleInfo:
     ready: bool  # usable now (weights on disk for diffusion styles)
     detail: str = ""  # description, or what is missing and how to get it
     error: str | None = None  # why a user style's [styles.NAME] table is invalid
-
-
-class UnknownStyleError(UserError):
-    """A style name that is in no list."""
 
 
 def list_styles(config: Config, diffusion: bool = True) -> list[StyleInfo]:
@@ -64,7 +60,7 @@ def _test_styles() -> list[StyleInfo]:
 
 def _diffusion_styles(config: Config) -> list[StyleInfo]:
     """The catalogue's styles and the user's own, ready when their weights are on disk (never the network)."""
-    from vcam.weights import ModelStore, download_command
+    from vcam.store.store import ModelStore, download_command
 
     store = ModelStore.from_config(config, strict=False)  # one bad user style must not hide the others
     infos: list[StyleInfo] = []
@@ -109,7 +105,7 @@ def load_translator(name: str, config: Config) -> Translator:
 
         return build_tiny_translator(seed=config.style.seed)
     from vcam.translators.live2diff import Live2DiffTranslator
-    from vcam.weights import ModelStore
+    from vcam.store.store import ModelStore
 
     store = ModelStore.from_config(config, strict=False)  # another style's bad table must not block this one
     paths = store.path(name)  # NotDownloadedError (a UserError) with the exact download command

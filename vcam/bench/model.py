@@ -108,7 +108,7 @@ def _build(args: argparse.Namespace, t_index_list: tuple[int, ...] | None) -> St
     from vcam.config import load_config
     from vcam.model.loading import load_stream_pipeline
     from vcam.translators.live2diff import pipeline_spec
-    from vcam.weights import resolve_style_paths
+    from vcam.store.store import resolve_style_paths
 
     config = load_config(args.config)
     overrides: dict[str, Any] = {"compile": bool(args.compile)}

@@ -16,13 +16,13 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import asdict, is_dataclass
 
-    from vcam.sinks.virtual_camera import list_virtual_camera_backends, probe_virtual_camera
-    from vcam.sources.v4l2 import format_summary
-    from vcam.sources.webcam import list_cameras
+    from vcam.devices.cameras import list_cameras
+    from vcam.devices.v4l2 import format_summary
+    from vcam.devices.virtual_cameras import list_virtual_camera_backends, probe_virtual_camera
 
     found = list_cameras()
     cameras = [asdict(camera) if is_dataclass(camera) else dict(camera) for camera in found]  # type: ignore[arg-type]
-    backends = list_virtual_camera_backends()
+    backends = [asdict(backend) for backend in list_virtual_camera_backends()]
     available, reason = probe_virtual_camera()
     if args.json:
         print(

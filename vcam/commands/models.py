@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from vcam.config import Config
-    from vcam.weights import ModelStore
+    from vcam.store.store import ModelStore
 
 
 def add_parser(subparsers: Any) -> None:
@@ -43,7 +43,7 @@ def _load_config() -> Config:
 def build_store(args: argparse.Namespace) -> ModelStore:
     from pathlib import Path
 
-    from vcam.weights import ModelStore
+    from vcam.store.store import ModelStore
 
     store = ModelStore.from_config(_load_config())
     if args.cache_dir:
@@ -91,6 +91,7 @@ def list_styles(store: ModelStore, out: TextIO) -> int:
 
 def download_styles(store: ModelStore, names: list[str], everything: bool, out: TextIO) -> int:
     from vcam.errors import UserError
+    from vcam.store.download import download
 
     if everything:
         names = [name for name, style in store.catalogue.styles.items() if style.kind == "catalogue"]
@@ -99,7 +100,7 @@ def download_styles(store: ModelStore, names: list[str], everything: bool, out: 
     for name in names:
         store.style(name)
     try:
-        fetched = store.download(names)
+        fetched = download(store, names)
     except KeyboardInterrupt:
         out.write(f"\ninterrupted: run `vcam models download {' '.join(names)}` again to continue\n")
         raise

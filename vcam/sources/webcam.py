@@ -6,8 +6,8 @@ delivers. `read()` converts BGR to RGB and raises `SourceUnavailable` when the c
 the runtime's capture thread then reopens it with backoff. By-name and automatic choices are
 resolved at every open, so a camera that comes back under another index is found again.
 
-Tests replace `create_capture` (or pass `capture_factory`) with a fake VideoCapture and point
-`SYSFS_VIDEO4LINUX` at a fake sysfs folder.
+Which cameras exist, and opening one through OpenCV, is `vcam.devices.cameras`. Tests pass
+`capture_factory` (a fake VideoCapture) and point `vcam.devices.v4l2.SYSFS_VIDEO4LINUX` at a fake sysfs folder.
 """
 
 from __future__ import annotations
@@ -15,175 +15,23 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any, Protocol
 
 import numpy as np
 
+from vcam.devices.cameras import CaptureFactory, VideoCaptureLike, capture_apis, create_capture, list_cameras
 from vcam.errors import SourceError, SourceUnavailable
 from vcam.frame import Frame
-from vcam.sources import v4l2
 from vcam.sources.base import Source
 from vcam.sources.reconnect import open_failure
 
 logger = logging.getLogger(__name__)
 
-#: where Linux lists video devices (one folder per /dev/videoN, with a `name` file)
-SYSFS_VIDEO4LINUX = Path("/sys/class/video4linux")
-#: indices probed by `list_cameras()` where there is no sysfs (Windows, macOS)
-PROBE_INDICES = range(5)
 #: consecutive failed reads after which the camera counts as lost
 MAX_FAILED_READS = 5
 #: reads tried at open before giving up on a camera that opens but sends nothing
 FIRST_FRAME_ATTEMPTS = 10
 #: above this many pixels Linux asks for MJPG
 MJPG_ABOVE_PIXELS = 640 * 480
-
-
-class VideoCaptureLike(Protocol):
-    """The part of `cv2.VideoCapture` this source uses."""
-
-    def isOpened(self) -> bool: ...  # noqa: N802 (OpenCV's name)
-
-    def set(self, prop_id: int, value: float) -> bool: ...
-
-    def get(self, prop_id: int) -> float: ...
-
-    def read(self) -> tuple[bool, Any]: ...
-
-    def release(self) -> None: ...
-
-
-CaptureFactory = Callable[[int | str, int], VideoCaptureLike]
-
-
-def quiet_opencv() -> None:
-    """Keep OpenCV's own warnings ("can't open camera by index") off the console: our errors say what to do."""
-    import cv2
-
-    if cv2.utils.logging.getLogLevel() > cv2.utils.logging.LOG_LEVEL_ERROR:
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-
-
-def create_capture(target: int | str, api: int) -> VideoCaptureLike:
-    """Open `target` (an index or a device path) with OpenCV backend `api`."""
-    import cv2
-
-    quiet_opencv()
-    capture: VideoCaptureLike = cv2.VideoCapture(target, api)
-    return capture
-
-
-@dataclass(frozen=True)
-class CameraInfo:
-    """A camera found on this machine.
-
-    `index` is what `webcam:N` takes; `path` is the device node on Linux ("" elsewhere); `virtual`
-    marks loopback/virtual devices (such as this app's own output), never picked automatically.
-    `formats` is what the camera offers (Linux only; empty elsewhere or when the device would not
-    say); it describes the camera rather than identifying it, so equality ignores it.
-    """
-
-    index: int
-    name: str
-    path: str = ""
-    driver: str = ""
-    virtual: bool = False
-    formats: tuple[v4l2.CameraFormat, ...] = field(default=(), compare=False)
-
-    @property
-    def label(self) -> str:
-        extra = " (virtual)" if self.virtual else ""
-        where = f" {self.path}" if self.path else ""
-        return f"{self.index}: {self.name}{where}{extra}"
-
-
-def _capture_apis() -> list[tuple[str, int]]:
-    """OpenCV backends to try, best first, for this OS."""
-    import cv2
-
-    if sys.platform.startswith("linux"):
-        return [("V4L2", cv2.CAP_V4L2)]
-    if sys.platform == "win32":
-        return [("DSHOW", cv2.CAP_DSHOW), ("MSMF", cv2.CAP_MSMF)]
-    if sys.platform == "darwin":
-        return [("AVFOUNDATION", cv2.CAP_AVFOUNDATION)]
-    return [("ANY", cv2.CAP_ANY)]
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace").strip()
-    except OSError:
-        return ""
-
-
-def _sysfs_camera(entry: Path) -> CameraInfo | None:
-    """One /sys/class/video4linux/videoN entry as a CameraInfo; None for secondary (metadata) nodes."""
-    number = entry.name[len("video") :]
-    if not number.isdigit():
-        return None
-    node_index = _read_text(entry / "index")
-    if node_index not in ("", "0"):
-        return None  # a second node of the same device (UVC metadata), not a picture stream
-    name = _read_text(entry / "name") or entry.name
-    driver_link = entry / "device" / "driver"
-    driver = driver_link.resolve().name if driver_link.exists() else ""
-    device_path = str(entry.resolve()).lower()
-    virtual = (
-        not (entry / "device").exists()
-        or "/virtual/" in device_path
-        or "loopback" in device_path
-        or "loopback" in driver.lower()
-        or "loopback" in name.lower()
-        or name.startswith("Dummy video device")
-    )
-    return CameraInfo(index=int(number), name=name, path=f"/dev/{entry.name}", driver=driver, virtual=virtual)
-
-
-def _sysfs_cameras() -> list[CameraInfo]:
-    entries = sorted(
-        (entry for entry in SYSFS_VIDEO4LINUX.glob("video*") if entry.name[5:].isdigit()),
-        key=lambda entry: int(entry.name[5:]),
-    )
-    cameras = [_sysfs_camera(entry) for entry in entries]
-    return [camera for camera in cameras if camera is not None]
-
-
-def _probe_cameras(factory: CaptureFactory) -> list[CameraInfo]:
-    api = _capture_apis()[0][1]
-    found = []
-    for index in PROBE_INDICES:
-        capture = factory(index, api)
-        try:
-            if capture.isOpened():
-                found.append(CameraInfo(index=index, name=f"camera {index}"))
-        finally:
-            capture.release()
-    return found
-
-
-def list_cameras(
-    include_virtual: bool = False, capture_factory: CaptureFactory | None = None, with_formats: bool = True
-) -> list[CameraInfo]:
-    """Cameras on this machine, by index; virtual (loopback) devices only with `include_virtual`.
-
-    Linux reads names from sysfs and, with `with_formats`, asks each device node for its formats
-    with V4L2 ioctls (no capture is started, a camera in use still answers); elsewhere indices 0..4
-    are probed by opening them (a camera in use by another application may then be missed).
-    """
-    if sys.platform.startswith("linux") and SYSFS_VIDEO4LINUX.is_dir():
-        cameras = _sysfs_cameras()
-    elif sys.platform.startswith("linux"):
-        cameras = []
-    else:
-        cameras = _probe_cameras(capture_factory or create_capture)
-    cameras = [camera for camera in cameras if include_virtual or not camera.virtual]
-    if with_formats and sys.platform.startswith("linux"):
-        cameras = [replace(camera, formats=tuple(v4l2.try_query_formats(camera.path))) for camera in cameras]
-    return cameras
 
 
 def _fourcc_text(value: float) -> str:
@@ -313,7 +161,7 @@ class WebcamSource(Source):
         factory = self._factory or create_capture
         capture: VideoCaptureLike | None = None
         tried = []
-        for api_name, api in _capture_apis():
+        for api_name, api in capture_apis():
             candidate = factory(target, api)
             if candidate.isOpened():
                 capture = candidate

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from vcam.model.loading import PipelineSpec
     from vcam.model.pipeline import StreamPipeline
     from vcam.model.pool import ModelPool
-    from vcam.weights import StylePaths
+    from vcam.store.store import StylePaths
 
 log = logging.getLogger(__name__)
 

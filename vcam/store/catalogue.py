@@ -22,16 +22,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from vcam.errors import ConfigError, UserError
+from vcam.errors import ConfigError, UnknownStyleError
+from vcam.model.scheduler import check_t_index_list
 
 log = logging.getLogger(__name__)
 
 #: the shared parts every diffusion style needs, by catalogue key
 SHARED_PART_NAMES = ("sd15", "lcm_lora", "taesd", "motion", "depth")
 BASE_FORMATS = ("single_file", "diffusers")
-#: t_index_list entries index the 50-step LCM schedule (t = 999 - 20 * i)
-SCHEDULE_STEPS = 50
-MAX_DENOISING_STEPS = 4
 STYLE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 CATALOGUE_PACKAGE = "vcam"
@@ -39,10 +37,6 @@ CATALOGUE_FILE = "data/styles.toml"
 
 BaseFormat = Literal["single_file", "diffusers"]
 StyleKind = Literal["catalogue", "user"]
-
-
-class UnknownStyleError(UserError):
-    """A style name that is neither in the catalogue nor in the user's config."""
 
 
 @dataclass(frozen=True)
@@ -220,21 +214,6 @@ def _check_unknown(table: Mapping[str, Any], allowed: tuple[str, ...], where: st
             raise ConfigError(f"{where}: unknown field {key!r}: allowed fields are {', '.join(allowed)}")
 
 
-def _parse_t_index_list(value: Any, where: str) -> tuple[int, ...]:
-    what = (
-        f"a list of 1 to {MAX_DENOISING_STEPS} increasing integers in 0..{SCHEDULE_STEPS - 1}, e.g. [30, 40]"
-        " (indices into the 50-step schedule)"
-    )
-    if not isinstance(value, list) or not value or len(value) > MAX_DENOISING_STEPS:
-        raise ConfigError(f"{where}: t_index_list = {value!r} is not allowed: {what}")
-    for item in value:
-        if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item < SCHEDULE_STEPS:
-            raise ConfigError(f"{where}: t_index_list = {value!r} is not allowed: {what}")
-    if any(later <= earlier for earlier, later in zip(value, value[1:], strict=False)):
-        raise ConfigError(f"{where}: t_index_list = {value!r} is not allowed: {what}")
-    return tuple(value)
-
-
 def _parse_clip_skip(table: Mapping[str, Any], where: str, default: int | None) -> int:
     what = "1 (the last CLIP layer) or 2 (the one before, usual for anime and cartoon models)"
     value = table.get("clip_skip", default)
@@ -370,7 +349,7 @@ def _parse_catalogue_style(name: str, table: Any) -> StyleEntry:
         base=base,
         base_format=base_format,
         prompt=_parse_prompt(table, where),
-        t_index_list=_parse_t_index_list(table.get("t_index_list"), where),
+        t_index_list=check_t_index_list(table.get("t_index_list"), where),
         clip_skip=_parse_clip_skip(table, where, default=None),
         licence=_get(table, "licence", str, where, "the licence id from the model card"),
         description=_optional(table, "description", str, "", where, "a text"),
@@ -444,7 +423,7 @@ def parse_user_style(name: str, table: Any, relative_to: Path | None = None) -> 
         if lora.suffix.lower() not in (".safetensors", ".bin", ".pt"):
             raise ConfigError(f"{where}: lora = {lora_value!r} is not allowed: a LoRA .safetensors file")
     lora_scale = _parse_scale(table, where)
-    t_index_list = _parse_t_index_list(table.get("t_index_list", [30, 40]), where)
+    t_index_list = check_t_index_list(table.get("t_index_list", [30, 40]), where)
     return StyleEntry(
         name=name,
         title=_optional(table, "title", str, name, where, "a text"),

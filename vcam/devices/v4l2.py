@@ -1,11 +1,17 @@
-"""What a Linux camera can deliver (pixel formats, frame sizes, frame rates), asked with V4L2 ioctls.
+"""Linux video devices: the nodes sysfs lists, the one rule that tells a loopback node, and every V4L2 ioctl.
+
+`video_nodes` reads /sys/class/video4linux (no device is opened). `is_loopback` is the one rule for a
+loopback (software-fed) node such as v4l2loopback's: the camera list leaves those out, the virtual-camera
+probe looks for them, `vcam doctor` reports them. `query_driver` asks a node for its driver name
+(VIDIOC_QUERYCAP). `query_formats` asks what a camera can deliver (pixel formats, frame sizes, frame rates).
 
 Nothing is captured: the device node is opened non-blocking and only the enumeration ioctls of
 linux/videodev2.h are used (VIDIOC_QUERYCAP, VIDIOC_ENUM_FMT, VIDIOC_ENUM_FRAMESIZES,
 VIDIOC_ENUM_FRAMEINTERVALS), which a camera streaming to another application still answers. This
 is what `v4l2-ctl --list-formats-ext` shows. The kernel ends every enumeration with EINVAL.
 
-`query_formats` takes the ioctl function (default `fcntl.ioctl`) as a parameter: tests answer with packed structs.
+`query_formats` takes the ioctl function (default `fcntl.ioctl`) as a parameter: tests answer with packed structs;
+tests point `SYSFS_VIDEO4LINUX` at a fake sysfs folder.
 """
 
 from __future__ import annotations
@@ -16,9 +22,16 @@ import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
+
+#: where Linux lists video devices: one folder per /dev/videoN, with `name`, `index` and a `device` link to the
+#: hardware behind it
+SYSFS_VIDEO4LINUX = Path("/sys/class/video4linux")
+#: the driver name v4l2loopback reports in VIDIOC_QUERYCAP
+V4L2LOOPBACK_DRIVER = "v4l2 loopback"
 
 # ioctl request numbers (_IOR/_IOWR('V', nr, struct), x86_64/arm64 asm-generic encoding)
 VIDIOC_QUERYCAP = 0x80685600  # _IOR('V', 0, struct v4l2_capability), 104 bytes
@@ -98,6 +111,65 @@ class CameraFormat:
     size_range: SizeRange | None = None
     compressed: bool = False
     emulated: bool = False
+
+
+@dataclass(frozen=True)
+class VideoNode:
+    """One /dev/videoN as sysfs lists it (nothing opened).
+
+    `driver` is the kernel driver of the hardware behind it ("uvcvideo"; "" for a node without hardware);
+    `primary` is False for a second node of the same device (UVC metadata), which carries no picture;
+    `loopback` follows `is_loopback`.
+    """
+
+    number: int
+    path: str
+    name: str
+    driver: str
+    primary: bool
+    loopback: bool
+
+
+def is_loopback(entry: Path) -> bool:
+    """The one rule for a loopback node (v4l2loopback, such as this app's own output) from its sysfs folder.
+
+    Such a node has no hardware behind it, so the kernel lists it under /sys/devices/virtual/video4linux;
+    v4l2loopback also gives its nodes a `max_openers` attribute. Reading sysfs opens no device.
+    """
+    return "/devices/virtual/" in entry.resolve().as_posix() or (entry / "max_openers").exists()
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _video_node(entry: Path) -> VideoNode:
+    name = _read_text(entry / "name") or entry.name
+    driver_link = entry / "device" / "driver"
+    driver = driver_link.resolve().name if driver_link.exists() else ""
+    return VideoNode(
+        number=int(entry.name[len("video") :]),
+        path=f"/dev/{entry.name}",
+        name=name,
+        driver=driver,
+        primary=_read_text(entry / "index") in ("", "0"),
+        loopback=is_loopback(entry),
+    )
+
+
+def video_nodes(sysfs: Path | None = None) -> list[VideoNode]:
+    """Every /dev/videoN that `sysfs` (default `SYSFS_VIDEO4LINUX`) lists, by number; [] without that folder."""
+    folder = SYSFS_VIDEO4LINUX if sysfs is None else sysfs
+    if not folder.is_dir():
+        return []
+    entries = sorted(
+        (entry for entry in folder.glob("video*") if entry.name[len("video") :].isdigit()),
+        key=lambda entry: int(entry.name[len("video") :]),
+    )
+    return [_video_node(entry) for entry in entries]
 
 
 def fourcc_text(code: int) -> str:
@@ -183,10 +255,15 @@ def _format(fd: int, ioctl: IoctlFunction, fmtdesc: tuple[Any, ...]) -> CameraFo
     )
 
 
-def _can_capture(fd: int, ioctl: IoctlFunction) -> bool:
+def _capability(fd: int, ioctl: IoctlFunction) -> tuple[Any, ...]:
+    """VIDIOC_QUERYCAP: (driver, card, bus_info, version, capabilities, device_caps)."""
     buffer = bytearray(CAPABILITY.size)
     ioctl(fd, VIDIOC_QUERYCAP, buffer)
-    _, _, _, _, capabilities, device_caps = CAPABILITY.unpack(buffer)
+    return CAPABILITY.unpack(buffer)
+
+
+def _can_capture(fd: int, ioctl: IoctlFunction) -> bool:
+    _, _, _, _, capabilities, device_caps = _capability(fd, ioctl)
     caps = device_caps if capabilities & V4L2_CAP_DEVICE_CAPS else capabilities
     return bool(caps & V4L2_CAP_VIDEO_CAPTURE)
 
@@ -197,6 +274,25 @@ def _open_device(path: str) -> int:
         return os.open(path, os.O_RDWR | os.O_NONBLOCK)
     except PermissionError:
         return os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+
+
+def query_driver(path: str, ioctl: IoctlFunction | None = None) -> str | None:
+    """The driver name the node at `path` reports (VIDIOC_QUERYCAP), or None when it cannot be opened or asked."""
+    if ioctl is None:
+        import fcntl  # POSIX only; this runs on Linux
+
+        ioctl = fcntl.ioctl
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        driver = _capability(fd, ioctl)[0]
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return _c_string(driver)
 
 
 def query_formats(path: str, ioctl: IoctlFunction | None = None) -> list[CameraFormat]:

@@ -1,17 +1,12 @@
-"""One Hub file into the Hugging Face cache, resumable inside the file with HTTP Range requests.
+"""Fetching Hub files: one file into the Hugging Face cache, resumable inside the file with HTTP Range requests,
+and every Hub or network failure translated into a WeightsError that says what to do.
 
 huggingface_hub (>= 1.x) writes each download to a process-unique temporary file that it deletes on failure,
 so a 1.7 GB checkpoint cut off at 90 % starts over. Here huggingface_hub stays the source of truth for the
 URL (`hf_hub_url`), the metadata (`get_hf_file_metadata`: etag, commit, size, CDN location), the auth headers
 (`build_hf_headers`), the HTTP client (`get_session`, which also enforces HF_HUB_OFFLINE), the error types
-(`hf_raise_for_status`) and the cache layout; only the bytes are fetched here:
-
-    models--org--name/
-        blobs/<etag>                    the finished file (what huggingface_hub writes)
-        blobs/<etag>.vcam-partial       bytes fetched so far; kept when the download is interrupted
-        blobs/<etag>.vcam-partial.json  which repository file the partial belongs to (no network needed)
-        snapshots/<commit>/<filename>   relative symlink to the blob (a moved or copied file without symlinks)
-        refs/<branch>                   the commit a branch or tag pointed at
+(`hf_raise_for_status`) and the cache layout (vcam/store/cache_layout.py); only the bytes are fetched here,
+into `blobs/<etag>.vcam-partial`.
 
 The next run asks for `Range: bytes=<partial size>-` and appends when the server answers 206 with a matching
 Content-Range; a 200 (Range ignored) or a mismatching Content-Range starts the file over, and a changed etag
@@ -22,39 +17,48 @@ deleted. Within one run a cut connection is resumed a few times while bytes keep
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import re
-import shutil
-import stat
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from vcam.errors import (
+    CorruptWeightsError,
+    GatedModelError,
+    OfflineError,
+    PartialDownloadError,
+    RemoteMissingError,
+    WeightsError,
+)
+from vcam.store.cache_layout import (
+    discard_partial,
+    file_lock,
+    find_partials,
+    link_pointer,
+    mode_of_new_files,
+    partial_path,
+    sha256_of,
+    sidecar_path,
+    storage_folder,
+    tag_cache,
+    write_ref,
+)
+from vcam.store.catalogue import HubFile
+
 log = logging.getLogger(__name__)
 
-PARTIAL_SUFFIX = ".vcam-partial"
-SIDECAR_SUFFIX = ".vcam-partial.json"
-HASH_CHUNK = 8 * 1024 * 1024
 #: resumes within one run after a cut connection, as long as each attempt brought new bytes
 RETRIES = 3
 RETRY_WAIT_S = 1.0
 CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 HUB_ORIGINS = ("https://huggingface.co", "https://hf.co")
-COMMIT_HASH = re.compile(r"^[0-9a-f]{40}$")
-CACHEDIR_TAG = (
-    "Signature: 8a477f597d28d172789f06886806bc55\n"
-    "# This file is a cache directory tag created by huggingface_hub.\n"
-    "# For information about cache directory tags, see: https://bford.info/cachedir/\n"
-)
 
 #: called with the number of bytes just written (negative when a download starts over)
 BytesCallback = Callable[[int], None]
@@ -90,22 +94,6 @@ class RemoteFile:
     commit: str
     size: int
     send_token: bool  # False when `url` is off the Hub (a CDN must not get the user's token)
-
-
-@dataclass(frozen=True)
-class PartialFile:
-    """An interrupted download on disk."""
-
-    path: Path
-    etag: str
-    have: int
-    size: int
-
-
-def storage_folder(cache_dir: Path, repo: str) -> Path:
-    from huggingface_hub.file_download import repo_folder_name
-
-    return cache_dir / repo_folder_name(repo_id=repo, repo_type="model")
 
 
 def fetch_metadata(repo: str, revision: str, filename: str) -> RemoteFile:
@@ -146,128 +134,6 @@ def _on_the_hub(url: str, location: str) -> bool:
     return _origin(location) in {_origin(url), *(_origin(hub) for hub in HUB_ORIGINS)}
 
 
-# --- partial files --------------------------------------------------------------------------------------------
-
-
-def partial_path(cache_dir: Path, repo: str, etag: str) -> Path:
-    return storage_folder(cache_dir, repo) / "blobs" / (etag + PARTIAL_SUFFIX)
-
-
-def _sidecar(partial: Path) -> Path:
-    return partial.with_name(partial.name[: -len(PARTIAL_SUFFIX)] + SIDECAR_SUFFIX)
-
-
-def _read_sidecar(sidecar: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def find_partials(cache_dir: Path, repo: str, filename: str, revision: str | None = None) -> list[PartialFile]:
-    """Interrupted downloads of `filename` in `repo` (of `revision`, a branch or commit, when given); offline."""
-    blobs = storage_folder(cache_dir, repo) / "blobs"
-    if not blobs.is_dir():
-        return []
-    found: list[PartialFile] = []
-    for sidecar in sorted(blobs.glob("*" + SIDECAR_SUFFIX)):
-        data = _read_sidecar(sidecar)
-        if data is None or data.get("filename") != filename:
-            continue
-        if revision is not None and revision not in (data.get("revision"), data.get("commit")):
-            continue
-        etag = sidecar.name[: -len(SIDECAR_SUFFIX)]
-        partial = blobs / (etag + PARTIAL_SUFFIX)
-        have = partial.stat().st_size if partial.is_file() else 0
-        found.append(PartialFile(partial, etag, have, int(data.get("size", 0))))
-    return found
-
-
-def discard_partial(partial: Path) -> list[Path]:
-    """Delete a partial file and its sidecar; return what was deleted."""
-    removed: list[Path] = []
-    for path in (partial, _sidecar(partial)):
-        if path.exists():
-            path.unlink()
-            removed.append(path)
-    return removed
-
-
-# --- the cache layout, as huggingface_hub writes it -----------------------------------------------------------
-
-
-def write_ref(folder: Path, revision: str, commit: str) -> None:
-    """refs/<revision> holds the commit when the revision is a branch or tag (written atomically)."""
-    if revision == commit or COMMIT_HASH.match(revision):
-        return
-    ref = folder / "refs" / revision
-    ref.parent.mkdir(parents=True, exist_ok=True)
-    if ref.is_file() and ref.read_text(encoding="utf-8") == commit:
-        return
-    staged = ref.with_name(f"{ref.name}.{uuid.uuid4().hex[:8]}.tmp")
-    staged.write_text(commit, encoding="utf-8")
-    os.replace(staged, ref)
-
-
-def link_pointer(blob: Path, pointer: Path, new_blob: bool) -> None:
-    """snapshots/<commit>/<file> -> blob as a relative symlink; where symlinks are not supported (Windows without
-    developer mode, some mounts, HF_HUB_DISABLE_SYMLINKS) the file itself: moved when the blob is new, copied
-    when other snapshots may use it. The same rules as huggingface_hub's `_create_symlink`."""
-    from huggingface_hub.file_download import are_symlinks_supported
-
-    pointer.parent.mkdir(parents=True, exist_ok=True)
-    if pointer.is_symlink() or pointer.exists():
-        pointer.unlink()
-    source = os.path.abspath(blob)
-    target = os.path.abspath(pointer)
-    try:
-        relative: str | None = os.path.relpath(source, os.path.dirname(target))
-    except ValueError:  # Windows: another drive
-        relative = None
-    try:
-        symlinks = are_symlinks_supported(os.path.commonpath([source, target]))
-    except ValueError:
-        symlinks = are_symlinks_supported(os.path.dirname(target))
-    if symlinks:
-        try:
-            os.symlink(relative or source, target)
-            return
-        except PermissionError:
-            log.debug("no symlink from %s to %s allowed; copying", target, source)
-    if new_blob:
-        shutil.move(source, target)
-    else:
-        shutil.copyfile(source, target)
-
-
-def _mode_of_new_files(folder: Path) -> int:
-    """The permissions a new file in `folder` gets (umask applied), as huggingface_hub sets on its blobs."""
-    probe = folder / f"tmp_{uuid.uuid4()}"
-    try:
-        probe.touch()
-        return stat.S_IMODE(probe.stat().st_mode)
-    finally:
-        probe.unlink(missing_ok=True)
-
-
-def _tag_cache(cache_dir: Path) -> None:
-    tag = cache_dir / "CACHEDIR.TAG"
-    if not tag.exists():
-        try:
-            tag.write_text(CACHEDIR_TAG, encoding="utf-8")
-        except OSError:
-            log.debug("could not write %s", tag)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(HASH_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 # --- the download ---------------------------------------------------------------------------------------------
 
 
@@ -275,18 +141,6 @@ def _progress_bar(label: str, total: int, initial: int, quiet: bool) -> Any:
     from huggingface_hub.utils import tqdm
 
     return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=label, disable=quiet)
-
-
-@contextmanager
-def _file_lock(cache_dir: Path, remote: RemoteFile) -> Iterator[None]:
-    """The lock huggingface_hub takes for this blob, so `hf_hub_download` and this never write it at once."""
-    from huggingface_hub.file_download import repo_folder_name
-    from huggingface_hub.utils import WeakFileLock
-
-    lock = cache_dir / ".locks" / repo_folder_name(repo_id=remote.repo, repo_type="model") / f"{remote.etag}.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with WeakFileLock(lock):
-        yield
 
 
 class FileDownloader:
@@ -328,15 +182,15 @@ class FileDownloader:
         blob = self.blob(remote)
         pointer = self.pointer(remote)
         blob.parent.mkdir(parents=True, exist_ok=True)
-        _tag_cache(self.cache_dir)
+        tag_cache(self.cache_dir)
         write_ref(folder, remote.revision, remote.commit)
-        with _file_lock(self.cache_dir, remote):
+        with file_lock(self.cache_dir, remote.repo, remote.etag):
             if blob.is_file() and not replace and blob.stat().st_size == remote.size:
                 link_pointer(blob, pointer, new_blob=False)
                 return pointer
             partial = partial_path(self.cache_dir, remote.repo, remote.etag)
             self._forget_other_versions(remote)
-            _sidecar(partial).write_text(
+            sidecar_path(partial).write_text(
                 json.dumps(
                     {
                         "repo": remote.repo,
@@ -350,9 +204,9 @@ class FileDownloader:
             )
             self._fill(remote, partial, on_bytes or (lambda count: None), label or remote.filename, quiet)
             self._check(remote, partial, sha256)
-            os.chmod(partial, _mode_of_new_files(partial.parent))
+            os.chmod(partial, mode_of_new_files(partial.parent))
             os.replace(partial, blob)
-            _sidecar(partial).unlink(missing_ok=True)
+            sidecar_path(partial).unlink(missing_ok=True)
             link_pointer(blob, pointer, new_blob=True)
         return pointer
 
@@ -493,3 +347,65 @@ class FileDownloader:
                 raise ChecksumMismatch(
                     f"{remote.repo}:{remote.filename} has sha256 {actual}, the catalogue expects {sha256}"
                 )
+
+
+# --- what a failure means to the user -------------------------------------------------------------------------
+
+
+def _file_not_on_hub(hub_file: HubFile) -> RemoteMissingError:
+    return RemoteMissingError(
+        f"{hub_file.filename} is not in {hub_file.repo} at revision {hub_file.revision}: the style catalogue"
+        " is outdated; update live2diff-vcam, or add the style from local files in your config"
+    )
+
+
+def translate_hub_error(error: BaseException, hub_file: HubFile, command: str, cache_dir: Path) -> WeightsError:
+    """The WeightsError (with what to do: `command` downloads again) for a failure fetching `hub_file`."""
+    import httpx2
+    from huggingface_hub import constants, errors
+
+    if isinstance(error, DownloadInterrupted):
+        return PartialDownloadError(
+            f"{error}: the {error.have} bytes so far are kept in {error.partial}; run `{command}` again to"
+            " resume from there (finished files are kept)"
+        )
+    if isinstance(error, ChecksumMismatch):
+        return CorruptWeightsError(
+            f"{error}; the bad file was deleted: run `{command}` again, and if it fails the same way the"
+            " catalogue's checksum is outdated: update live2diff-vcam"
+        )
+    if isinstance(error, BadMetadata):
+        return RemoteMissingError(f"{hub_file}: {error}")
+    if isinstance(error, errors.OfflineModeIsEnabled):
+        return OfflineError(
+            f"you are offline (HF_HUB_OFFLINE is set) and {hub_file} is missing: connect, unset HF_HUB_OFFLINE"
+            f" and run `{command}`, or copy the files into {cache_dir}"
+        )
+    if isinstance(error, errors.GatedRepoError):
+        return GatedModelError(
+            f"{hub_file.repo} is gated: accept its licence on https://huggingface.co/{hub_file.repo}, then log in"
+            f" with `hf auth login` (or `huggingface-cli login`) and run `{command}` again"
+        )
+    if isinstance(error, (errors.RepositoryNotFoundError, errors.RevisionNotFoundError)):
+        return RemoteMissingError(
+            f"{hub_file.repo} at revision {hub_file.revision} is not on the Hub (moved, deleted or private):"
+            " the style catalogue is outdated; update live2diff-vcam, or add the style from local files"
+            " as a [styles.NAME] table in your config"
+        )
+    if isinstance(error, errors.RemoteEntryNotFoundError):
+        return _file_not_on_hub(hub_file)
+    if isinstance(error, (errors.LocalEntryNotFoundError, ConnectionError, httpx2.TransportError)):
+        return OfflineError(
+            f"{constants.ENDPOINT} cannot be reached ({type(error).__name__}: {error}) and {hub_file} is"
+            f" missing: check your connection (and HF_ENDPOINT / proxy settings) and run `{command}`,"
+            f" or copy the files into {cache_dir}"
+        )
+    if isinstance(error, errors.HfHubHTTPError):
+        return PartialDownloadError(
+            f"the Hub answered with an error for {hub_file} ({error}): run `{command}` again later;"
+            " finished and partial files are kept"
+        )
+    return PartialDownloadError(
+        f"the download of {hub_file} stopped ({type(error).__name__}: {error}): run `{command}` again to"
+        " continue; finished files are kept"
+    )

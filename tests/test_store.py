@@ -11,13 +11,11 @@ from pathlib import Path
 import pytest
 
 from tests import weights_fakes as fakes
-from vcam.catalogue import UnknownStyleError, load_catalogue
 from vcam.commands import models as models_command
-from vcam.weights import (
-    ModelStore,
-    NotDownloadedError,
-    OfflineError,
-)
+from vcam.errors import NotDownloadedError, OfflineError, UnknownStyleError
+from vcam.store.catalogue import load_catalogue
+from vcam.store.download import download
+from vcam.store.store import ModelStore
 
 
 @pytest.fixture(autouse=True)
@@ -109,7 +107,7 @@ def test_wrong_sha256_is_corrupt_on_verify(store: ModelStore, cache: Path) -> No
 def test_offline_download_of_missing_file_says_what_to_do(store: ModelStore, cache: Path) -> None:
     fakes.fill(cache)
     with pytest.raises(OfflineError) as caught:
-        store.download(["alpha"], quiet=True)
+        download(store, ["alpha"], quiet=True)
     message = str(caught.value)
     assert "you are offline" in message
     assert "`vcam models download alpha`" in message and str(cache) in message
@@ -122,16 +120,16 @@ def test_download_uses_huggingface_hub_offline_mode(
     from huggingface_hub import constants
 
     fakes.fill(cache)
-    monkeypatch.setattr("vcam.weights.hub_offline", lambda: False)
+    monkeypatch.setattr("vcam.store.download.hub_offline", lambda: False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(OfflineError, match=r"offline.*vcam models download alpha"):
-        store.download(["alpha"], quiet=True)
+        download(store, ["alpha"], quiet=True)
 
 
 def test_download_with_everything_on_disk_fetches_nothing(store: ModelStore, cache: Path) -> None:
     fakes.fill(cache, "alpha")
     seen: list[tuple[str, float]] = []
-    assert store.download(["alpha"], progress=lambda label, fraction: seen.append((label, fraction))) == 0
+    assert download(store, ["alpha"], progress=lambda label, fraction: seen.append((label, fraction))) == 0
     assert seen == [("all files are on disk", 1.0)]
 
 
