@@ -104,8 +104,8 @@ def load_translator(name: str, config: Config) -> Translator:
         from vcam.translators.live2diff import build_tiny_translator
 
         return build_tiny_translator(seed=config.style.seed)
-    from vcam.translators.live2diff import Live2DiffTranslator
     from vcam.store.store import ModelStore
+    from vcam.translators.live2diff import Live2DiffTranslator
 
     store = ModelStore.from_config(config, strict=False)  # another style's bad table must not block this one
     paths = store.path(name)  # NotDownloadedError (a UserError) with the exact download command

@@ -107,8 +107,8 @@ def _build(args: argparse.Namespace, t_index_list: tuple[int, ...] | None) -> St
         return build_tiny_pipeline(t_index_list=t_index_list or TINY_T_INDEX_LIST, width=width, height=height)
     from vcam.config import load_config
     from vcam.model.loading import load_stream_pipeline
-    from vcam.translators.live2diff import pipeline_spec
     from vcam.store.store import resolve_style_paths
+    from vcam.translators.live2diff import pipeline_spec
 
     config = load_config(args.config)
     overrides: dict[str, Any] = {"compile": bool(args.compile)}
