@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vcam.clock import SYSTEM_CLOCK, Clock
 from vcam.errors import SourceUnavailable, UserError
 from vcam.imaging import fit_cover, slate
 from vcam.model.pool import resident_model_mb
@@ -145,6 +146,7 @@ class Runtime:
         segmentation: SegmentationStage | None = None,
         segmentation_factory: Callable[[str], SegmentationStage] | None = None,
         fallback_style: str = FALLBACK_STYLE,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         if not sinks:
             raise ValueError("a runtime needs at least one sink")
@@ -158,6 +160,7 @@ class Runtime:
         self._segmentation_factory = segmentation_factory
         self._fallback_style = fallback_style
         self._initial_style = style
+        self._clock = clock  # paces the output thread (tests inject one and drive time themselves)
 
         self._stop = threading.Event()
         self._done = threading.Event()  # set when the output thread has sent `max_frames` or stopped
@@ -616,16 +619,17 @@ class Runtime:
 
     def _output_loop(self) -> None:
         interval = 1.0 / self.fps
-        start = time.monotonic()
+        clock = self._clock
+        start = clock.now()
         tick = 0
         last_serial = -1
         while not self._stop.is_set():
             deadline = start + tick * interval
-            delay = deadline - time.monotonic()
-            if delay > 0 and self._stop.wait(delay):
+            delay = deadline - clock.now()
+            if delay > 0 and clock.wait(delay, self._stop):
                 break
-            if time.monotonic() - deadline > 2 * interval:  # fell far behind (suspended?): restart the clock
-                start, tick = time.monotonic(), 0
+            if clock.now() - deadline > 2 * interval:  # fell far behind (suspended?): restart the clock
+                start, tick = clock.now(), 0
             image, serial, capture_time = self._frame_to_send(last_serial)
             self._send_to_sinks(image)
             if self._stop.is_set():

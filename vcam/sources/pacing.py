@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+from vcam.clock import SYSTEM_CLOCK, Clock
 
 
 def _check_fps(fps: float) -> float:
@@ -18,20 +18,21 @@ class FramePacer:
     frames to catch up (a live source never delivers the past).
     """
 
-    def __init__(self, fps: float) -> None:
+    def __init__(self, fps: float, clock: Clock = SYSTEM_CLOCK) -> None:
         self.fps = _check_fps(fps)
-        self._start = time.monotonic()
+        self.clock = clock
+        self._start = clock.now()
 
     def start(self, fps: float | None = None) -> None:
         """Frame 0 is due now (call at open; `fps` sets a new rate, e.g. once a file's rate is known)."""
         if fps is not None:
             self.fps = _check_fps(fps)
-        self._start = time.monotonic()
+        self._start = self.clock.now()
 
     def wait(self, index: int) -> None:
         due = self._start + index / self.fps
-        now = time.monotonic()
+        now = self.clock.now()
         if now < due:
-            time.sleep(due - now)
+            self.clock.wait(due - now)
         elif now - due > 1.0 / self.fps:
             self._start = now - index / self.fps
