@@ -162,6 +162,14 @@ class FileSink(Sink):
         """Why writing failed (None while it works)."""
         return self._error
 
+    @property
+    def error_text(self) -> str:
+        """Why writing failed, in words ("No space left on device"); "" while it works."""
+        error = self._error
+        if error is None:
+            return ""
+        return error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+
     def _check_path(self) -> str:
         """The muxer for the path; SinkError for a path that cannot or must not be written."""
         directory = self.path.parent
@@ -307,12 +315,10 @@ class FileSink(Sink):
     def _raise_writer_error(self) -> None:
         if self._error is not None:
             self._error_reported = True
-            error = self._error
-            reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
             raise SinkError(
-                f"writing {self.path} failed after {self.frames_written} frames ({reason}): the recording is "
-                "incomplete"
-            ) from error
+                f"writing {self.path} failed after {self.frames_written} frames ({self.error_text}): the recording "
+                "is incomplete"
+            ) from self._error
 
     def _write_loop(self) -> None:
         import av
