@@ -529,6 +529,8 @@ class Runtime:
             _, name, translator = pending
             old, self._translator = self._translator, translator
             self._style = name
+            if self._last_error is not None and self._last_error.startswith("style "):
+                self._last_error = None  # a style that loaded clears the error of one that did not
             if self._published is not None:
                 self._crossfade_from = self._published.image
                 self._crossfade_step = 0

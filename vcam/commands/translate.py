@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, cast
 from vcam.atomic_files import publish, remove_stale_temporaries, temporary_path
 from vcam.commands.common import add_config_argument, load_config_from_args, positive_int
 from vcam.errors import UserError
+from vcam.file_kinds import why_not_a_file
 from vcam.video_containers import container_format, supported_suffixes
 
 if TYPE_CHECKING:
@@ -103,8 +104,11 @@ def check_paths(input_path: Path, output_path: Path, *, overwrite: bool = False)
     existing OUT unless `overwrite`."""
     if input_path.is_dir():
         raise UserError(f"input video {str(input_path)!r} is a folder: give the path of a video file")
-    if not input_path.is_file():
+    what = why_not_a_file(input_path)
+    if what == "not found":
         raise UserError(f"input video {str(input_path)!r} does not exist: give the path of a video file")
+    if what is not None:
+        raise UserError(f"input video {str(input_path)!r} {what}: give the path of a video file")
     if output_path.is_dir():
         raise UserError(f"output {str(output_path)!r} is a folder: give a file name such as {output_path / 'out.mp4'}")
     if container_format(output_path) is None:

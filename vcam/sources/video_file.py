@@ -11,6 +11,7 @@ import numpy as np
 
 from vcam.clock import SYSTEM_CLOCK, Clock
 from vcam.errors import SourceError, SourceUnavailable
+from vcam.file_kinds import why_not_a_file
 from vcam.frame import Frame
 from vcam.sources.base import Source
 from vcam.sources.pacing import FramePacer
@@ -70,8 +71,8 @@ class VideoFileSource(Source):
         import av
 
         self.close()
-        if not self.path.is_file():
-            what = "is a folder, not a file" if self.path.is_dir() else "not found"
+        what = why_not_a_file(self.path)
+        if what is not None:
             raise open_failure(
                 self._opened_before, f'video file {str(self.path)!r} {what}; check the path in source = "file:PATH"'
             )
