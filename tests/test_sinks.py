@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from tests.fakes_vcam import FakeVirtualCamera, fake_backend
+from tests.waiting import wait_for
 from vcam.errors import SinkError
 from vcam.sinks import parse_sink
 from vcam.sinks.file import FileSink
@@ -308,7 +309,7 @@ def test_preview_slow_client_never_blocks_send_and_close_is_prompt() -> None:
     sender.start()
     # a send() that waited on the stalled client would never return: the bound only catches that hang
     assert sent.wait(60), "send() blocked on a client that does not read"
-    assert sink.frames_encoded > 1
+    wait_for(lambda: sink.frames_encoded > 1, what="the encoder to go on while a client stalls")
     closer = threading.Thread(target=sink.close, daemon=True)
     closer.start()
     closer.join(30)

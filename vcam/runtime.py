@@ -184,6 +184,7 @@ class Runtime:
         self._loading: set[str] = set()
         self._paused = False
         self._last_error: str | None = None
+        self._clears_style_error = True  # False while the fallback look stands in for a failed style
         self._crossfade_from: np.ndarray | None = None
         self._crossfade_step = 0
         self._max_frames: int | None = None
@@ -359,6 +360,8 @@ class Runtime:
             )
         if fall_back:
             log.warning("showing the classic %r look meanwhile", self._fallback_style)
+            with self._lock:
+                self._clears_style_error = False  # the fallback keeps saying how to get the style
             self.set_style(self._fallback_style)
         self._notify()
 
@@ -529,8 +532,9 @@ class Runtime:
             _, name, translator = pending
             old, self._translator = self._translator, translator
             self._style = name
-            if self._last_error is not None and self._last_error.startswith("style "):
+            if self._clears_style_error and self._last_error is not None and self._last_error.startswith("style "):
                 self._last_error = None  # a style that loaded clears the error of one that did not
+            self._clears_style_error = True
             if self._published is not None:
                 self._crossfade_from = self._published.image
                 self._crossfade_step = 0
