@@ -298,6 +298,9 @@ def test_preview_slow_client_never_blocks_send_and_close_is_prompt() -> None:
     stalled.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # and never reads
     rng = np.random.default_rng(0)
     noise = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)  # JPEGs that fill socket buffers fast
+    wait_for(lambda: sink.status_dict()["preview"]["stream_clients"] == 1, what="the stalled client's stream")
+    sink.send(noise)
+    wait_for(lambda: sink.frames_encoded == 1, what="the first frame encoded")
     sent = threading.Event()
 
     def send_all() -> None:
