@@ -5,10 +5,10 @@ FFmpeg build has no libx264) in a writer thread, so `send()` costs one copy; fra
 time base, so the file holds exactly the frames sent and plays at the output rate.
 
 What survives what (mp4 and mov; mkv writes clusters as it goes but makes no promise):
-- While recording, the file is a fragmented MP4 (`empty_moov`, a fragment per keyframe, a keyframe at least
-  every `KEYFRAME_INTERVAL_S`), and each fragment goes to the operating system as soon as FFmpeg writes
-  it (no buffer in this process). A hard kill (kill -9, a crash) or a closed terminal loses at most the
-  last second: the file under its own name plays up to there.
+- While recording, the file is a fragmented MP4 (`empty_moov`, a fragment at each keyframe or sooner, a
+  keyframe at least every `KEYFRAME_INTERVAL_S`), and each fragment goes to the operating system as soon
+  as FFmpeg writes it (no buffer in this process). A hard kill (kill -9, a crash) or a closed terminal
+  loses at most the last second: the file under its own name plays up to there.
 - The written fragments are forced to the disk (fsync) every `FSYNC_INTERVAL_S`: a power loss or a
   kernel crash loses at most the last `FSYNC_INTERVAL_S + KEYFRAME_INTERVAL_S` seconds (on file systems
   that honour fsync).
