@@ -61,6 +61,21 @@ def install_reference(unet: StreamUNet, warmup_frames: int = 8, window: int = 16
             attn.set_processor(ReferenceCausalProcessor(block.pos_embed, warmup_frames, window))
 
 
+#: tolerance for outputs of a model whose weights were saved and loaded again: the weights are equal, but a
+#: loaded tensor may live in another memory layout (e.g. a view into a safetensors buffer, 8-byte aligned), which
+#: picks another CPU kernel; float32 results then differ in the last bits (diffusers' save/load tests use 5e-5)
+LOADED_OUTPUT_TOLERANCE: dict[str, float] = {"rtol": 1e-5, "atol": 5e-5}
+
+
+def assert_same_weights(model: torch.nn.Module, reference: torch.nn.Module) -> None:
+    """Every parameter and buffer of `model` equals the one of the same name in `reference`, bit for bit."""
+    state, expected = model.state_dict(), reference.state_dict()
+    assert set(state) == set(expected), sorted(set(state) ^ set(expected))[:5]
+    for key, value in expected.items():
+        assert state[key].dtype == value.dtype, key
+        assert torch.equal(state[key], value), f"{key} differs"
+
+
 def random_clip(num_frames: int, size: int = 16, seed: int = 0) -> dict[str, torch.Tensor]:
     """Latents, depth latents and one prompt embedding for a clip, seeded."""
     generator = torch.Generator().manual_seed(seed)

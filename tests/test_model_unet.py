@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from diffusers.models.unets.unet_motion_model import UNetMotionModel
 from vcam.model.unet import TINY_UNET_CONFIG, FrameGroupNorm, StreamUNet, tiny_stream_unet
 
-from tests.model_helpers import install_reference, random_clip
+from tests.model_helpers import LOADED_OUTPUT_TOLERANCE, assert_same_weights, install_reference, random_clip
 
 SIZE = 8  # latent size: 8x8 and 4x4 feature maps keep the tests fast
 
@@ -164,8 +164,9 @@ def test_depth_latent_is_added_to_conv_in(unet: StreamUNet) -> None:
 def test_save_and_load_round_trip(unet: StreamUNet, tmp_path: pytest.TempPathFactory) -> None:
     unet.save_pretrained(tmp_path)
     loaded = StreamUNet.from_pretrained(tmp_path).eval()
+    assert_same_weights(loaded, unet)
     clip = random_clip(10, SIZE, seed=8)
-    torch.testing.assert_close(stream_clip(loaded, clip), stream_clip(unet, clip), rtol=0, atol=0)
+    torch.testing.assert_close(stream_clip(loaded, clip), stream_clip(unet, clip), **LOADED_OUTPUT_TOLERANCE)
 
 
 def test_input_errors(unet: StreamUNet) -> None:

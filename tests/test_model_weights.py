@@ -20,7 +20,7 @@ from vcam.model.weights import (
     load_stream_unet,
 )
 
-from tests.model_helpers import random_clip, to_live2diff_names
+from tests.model_helpers import LOADED_OUTPUT_TOLERANCE, assert_same_weights, random_clip, to_live2diff_names
 from vcam.errors import WeightsError
 
 SIZE = 8
@@ -99,12 +99,14 @@ def test_live2diff_checkpoint_and_motion_adapter_load_identically(
     from_live2diff = scrambled(5)
     assert not torch.allclose(predict(from_live2diff, depth=False), predict(source, depth=False))
     load_motion_weights(from_live2diff, live2diff_ckpt)
-    torch.testing.assert_close(predict(from_live2diff), predict(source), rtol=0, atol=0)
+    assert_same_weights(from_live2diff, source)
+    torch.testing.assert_close(predict(from_live2diff), predict(source), **LOADED_OUTPUT_TOLERANCE)
 
     from_adapter = scrambled(6)
     load_motion_weights(from_adapter, adapter_folder)
+    assert_same_weights(from_adapter.unet, from_live2diff.unet)  # an adapter has no depth mapper
     torch.testing.assert_close(
-        predict(from_adapter, depth=False), predict(from_live2diff, depth=False), rtol=0, atol=0
+        predict(from_adapter, depth=False), predict(from_live2diff, depth=False), **LOADED_OUTPUT_TOLERANCE
     )
 
 
@@ -113,7 +115,8 @@ def test_converted_safetensors_loads(source: StreamUNet, tmp_path: Path) -> None
     save_file(to_live2diff_names(motion_state(source)), path)
     model = scrambled(7)
     load_motion_weights(model, path)
-    torch.testing.assert_close(predict(model), predict(source), rtol=0, atol=0)
+    assert_same_weights(model, source)
+    torch.testing.assert_close(predict(model), predict(source), **LOADED_OUTPUT_TOLERANCE)
 
 
 def test_missing_key_is_named(source: StreamUNet, tmp_path: Path) -> None:
@@ -173,7 +176,8 @@ def test_load_stream_unet_from_diffusers_folder(source: StreamUNet, live2diff_ck
     base.save_pretrained(tmp_path / "unet")
     loaded = load_stream_unet(tmp_path, live2diff_ckpt, **TINY_OVERRIDES)
     assert loaded.dtype == torch.float32
-    torch.testing.assert_close(predict(loaded), predict(source), rtol=0, atol=0)
+    assert_same_weights(loaded, source)
+    torch.testing.assert_close(predict(loaded), predict(source), **LOADED_OUTPUT_TOLERANCE)
     half = load_stream_unet(tmp_path, live2diff_ckpt, torch_dtype=torch.float16, **TINY_OVERRIDES)
     assert half.dtype == torch.float16
 

@@ -7,26 +7,41 @@ import time
 
 import pytest
 
+from tests.fake_clock import ManualClock
 from vcam.sources.pacing import FramePacer
 
 
 def test_frames_are_released_on_schedule() -> None:
-    pacer = FramePacer(50.0)
+    clock = ManualClock(auto_advance=True)
+    pacer = FramePacer(50.0, clock)
     pacer.start()
-    started = time.monotonic()
+    started = clock.now()
+    released = []
     for index in range(6):
         pacer.wait(index)
-    assert 5 / 50 - 0.005 <= time.monotonic() - started < 5 / 50 + 0.05
+        released.append(clock.now() - started)
+    assert released == pytest.approx([index / 50 for index in range(6)], abs=1e-9)
+
+
+def test_a_reader_on_time_never_waits() -> None:
+    clock = ManualClock(auto_advance=True)
+    pacer = FramePacer(50.0, clock)
+    pacer.start()
+    clock.advance(0.030)  # frame 1 is due at 0.020: late by half a frame, within the slack
+    pacer.wait(1)
+    assert clock.waits == []
 
 
 def test_a_reader_that_fell_behind_gets_no_burst() -> None:
-    pacer = FramePacer(50.0)
+    clock = ManualClock(auto_advance=True)
+    pacer = FramePacer(50.0, clock)
     pacer.start()
-    time.sleep(0.2)  # ten frames late
-    pacer.wait(1)  # restarts the clock here
-    started = time.monotonic()
+    clock.advance(0.2)  # ten frames late
+    pacer.wait(1)  # restarts the clock here, without waiting
+    assert clock.waits == []
+    restarted = clock.now()
     pacer.wait(2)  # due one frame interval after the restart, not at once
-    assert time.monotonic() - started >= 0.015
+    assert clock.now() - restarted == pytest.approx(1 / 50, abs=1e-9)
 
 
 def test_start_can_set_a_new_rate_and_rejects_a_bad_one() -> None:

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from tests.fakes_vcam import FakeVirtualCamera, fake_backend
+from tests.waiting import wait_for
 from vcam.devices.virtual_cameras import list_loopback_devices, probe_virtual_camera, virtual_camera_fix
 from vcam.errors import SinkError
 from vcam.sinks import parse_sink
@@ -293,17 +294,25 @@ def test_preview_slow_client_never_blocks_send_and_close_is_prompt() -> None:
     stalled.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # and never reads
     rng = np.random.default_rng(0)
     noise = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)  # JPEGs that fill socket buffers fast
-    slowest = 0.0
-    for _ in range(120):
-        start = time.perf_counter()
-        sink.send(noise)
-        slowest = max(slowest, time.perf_counter() - start)
-        time.sleep(0.002)
-    assert slowest < 0.05, f"send() took {slowest * 1000:.1f} ms with a stalled client"
-    assert sink.frames_encoded > 1
-    start = time.perf_counter()
-    sink.close()
-    assert time.perf_counter() - start < 3
+    wait_for(lambda: sink.status_dict()["preview"]["stream_clients"] == 1, what="the stalled client's stream")
+    sink.send(noise)
+    wait_for(lambda: sink.frames_encoded == 1, what="the first frame encoded")
+    sent = threading.Event()
+
+    def send_all() -> None:
+        for _ in range(120):  # far more than the stalled socket's buffers hold
+            sink.send(noise)
+        sent.set()
+
+    sender = threading.Thread(target=send_all, daemon=True)
+    sender.start()
+    # a send() that waited on the stalled client would never return: the bound only catches that hang
+    assert sent.wait(60), "send() blocked on a client that does not read"
+    wait_for(lambda: sink.frames_encoded > 1, what="the encoder to go on while a client stalls")
+    closer = threading.Thread(target=sink.close, daemon=True)
+    closer.start()
+    closer.join(30)
+    assert not closer.is_alive(), "close() hangs on a client that does not read"
     stalled.close()
     left = [t for t in set(threading.enumerate()) - before if t.is_alive()]
     assert not [t for t in left if t.name.startswith("vcam-preview") or "process_request" in t.name], left

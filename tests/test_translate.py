@@ -12,6 +12,7 @@ from vcam.model.metrics import VideoMetrics
 from vcam.model.tiny import build_tiny_pipeline
 
 from tests.pipeline_helpers import count_frames, moving_frames, write_clip
+from tests.processes import dead_pid
 from vcam.cli import main
 from vcam.translators.live2diff import FrameFitter, Live2DiffTranslator
 
@@ -105,3 +106,76 @@ def test_warp_error_is_low_when_the_output_follows_the_motion() -> None:
     assert steady["warp_error"] < 0.2 * noisy["warp_error"]
     assert steady["output_frame_diff"] == pytest.approx(steady["input_frame_diff"])
     assert VideoMetrics().summary()["warp_error"] is None
+
+
+# ---------------------------------------------------------------- never destroy a file
+def _translate(source: Path, output: Path, *extra: str) -> int:
+    return main(["translate", str(source), str(output), "--style", "cartoon", "--no-progress", *extra])
+
+
+def test_translate_refuses_its_input_through_a_hard_link(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = write_clip(tmp_path / "a.mp4", moving_frames(4, width=32, height=32))
+    before = source.read_bytes()
+    (tmp_path / "b.mp4").hardlink_to(source)
+    (tmp_path / "c.mp4").symlink_to(source)
+    for output in (tmp_path / "b.mp4", tmp_path / "c.mp4", tmp_path / "." / "a.mp4"):
+        assert _translate(source, output, "--overwrite") == 2
+        err = capsys.readouterr().err
+        assert "is the input video" in err and err.count("\n") == 1, err
+    assert source.read_bytes() == before
+
+
+def test_translate_refuses_an_existing_output_unless_overwrite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = write_clip(tmp_path / "in.mp4", moving_frames(4, width=32, height=32))
+    output = tmp_path / "out.mp4"
+    output.write_bytes(b"my holiday video")
+    assert _translate(source, output) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--overwrite" in err and err.count("\n") == 1, err
+    assert output.read_bytes() == b"my holiday video"
+    assert _translate(source, output, "--overwrite") == 0
+    assert count_frames(output) == 4
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["in.mp4", "out.mp4"]  # no temporary left
+
+
+def test_a_failed_translate_leaves_no_file_under_the_output_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vcam.commands import translate as translate_command
+
+    source = write_clip(tmp_path / "in.mp4", moving_frames(6, width=32, height=32))
+    output = tmp_path / "out.mp4"
+    real_write = translate_command.VideoWriter.write
+
+    def write_then_fail(self: translate_command.VideoWriter, image: np.ndarray) -> None:
+        if self.frames_written == 3:
+            raise KeyboardInterrupt  # Ctrl-C (or SIGTERM/SIGHUP, which the CLI turns into the same) mid-write
+        real_write(self, image)
+
+    monkeypatch.setattr(translate_command.VideoWriter, "write", write_then_fail)
+    assert _translate(source, output) == 0  # a stop that was asked for is not a failure
+    assert "nothing written" in capsys.readouterr().err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["in.mp4"]  # no half file, no temporary
+    output.write_bytes(b"keep")
+    assert _translate(source, output, "--overwrite") == 0  # an interrupted replacement keeps the old file
+    assert output.read_bytes() == b"keep"
+
+
+def test_translate_to_an_unsupported_container_names_the_supported_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = write_clip(tmp_path / "in.mp4", moving_frames(3, width=32, height=32))
+    assert _translate(source, tmp_path / "out.txt") == 2
+    err = capsys.readouterr().err
+    assert ".mp4" in err and ".mkv" in err and "Traceback" not in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out.txt").exists()
+
+
+def test_translate_cleans_a_temporary_left_by_a_killed_run(tmp_path: Path) -> None:
+    source = write_clip(tmp_path / "in.mp4", moving_frames(3, width=32, height=32))
+    leftover = tmp_path / f".out.mp4.{dead_pid()}.tmp"
+    leftover.write_bytes(b"half")
+    assert _translate(source, tmp_path / "out.mp4") == 0
+    assert not leftover.exists()

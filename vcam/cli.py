@@ -4,6 +4,12 @@ Each subcommand module defines `add_parser(subparsers)`, which registers its par
 `handler=<function(args) -> int>`. Modules import only argparse-level things at import time, so
 `vcam --help` stays instant; torch, cv2 and friends are imported inside the handlers.
 A `UserError` (bad input, missing driver, ...) prints its message and exits with code 2.
+
+Exit codes (a supervisor tells a crash from a stop by them):
+  0  success, or a clean stop that was asked for: Ctrl-C (SIGINT), SIGTERM, SIGHUP (a closed terminal)
+  1  a failure: the camera stopped on an error, an output failed mid-run (a full disk: the recording
+     is incomplete), an unexpected error
+  2  bad input: one line says what was wrong and what to do
 """
 
 from __future__ import annotations
@@ -40,17 +46,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: the signals that ask for a clean stop besides Ctrl-C (SIGINT): `kill`, and a closed terminal (not on Windows)
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one subcommand; Ctrl-C (SIGINT) exits with 130 and SIGTERM with 143, both without a traceback."""
-    previous = _exit_on_sigterm()
+    """Run one subcommand; Ctrl-C, SIGTERM and SIGHUP stop it cleanly (exit 0, no traceback)."""
+    previous = _interrupt_on_stop_signals()
     try:
         return _main(argv)
     except KeyboardInterrupt:
-        print("vcam: interrupted", file=sys.stderr)
-        return 130
+        print("vcam: stopped", file=sys.stderr)
+        return 0
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -70,17 +80,18 @@ def _main(argv: Sequence[str] | None) -> int:
         return 2
 
 
-def _exit_on_sigterm() -> Any:
-    """SIGTERM raises SystemExit(143), so `finally` blocks run (files are finished, devices closed).
+def _interrupt_on_stop_signals() -> dict[int, Any]:
+    """SIGTERM and SIGHUP raise KeyboardInterrupt, like Ctrl-C, so `finally` blocks run (temporary files are
+    removed, devices closed) and the command stops as it would on Ctrl-C.
 
-    Returns the previous handler (None when not called from the main thread, where handlers cannot be set).
-    Commands with their own shutdown (`vcam run`, `vcam tray`) install their own handler over this one.
+    Returns the previous handlers (none when not called from the main thread, where handlers cannot be set).
+    Commands with their own shutdown (`vcam run`, `vcam tray`) install their own handlers over these.
     """
     if threading.current_thread() is not threading.main_thread():
-        return None
+        return {}
 
-    def terminate(signum: int, _frame: object) -> None:
-        log.info("signal %d: exiting", signum)
-        raise SystemExit(128 + signum)
+    def interrupt(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping", signum)
+        raise KeyboardInterrupt
 
-    return signal.signal(signal.SIGTERM, terminate)
+    return {signum: signal.signal(signum, interrupt) for signum in STOP_SIGNALS}

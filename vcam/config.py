@@ -12,12 +12,13 @@ import copy
 import dataclasses
 import logging
 import os
-import tempfile
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vcam.atomic_files import fsync_folder, remove_stale_temporaries, temporary_path
 from vcam.errors import ConfigError
 from vcam.model.loading import DEVICES, DTYPES
 from vcam.paths import config_file, runtime_dir
@@ -174,12 +175,21 @@ def config_from_dict(data: dict[str, Any], path: Path | None = None) -> Config:
     return config
 
 
+def _nested_too_deeply(path: Path) -> ConfigError:
+    """tomllib parses nesting by recursion: thousands of levels exhaust Python's stack."""
+    return ConfigError(f"the config file {path} nests tables or arrays too deeply; fix it or move it away")
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"the config file {path} is not valid TOML: {error}; fix it or move it away") from error
+    except UnicodeDecodeError:
+        raise ConfigError(f"the config file {path} is not UTF-8 text; save it as UTF-8 or move it away") from None
+    except RecursionError:
+        raise _nested_too_deeply(path) from None
     except OSError as error:
         what = "it is a folder" if path.is_dir() else error.strerror
         raise ConfigError(
@@ -213,17 +223,33 @@ def write_config_atomically(data: dict[str, Any], path: Path) -> None:
 
 
 def write_text_atomically(text: str, path: Path) -> None:
-    """Write `text` to `path` through a temporary file in the same folder and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write `text` to `path` through a temporary file in the same folder and an atomic rename.
+
+    A symlinked `path` (dotfiles) is written through: its target gets the new text, the link stays. The
+    file keeps its permission bits (a new one gets 0644 less the umask). Temporaries left by a process
+    killed mid-save are removed first.
+    """
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(target)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        mode = stat.S_IMODE(target.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o644 & ~umask
+    temporary = temporary_path(target)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+    try:
+        with os.fdopen(os.open(temporary, flags, 0o600), "w", encoding="utf-8") as stream:
             stream.write(text)
             stream.flush()
+            os.chmod(temporary, mode)
             os.fsync(stream.fileno())
-        os.replace(temporary, path)
+        os.replace(temporary, target)
+        fsync_folder(target.parent)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
 
 
@@ -325,3 +351,5 @@ def _parse_toml(text: str, path: Path) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"the config file {path} is not valid TOML: {error}; fix it or move it away") from error
+    except RecursionError:
+        raise _nested_too_deeply(path) from None

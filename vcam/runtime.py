@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vcam.clock import SYSTEM_CLOCK, Clock
 from vcam.errors import SourceUnavailable, UserError
 from vcam.frame_stats import FrameStats
 from vcam.gc_policy import CollectorPause, freeze_survivors
@@ -87,6 +88,7 @@ class Runtime:
         segmentation: SegmentationStage | None = None,
         segmentation_factory: Callable[[str], SegmentationStage] | None = None,
         fallback_style: str = FALLBACK_STYLE,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         if not sinks:
             raise ValueError("a runtime needs at least one sink")
@@ -100,6 +102,7 @@ class Runtime:
         self._segmentation_factory = segmentation_factory
         self._fallback_style = fallback_style
         self._initial_style = style
+        self._clock = clock  # paces the output thread (tests inject one and drive time themselves)
 
         self._stop = threading.Event()
         self._done = threading.Event()  # set when the output thread has sent `max_frames` or stopped
@@ -123,6 +126,7 @@ class Runtime:
         self._loading: set[str] = set()
         self._paused = False
         self._last_error: str | None = None
+        self._clears_style_error = True  # False while the fallback look stands in for a failed style
         self._crossfade_from: np.ndarray | None = None
         self._crossfade_step = 0
         self._max_frames: int | None = None
@@ -296,6 +300,8 @@ class Runtime:
             )
         if fall_back:
             log.warning("showing the classic %r look meanwhile", self._fallback_style)
+            with self._lock:
+                self._clears_style_error = False  # the fallback keeps saying how to get the style
             self.set_style(self._fallback_style)
         self._notify()
 
@@ -458,6 +464,9 @@ class Runtime:
             _, name, translator = pending
             old, self._translator = self._translator, translator
             self._style = name
+            if self._clears_style_error and self._last_error is not None and self._last_error.startswith("style "):
+                self._last_error = None  # a style that loaded clears the error of one that did not
+            self._clears_style_error = True
             if self._published is not None:
                 self._crossfade_from = self._published.image
                 self._crossfade_step = 0
@@ -547,7 +556,7 @@ class Runtime:
         return published.image, published.serial, published.capture_time if is_new else None
 
     def _output_loop(self) -> None:
-        pacer = FramePacer(self.fps, stop=self._stop)  # far behind (suspended?): it restarts the clock
+        pacer = FramePacer(self.fps, self._clock, stop=self._stop)  # far behind (suspended?): it restarts the clock
         tick = 0
         last_serial = -1
         while not self._stop.is_set():

@@ -43,11 +43,17 @@ def _load_config() -> Config:
 def build_store(args: argparse.Namespace) -> ModelStore:
     from pathlib import Path
 
+    from vcam.errors import UserError
+    from vcam.file_kinds import file_kind
     from vcam.store.store import ModelStore
 
     store = ModelStore.from_config(_load_config())
     if args.cache_dir:
-        store = ModelStore(store.catalogue, Path(args.cache_dir))
+        cache_dir = Path(args.cache_dir).expanduser()
+        kind = file_kind(cache_dir)
+        if kind not in ("a folder", "missing"):
+            raise UserError(f"--cache-dir {cache_dir} is {kind}, not a folder: give a folder (created if missing)")
+        store = ModelStore(store.catalogue, cache_dir)
     return store
 
 

@@ -16,7 +16,12 @@ log = logging.getLogger(__name__)
 SOURCE_HELP = "webcam[:N|NAME] | file:PATH | screen[:N] | demo | auto (default: the webcam if there is one, else demo)"
 SINK_HELP = (
     "vcam[:NAME] | preview[:PORT] | file:PATH.mp4 | null | auto; repeat for several sinks "
-    "(default: the virtual camera if a driver is present, else the preview stream)"
+    "(default: the virtual camera if a driver is present, else the preview stream). A recording survives "
+    "a crash up to its last second; an existing file is refused unless --overwrite"
+)
+EPILOG = (
+    "exit codes: 0 clean stop (--frames reached, Ctrl-C, SIGTERM, SIGHUP); 1 failure (the camera stopped on an "
+    "error, or an output failed mid-run, e.g. a full disk: the recording is incomplete); 2 bad input"
 )
 
 
@@ -25,6 +30,7 @@ def add_parser(subparsers: Any) -> None:
         "run",
         help="run the camera (the default: webcam -> style -> virtual camera)",
         description="Run the camera: read the source, apply the style, send to the sinks at a steady fps.",
+        epilog=EPILOG,
     )
     parser.add_argument("--source", metavar="SPEC", help=SOURCE_HELP)
     parser.add_argument("--sink", metavar="SPEC", action="append", help=SINK_HELP)
@@ -34,6 +40,9 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--size", type=parse_size, metavar="WxH", help="output (and camera) size, e.g. 1280x720")
     parser.add_argument("--fps", type=float, metavar="N", help="output (and camera) frames per second")
     parser.add_argument("--frames", type=positive_int, metavar="N", help="stop after N output frames")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="let a file:PATH sink replace an existing file (refused otherwise)"
+    )
     parser.add_argument(
         "--save", action="store_true", help="save --style/--segment/--background/--size/--fps as your defaults"
     )
@@ -84,20 +93,25 @@ def saved_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vcam.cli import STOP_SIGNALS
     from vcam.assemble import build_runtime
+    from vcam.sinks.file import FileSink
     from vcam.styles import find_style
 
     config = load_config_from_args(args)
     apply_overrides(config, args)
     find_style(config.style.name, config)  # an unknown name is an error before anything opens
     runtime = build_runtime(config)
+    recordings = [sink for sink in runtime.sinks if isinstance(sink, FileSink)]
+    for recording in recordings:
+        recording.overwrite = args.overwrite
     stop_requested = threading.Event()
 
     def request_stop(signum: int, _frame: Any) -> None:
         log.info("signal %d: stopping", signum)
         stop_requested.set()
 
-    previous = signal.signal(signal.SIGTERM, request_stop)
+    previous = {signum: signal.signal(signum, request_stop) for signum in STOP_SIGNALS}
     try:
         runtime.start(max_frames=args.frames)
         if args.save:  # only once the source, sinks and segmentation opened: a setting that fails is never saved
@@ -119,14 +133,23 @@ def run(args: argparse.Namespace) -> int:
         log.info("interrupted: stopping")
     finally:
         runtime.stop()
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     status = runtime.status()
     print(
         f"vcam: sent {status.frames_out} frames (repeated {status.repeated}, dropped {status.dropped})",
         file=sys.stderr,
     )
+    failed = False
+    for recording in recordings:
+        if recording.incomplete:
+            print(
+                f"vcam: error: the recording {recording.path} is incomplete: it holds the first "
+                f"{recording.frames_written} of {status.frames_out} frames ({recording.error_text})",
+                file=sys.stderr,
+            )
+            failed = True
     if runtime.failure is not None:
         print(f"vcam: error: {runtime.failure}", file=sys.stderr)
-        return 1
-
-    return 0
+        failed = True
+    return 1 if failed else 0

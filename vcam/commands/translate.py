@@ -3,6 +3,11 @@
 Every input frame goes through the style's translator once, in order; for a Live2Diff style the frames
 go through its `StreamPipeline` (warmup, stream batch) and the frames still in flight are flushed at the
 end, so OUT holds exactly as many frames as were read, at the input's frame rate and size.
+
+OUT is written through a temporary file beside it and renamed into place only when the whole run
+succeeded: a failed or interrupted run leaves no half file under OUT's name. An existing OUT is
+refused unless `--overwrite`; OUT may never be IN (compared by file identity: same path, symlink or
+hard link).
 """
 
 from __future__ import annotations
@@ -10,14 +15,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from vcam.atomic_files import publish, remove_stale_temporaries, temporary_path
 from vcam.commands.common import add_config_argument, load_config_from_args, positive_int
 from vcam.errors import UserError
+from vcam.file_kinds import why_not_a_file
+from vcam.video_containers import container_format, supported_suffixes
 
 if TYPE_CHECKING:
     import numpy as np
@@ -34,7 +43,12 @@ def add_parser(subparsers: Any) -> None:
         description="Restyle a video file frame by frame through a style, with the same streaming path as the camera.",
     )
     parser.add_argument("input", type=Path, metavar="IN", help="input video file")
-    parser.add_argument("output", type=Path, metavar="OUT", help="output video file (.mp4)")
+    parser.add_argument(
+        "output", type=Path, metavar="OUT", help=f"output video file ({supported_suffixes()}); never the input"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace OUT if it exists (once the new video is complete)"
+    )
     parser.add_argument("--style", metavar="NAME", required=True, help="style name (`vcam styles` lists them)")
     parser.add_argument("--frames", type=positive_int, metavar="N", help="translate only the first N frames")
     parser.add_argument(
@@ -49,20 +63,33 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config_from_args(args)
-    check_paths(args.input, args.output)
+    check_paths(args.input, args.output, overwrite=args.overwrite)
     from vcam.styles import load_translator
 
     translator = load_translator(args.style, config)
+    remove_stale_temporaries(args.output)
+    temporary = temporary_path(args.output)
     try:
         summary = translate_video(
             args.input,
-            args.output,
+            temporary,
             translator,
             max_frames=args.frames,
             metrics=args.metrics,
             progress=not args.no_progress,
+            container=container_format(args.output),
         )
+        try:
+            publish(temporary, args.output, overwrite=args.overwrite)
+        except FileExistsError:
+            raise UserError(
+                f"{str(args.output)!r} appeared while translating: pass --overwrite to replace it or pick another name"
+            ) from None
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP: a stop that was asked for
+        print(f"vcam: translate stopped: nothing written to {args.output}", file=sys.stderr)
+        return 0
     finally:
+        temporary.unlink(missing_ok=True)  # a failed or interrupted run leaves nothing behind
         translator.close()
     if args.metrics:
         print(json.dumps(summary, indent=2))
@@ -71,21 +98,36 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_paths(input_path: Path, output_path: Path) -> None:
-    """Refuse what would fail later or destroy a file: a missing input, a missing output folder, OUT = IN."""
+def check_paths(input_path: Path, output_path: Path, *, overwrite: bool = False) -> None:
+    """Refuse what would fail later or destroy a file: a missing input, a missing output folder, an unsupported
+    output container, OUT = IN (the same file by identity, also through a symlink or a hard link), and an
+    existing OUT unless `overwrite`."""
     if input_path.is_dir():
         raise UserError(f"input video {str(input_path)!r} is a folder: give the path of a video file")
-    if not input_path.is_file():
+    what = why_not_a_file(input_path)
+    if what == "not found":
         raise UserError(f"input video {str(input_path)!r} does not exist: give the path of a video file")
+    if what is not None:
+        raise UserError(f"input video {str(input_path)!r} {what}: give the path of a video file")
     if output_path.is_dir():
         raise UserError(f"output {str(output_path)!r} is a folder: give a file name such as {output_path / 'out.mp4'}")
+    if container_format(output_path) is None:
+        raise UserError(
+            f"cannot write {str(output_path)!r}: vcam translate writes {supported_suffixes()} files; "
+            "give an output name ending in one of them"
+        )
     if not output_path.parent.is_dir():
         raise UserError(
             f"cannot write {str(output_path)!r}: folder {str(output_path.parent)!r} does not exist; "
             "create it or pick another"
         )
-    if output_path.exists() and output_path.resolve() == input_path.resolve():
-        raise UserError(f"the output {str(output_path)!r} is the input video: give another output file name")
+    if output_path.exists():
+        if os.path.samefile(output_path, input_path):
+            raise UserError(f"the output {str(output_path)!r} is the input video: give another output file name")
+        if not overwrite:
+            raise UserError(
+                f"the output {str(output_path)!r} already exists: pass --overwrite to replace it, or pick another name"
+            )
 
 
 def av_error_text(error: BaseException) -> str:
@@ -124,7 +166,7 @@ def read_video(path: Path, max_frames: int | None = None) -> tuple[Iterator[np.n
         except av.FFmpegError as error:
             raise UserError(
                 f"decoding {str(path)!r} failed after {index} frames ({av_error_text(error)}): the file may be "
-                "damaged (the frames before it were written). Re-encode it (e.g. with ffmpeg) and try again"
+                "damaged (nothing was written). Re-encode it (e.g. with ffmpeg) and try again"
             ) from None
         finally:
             container.close()
@@ -135,7 +177,7 @@ def read_video(path: Path, max_frames: int | None = None) -> tuple[Iterator[np.n
 class VideoWriter:
     """Writes HxWx3 uint8 RGB frames to a video file with PyAV (libx264 or mpeg4, yuv420p, even size)."""
 
-    def __init__(self, path: Path, width: int, height: int, rate: Fraction) -> None:
+    def __init__(self, path: Path, width: int, height: int, rate: Fraction, container: str | None = None) -> None:
         import av
 
         self.width = width - width % 2
@@ -143,7 +185,7 @@ class VideoWriter:
         if self.width < 2 or self.height < 2:
             raise UserError(f"video size {width}x{height} is too small to encode: use a video of 2x2 pixels or more")
         try:
-            self._container = av.open(str(path), mode="w")
+            self._container = av.open(str(path), mode="w", format=container)
         except (OSError, av.FFmpegError) as error:
             raise UserError(
                 f"cannot write {str(path)!r} ({av_error_text(error)}): check the folder and the file suffix (.mp4)"
@@ -176,8 +218,12 @@ def translate_video(
     max_frames: int | None = None,
     metrics: bool = False,
     progress: bool = True,
+    container: str | None = None,
 ) -> dict[str, Any]:
-    """Translate a video file; returns frame counts (and the metrics when asked) as a JSON-ready dict."""
+    """Translate a video file; returns frame counts (and the metrics when asked) as a JSON-ready dict.
+
+    `container` names the FFmpeg muxer (None: from `output_path`'s suffix).
+    """
     from tqdm import tqdm
 
     from vcam.translators.live2diff import Live2DiffTranslator
@@ -197,7 +243,7 @@ def translate_video(
         nonlocal writer
         source = inputs.pop(index)
         if writer is None:
-            writer = VideoWriter(output_path, output.shape[1], output.shape[0], rate)
+            writer = VideoWriter(output_path, output.shape[1], output.shape[0], rate, container)
         writer.write(output)
         if tracker is not None:
             tracker.add(source, output)

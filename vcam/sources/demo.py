@@ -12,12 +12,12 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from vcam.clock import SYSTEM_CLOCK, Clock
 from vcam.errors import SourceError
 from vcam.frame import Frame
 from vcam.sources.base import Source
@@ -395,9 +395,14 @@ def person_box(
 
 
 class DemoSource(Source):
-    """The demo scene as a source: paced at `fps` in real time unless `realtime=False`."""
+    """The demo scene as a source: paced at `fps` in real time unless `realtime=False`.
 
-    def __init__(self, width: int, height: int, fps: float, seed: int = 0, realtime: bool = True) -> None:
+    Frames are due and stamped on `clock` (the system's monotonic clock unless a test injects one).
+    """
+
+    def __init__(
+        self, width: int, height: int, fps: float, seed: int = 0, realtime: bool = True, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         _check_size(width, height)
         if not fps > 0:
             raise SourceError(f"demo source fps must be > 0, got {fps}")
@@ -406,7 +411,8 @@ class DemoSource(Source):
         self.seed = seed
         self.realtime = realtime
         self._index = 0
-        self._pacer = FramePacer(self._fps)
+        self._clock = clock
+        self._pacer = FramePacer(self._fps, clock)
         self._opened = False
         self.description = f"demo scene (seed {seed}) {width}x{height} @ {self._fps:g} fps"
 
@@ -425,7 +431,7 @@ class DemoSource(Source):
             self._pacer.wait(index)
         image = render_demo_frame(index, *self._size, self.seed, self._fps)
         self._index += 1
-        return Frame(image=image, timestamp=time.monotonic(), index=index)
+        return Frame(image=image, timestamp=self._clock.now(), index=index)
 
     def close(self) -> None:
         self._opened = False

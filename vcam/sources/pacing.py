@@ -4,7 +4,8 @@ video file, screen) and by the runtime's output loop."""
 from __future__ import annotations
 
 import threading
-import time
+
+from vcam.clock import SYSTEM_CLOCK, Clock
 
 #: a frame more than this many frame intervals late restarts the clock (no catch-up burst)
 MAX_LATE_FRAMES = 2
@@ -24,25 +25,25 @@ class FramePacer:
     burst). With `stop`, a wait ends early when the event is set.
     """
 
-    def __init__(self, fps: float, stop: threading.Event | None = None) -> None:
+    def __init__(self, fps: float, clock: Clock = SYSTEM_CLOCK, stop: threading.Event | None = None) -> None:
         self.fps = _check_fps(fps)
+        self.clock = clock
         self._stop = stop
-        self._start = time.monotonic()
+        self._start = clock.now()
 
     def start(self, fps: float | None = None) -> None:
         """Frame 0 is due now (call at open; `fps` sets a new rate, e.g. once a file's rate is known)."""
         if fps is not None:
             self.fps = _check_fps(fps)
-        self._start = time.monotonic()
+        self._start = self.clock.now()
 
     def wait(self, index: int) -> bool:
         """Sleep until frame `index` is due; False when the `stop` event was set meanwhile."""
         due = self._start + index / self.fps
-        now = time.monotonic()
+        now = self.clock.now()
         if now < due:
-            if self._stop is not None:
-                return not self._stop.wait(due - now)
-            time.sleep(due - now)
+            if self.clock.wait(due - now, self._stop):
+                return False
         elif now - due > MAX_LATE_FRAMES / self.fps:
             self._start = now - index / self.fps
         return self._stop is None or not self._stop.is_set()

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from vcam.clock import SYSTEM_CLOCK, Clock
 from vcam.errors import SourceError, SourceUnavailable
+from vcam.file_kinds import why_not_a_file
 from vcam.frame import Frame
 from vcam.sources.base import Source
 from vcam.sources.pacing import FramePacer
@@ -36,10 +37,18 @@ class VideoFileSource(Source):
     """Frames of the first video stream in `path`; `fps` overrides the file's rate for pacing.
 
     With `loop=True` (the default) the file starts over at its end; with `loop=False`, `read()`
-    raises `EndOfVideo` there. `realtime=False` drops the pacing (tests, offline processing).
+    raises `EndOfVideo` there. `realtime=False` drops the pacing (tests, offline processing). Frames are
+    due and stamped on `clock` (the system's monotonic clock unless a test injects one).
     """
 
-    def __init__(self, path: str | Path, fps: float | None = None, loop: bool = True, realtime: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        fps: float | None = None,
+        loop: bool = True,
+        realtime: bool = True,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         if fps is not None and not fps > 0:
             raise SourceError(f"video file fps must be > 0, got {fps}")
         self.path = Path(path).expanduser()
@@ -52,7 +61,8 @@ class VideoFileSource(Source):
         self._frames: Iterator[Any] | None = None
         self._pending: np.ndarray | None = None
         self._index = 0
-        self._pacer = FramePacer(self._fps)
+        self._clock = clock
+        self._pacer = FramePacer(self._fps, clock)
         self._opened_before = False
         self.loops = 0
         self.description = f"video file {self.path}"
@@ -61,8 +71,8 @@ class VideoFileSource(Source):
         import av
 
         self.close()
-        if not self.path.is_file():
-            what = "is a folder, not a file" if self.path.is_dir() else "not found"
+        what = why_not_a_file(self.path)
+        if what is not None:
             raise open_failure(
                 self._opened_before, f'video file {str(self.path)!r} {what}; check the path in source = "file:PATH"'
             )
@@ -137,7 +147,7 @@ class VideoFileSource(Source):
             image = self._next_image()
         if self.realtime:
             self._pacer.wait(self._index)
-        frame = Frame(image=np.ascontiguousarray(image), timestamp=time.monotonic(), index=self._index)
+        frame = Frame(image=np.ascontiguousarray(image), timestamp=self._clock.now(), index=self._index)
         self._index += 1
         return frame
 
