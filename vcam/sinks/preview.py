@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from vcam.config import preview_port_problem
 from vcam.errors import SinkError
 from vcam.sinks.base import Sink, StatusProvider
 from vcam.sinks.preview_http import TEXT, Answer, Body, PreviewHttpServer, Request, Stream, is_local_host_header
-from vcam.config import preview_port_problem
 from vcam.sinks.preview_ts import CONTENT_TYPE as TS_CONTENT_TYPE
 from vcam.sinks.preview_ts import TsBroadcaster
 

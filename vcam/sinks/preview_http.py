@@ -2,9 +2,10 @@
 
 Holding up:
 - the listening socket's backlog is LISTEN_BACKLOG, so a burst of connects is queued by the kernel;
-- REQUEST_WORKERS threads (a fixed number) read and answer requests; a client gets HEADER_TIMEOUT_S to
-  send its whole request head (at most MAX_HEADER_BYTES, else 431), so half-open connections hold a worker
-  for a bounded time and never make threads; connections waiting for a worker queue up to MAX_PENDING;
+- one reader thread reads the request heads of every new connection at once; a client gets HEADER_TIMEOUT_S
+  to send its whole request head (at most MAX_HEADER_BYTES, else 431), so half-open connections cost a socket
+  each for a bounded time, never a thread (at most MAX_PENDING of them wait, the rest wait in the backlog);
+- REQUEST_WORKERS threads (a fixed number) answer complete requests;
 - a stream (MJPEG, MPEG-TS) runs in a thread of its own, at most MAX_STREAMS at once (503 beyond), and a
   write may block at most WRITE_TIMEOUT_S (a client that stopped reading is dropped).
 
@@ -28,6 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 logger = logging.getLogger(__name__)
@@ -133,24 +135,8 @@ def refusal(request: Request) -> str | None:
     return None
 
 
-def read_request(connection: socket.socket, deadline: float) -> Request | None:
-    """Read and parse one request head; None when the client closed or timed out before sending one."""
-    buffer = b""
-    while b"\r\n\r\n" not in buffer:
-        if len(buffer) > MAX_HEADER_BYTES:
-            raise BadRequest(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "request head over 16 KB")
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return None
-        connection.settimeout(remaining)
-        try:
-            data = connection.recv(4096)
-        except TimeoutError:
-            return None
-        if not data:
-            return None
-        buffer += data
-    head = buffer.split(b"\r\n\r\n", 1)[0]
+def parse_request(head: bytes) -> Request:
+    """Parse a request head (the bytes before the blank line); raises BadRequest."""
     if len(head) > MAX_HEADER_BYTES:
         raise BadRequest(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "request head over 16 KB")
     lines = head.decode("latin-1").split("\r\n")
@@ -168,6 +154,15 @@ def read_request(connection: socket.socket, deadline: float) -> Request | None:
     return Request(method, target, url.path, parse_qs(url.query), headers)
 
 
+@dataclass
+class _Incoming:
+    """A connection whose request head is still arriving."""
+
+    connection: socket.socket
+    deadline: float
+    buffer: bytes = b""
+
+
 def _head(status: HTTPStatus, headers: list[tuple[str, str]]) -> bytes:
     lines = [f"HTTP/1.1 {status.value} {status.phrase}", "Server: vcam-preview"]
     lines += [f"{name}: {value}" for name, value in (*COMMON_HEADERS, *headers)]
@@ -183,7 +178,12 @@ def send_body(connection: socket.socket, answer: Body, head_only: bool = False) 
 
 
 class PreviewHttpServer:
-    """Serves `router`'s answers on host:port (see the module docstring); `start()` then `close()`."""
+    """Serves `router`'s answers on host:port (see the module docstring); `start()` then `close()`.
+
+    One reader thread accepts connections and reads request heads from all of them at once (non-blocking
+    sockets and a selector), so a client that connects and sends nothing costs a socket, not a thread;
+    complete heads go to REQUEST_WORKERS worker threads; streams get a thread each, at most MAX_STREAMS.
+    """
 
     def __init__(self, host: str, port: int, router: Router) -> None:
         self._router = router
@@ -193,12 +193,14 @@ class PreviewHttpServer:
                 self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             self._listener.bind((host, port))
             self._listener.listen(LISTEN_BACKLOG)
+            self._listener.setblocking(False)
         except OSError:
             self._listener.close()
             raise
         self.port = int(self._listener.getsockname()[1])
-        self._pending: queue.Queue[socket.socket | None] = queue.Queue(maxsize=MAX_PENDING)
+        self._ready: queue.Queue[tuple[socket.socket, Request | BadRequest] | None] = queue.Queue(MAX_PENDING)
         self._closing = threading.Event()
+        self._wake_reader, self._wake_writer = socket.socketpair()
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
         self._streams: set[threading.Thread] = set()
@@ -210,7 +212,7 @@ class PreviewHttpServer:
             return len(self._streams)
 
     def start(self) -> None:
-        self._threads = [threading.Thread(target=self._accept_loop, name="vcam-preview-accept", daemon=True)]
+        self._threads = [threading.Thread(target=self._read_loop, name="vcam-preview-reader", daemon=True)]
         self._threads += [
             threading.Thread(target=self._work_loop, name=f"vcam-preview-worker-{index}", daemon=True)
             for index in range(REQUEST_WORKERS)
@@ -221,20 +223,19 @@ class PreviewHttpServer:
     def close(self, timeout: float = 5.0) -> None:
         """Stop accepting, cut every connection (a stalled client included) and join every thread."""
         self._closing.set()
-        with contextlib.suppress(OSError):  # not connected: nothing to wake
-            self._listener.shutdown(socket.SHUT_RDWR)  # wakes accept() on Linux
-        self._listener.close()
+        with contextlib.suppress(OSError):  # the reader may have gone already
+            self._wake_writer.send(b"x")
         with self._lock:
             connections = list(self._connections)
             streams = list(self._streams)
         for connection in connections:
             try:
-                connection.shutdown(socket.SHUT_RDWR)  # unblocks a thread stuck reading or writing
+                connection.shutdown(socket.SHUT_RDWR)  # unblocks a thread stuck writing to a stalled client
             except OSError:
                 logger.debug("preview: connection already closed")
         for _ in range(REQUEST_WORKERS):
             try:
-                self._pending.put_nowait(None)
+                self._ready.put_nowait(None)
             except queue.Full:
                 break
         deadline = time.monotonic() + timeout
@@ -242,42 +243,107 @@ class PreviewHttpServer:
             thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
                 logger.warning("preview: thread %s did not end within %.1f s", thread.name, timeout)
-        while True:  # connections accepted but never picked up
+        while True:  # requests read but never answered
             try:
-                leftover = self._pending.get_nowait()
+                leftover = self._ready.get_nowait()
             except queue.Empty:
                 break
             if leftover is not None:
-                leftover.close()
+                leftover[0].close()
+        self._listener.close()
+        self._wake_reader.close()
+        self._wake_writer.close()
 
     # ------------------------------------------------------------------ threads
-    def _accept_loop(self) -> None:
-        while not self._closing.is_set():
+    def _read_loop(self) -> None:
+        """Accept connections and read their request heads; hand each complete head to the workers."""
+        import selectors
+
+        incoming: dict[socket.socket, _Incoming] = {}
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._listener, selectors.EVENT_READ)
+            selector.register(self._wake_reader, selectors.EVENT_READ)
+            try:
+                while not self._closing.is_set():
+                    for key, _ in selector.select(timeout=0.5):
+                        if key.fileobj is self._listener:
+                            self._accept(selector, incoming)
+                        elif key.fileobj is not self._wake_reader:
+                            self._receive(selector, incoming, incoming[cast(socket.socket, key.fileobj)])
+                    now = time.monotonic()
+                    for entry in [entry for entry in incoming.values() if entry.deadline <= now]:
+                        logger.debug("preview: a client sent no complete request within %.0f s", HEADER_TIMEOUT_S)
+                        self._drop(selector, incoming, entry)
+            finally:
+                for entry in list(incoming.values()):
+                    self._drop(selector, incoming, entry)
+
+    def _accept(self, selector: Any, incoming: dict[socket.socket, _Incoming]) -> None:
+        import selectors
+
+        while len(incoming) < MAX_PENDING:
             try:
                 connection, _ = self._listener.accept()
-            except OSError:
-                if self._closing.is_set():
-                    return
-                logger.debug("preview: accept failed", exc_info=True)
-                time.sleep(0.01)
-                continue
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:
+                logger.debug("preview: accept failed: %s", error)
+                return
+            connection.setblocking(False)
+            incoming[connection] = _Incoming(connection, time.monotonic() + HEADER_TIMEOUT_S)
+            selector.register(connection, selectors.EVENT_READ)
+
+    def _receive(self, selector: Any, incoming: dict[socket.socket, _Incoming], entry: _Incoming) -> None:
+        try:
+            data = entry.connection.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as error:
+            logger.debug("preview: client went away: %s", error)
+            data = b""
+        if not data:
+            self._drop(selector, incoming, entry)
+            return
+        entry.buffer += data
+        end = entry.buffer.find(b"\r\n\r\n")
+        parsed: Request | BadRequest
+        if end < 0 and len(entry.buffer) <= MAX_HEADER_BYTES:
+            return  # more to come
+        if end < 0 or end > MAX_HEADER_BYTES:
+            parsed = BadRequest(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "request head over 16 KB")
+        else:
             try:
-                self._pending.put_nowait(connection)
-            except queue.Full:
-                logger.debug("preview: too many waiting connections; dropping one")
-                connection.close()
+                parsed = parse_request(entry.buffer[:end])
+            except BadRequest as error:
+                parsed = error
+        selector.unregister(entry.connection)
+        del incoming[entry.connection]
+        entry.connection.setblocking(True)
+        try:
+            self._ready.put_nowait((entry.connection, parsed))
+        except queue.Full:
+            logger.debug("preview: too many requests waiting; dropping one")
+            entry.connection.close()
+
+    @staticmethod
+    def _drop(selector: Any, incoming: dict[socket.socket, _Incoming], entry: _Incoming) -> None:
+        selector.unregister(entry.connection)
+        del incoming[entry.connection]
+        entry.connection.close()
 
     def _work_loop(self) -> None:
         while True:
-            connection = self._pending.get()
-            if connection is None or self._closing.is_set():
-                if connection is not None:
-                    connection.close()
+            item = self._ready.get()
+            if item is None:
                 return
+            connection, parsed = item
+            if self._closing.is_set():
+                connection.close()
+                continue
             self._track(connection, True)
             handed_off = False
             try:
-                handed_off = self._serve(connection)
+                handed_off = self._serve(connection, parsed)
             except OSError as error:
                 logger.debug("preview: client went away: %s", error)
             except Exception:
@@ -287,16 +353,11 @@ class PreviewHttpServer:
                     self._track(connection, False)
                     connection.close()
 
-    def _serve(self, connection: socket.socket) -> bool:
+    def _serve(self, connection: socket.socket, request: Request | BadRequest) -> bool:
         """Answer one request; True when the connection was handed to a stream thread."""
-        try:
-            request = read_request(connection, time.monotonic() + HEADER_TIMEOUT_S)
-        except BadRequest as error:
-            logger.debug("preview: bad request: %s", error)
-            send_body(connection, Body(error.status, TEXT, f"{error}\n".encode()))
-            return False
-        if request is None:
-            logger.debug("preview: a client sent no complete request in time")
+        if isinstance(request, BadRequest):
+            logger.debug("preview: bad request: %s", request)
+            send_body(connection, Body(request.status, TEXT, f"{request}\n".encode()))
             return False
         if request.method not in ("GET", "HEAD"):
             send_body(connection, Body(HTTPStatus.METHOD_NOT_ALLOWED, TEXT, b"only GET is served\n"))
@@ -310,19 +371,14 @@ class PreviewHttpServer:
         if isinstance(answer, Body):
             send_body(connection, answer, head_only=request.method == "HEAD")
             return False
+        thread = threading.Thread(target=self._stream, args=(connection, answer), name="vcam-preview-stream")
+        thread.daemon = True
         with self._lock:
-            if len(self._streams) >= MAX_STREAMS:
-                full = True
-            else:
-                full = False
-                thread = threading.Thread(
-                    target=self._stream, args=(connection, answer), name="vcam-preview-stream", daemon=True
-                )
+            full = len(self._streams) >= MAX_STREAMS
+            if not full:
                 self._streams.add(thread)
         if full:
-            close = getattr(answer.chunks, "close", None)
-            if callable(close):
-                close()
+            _close_chunks(answer)
             send_body(connection, Body(HTTPStatus.SERVICE_UNAVAILABLE, TEXT, b"too many streams open\n"))
             return False
         thread.start()
@@ -339,9 +395,7 @@ class PreviewHttpServer:
         except Exception:
             logger.exception("preview: a stream failed")
         finally:
-            close = getattr(answer.chunks, "close", None)
-            if callable(close):
-                close()  # runs the generator's cleanup (client counts) now, not at garbage collection
+            _close_chunks(answer)  # runs the generator's cleanup (client counts) now, not at garbage collection
             self._track(connection, False)
             connection.close()
             with self._lock:
@@ -353,3 +407,9 @@ class PreviewHttpServer:
                 self._connections.add(connection)
             else:
                 self._connections.discard(connection)
+
+
+def _close_chunks(answer: Stream) -> None:
+    close = getattr(answer.chunks, "close", None)
+    if callable(close):
+        close()

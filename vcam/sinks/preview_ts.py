@@ -79,20 +79,21 @@ class TsEncoder:
             ),
         }
         self._stream = stream
-        self._last_pts: int | None = None
+        self._first_index: int | None = None  # timestamps count from the first frame (x264 wants 0 first)
+        self._last_index: int | None = None
 
-    def encode(self, image: np.ndarray, index: int, keyframe: bool = False) -> list[tuple[bytes, bool]]:
-        """Encode frame `index` (its timestamp is index / fps): the bytes of each packet it gave, with its key flag."""
+    def encode(self, image: np.ndarray, index: int) -> list[tuple[bytes, bool]]:
+        """Encode frame `index` (its timestamp: (index - first index) / fps): the bytes of each packet it gave, with its key flag."""
         import av
 
-        if self._last_pts is not None and index <= self._last_pts:
-            raise ValueError(f"frame index {index} is not after the previous one ({self._last_pts})")
-        self._last_pts = index
+        if self._last_index is not None and index <= self._last_index:
+            raise ValueError(f"frame index {index} is not after the previous one ({self._last_index})")
+        if self._first_index is None:
+            self._first_index = index
+        self._last_index = index
         frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-        frame.pts = index
-        frame.time_base = self._stream.time_base
-        if keyframe:
-            frame.pict_type = av.video.frame.PictureType.I
+        frame.pts = index - self._first_index
+        frame.time_base = self._stream.codec_context.time_base  # 1/fps (the stream's becomes 1/90000 once muxing)
         out: list[tuple[bytes, bool]] = []
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
@@ -157,7 +158,6 @@ class TsBroadcaster:
         self._wait_newer = wait_newer
         self._lock = threading.Lock()
         self._clients: set[_Client] = set()
-        self._new_client = False
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
         self.frames_encoded = 0
@@ -174,7 +174,6 @@ class TsBroadcaster:
             if self._closing.is_set():
                 return
             self._clients.add(client)
-            self._new_client = True
             if self._thread is None:
                 self._thread = threading.Thread(target=self._encode_loop, name="vcam-preview-ts", daemon=True)
                 self._thread.start()
@@ -209,16 +208,14 @@ class TsBroadcaster:
                     if not self._clients:  # nobody watches: stop encoding until someone does
                         self._thread = None
                         return
-                    keyframe, self._new_client = self._new_client, False
                 newest = self._latest()
                 if newest is None:
                     continue
                 image, index = newest
-                if encoder is None:
+                if encoder is None:  # its first frame is a keyframe: the first client starts at once
                     encoder = TsEncoder(self.width, self.height, self.fps)
-                    keyframe = True
                 try:
-                    packets = encoder.encode(image, index, keyframe=keyframe)
+                    packets = encoder.encode(image, index)
                 except Exception:  # one bad frame must not end the stream for every client
                     logger.exception("preview: H.264 encoding failed; skipping frame %d", index)
                     continue
