@@ -83,7 +83,7 @@ class TsEncoder:
         self._last_index: int | None = None
 
     def encode(self, image: np.ndarray, index: int) -> list[tuple[bytes, bool]]:
-        """Encode frame `index` (its timestamp: (index - first index) / fps): the bytes of each packet it gave, with its key flag."""
+        """Encode frame `index`, timestamped (index - first index) / fps: each packet's bytes and key flag."""
         import av
 
         if self._last_index is not None and index <= self._last_index:
