@@ -358,6 +358,7 @@ class PreviewHttpServer:
         if isinstance(request, BadRequest):
             logger.debug("preview: bad request: %s", request)
             send_body(connection, Body(request.status, TEXT, f"{request}\n".encode()))
+            _drain(connection)
             return False
         if request.method not in ("GET", "HEAD"):
             send_body(connection, Body(HTTPStatus.METHOD_NOT_ALLOWED, TEXT, b"only GET is served\n"))
@@ -407,6 +408,21 @@ class PreviewHttpServer:
                 self._connections.add(connection)
             else:
                 self._connections.discard(connection)
+
+
+def _drain(connection: socket.socket, limit: int = 1 << 20, timeout: float = 2.0) -> None:
+    """Close gracefully a connection whose client may still be sending (a refused head): stop writing, read and
+    drop what still comes (at most `limit` bytes for `timeout` seconds), so the answer is not lost to a reset."""
+    connection.shutdown(socket.SHUT_WR)
+    connection.settimeout(timeout)
+    deadline = time.monotonic() + timeout
+    received = 0
+    with contextlib.suppress(OSError):
+        while received < limit and time.monotonic() < deadline:
+            chunk = connection.recv(65536)
+            if not chunk:
+                return
+            received += len(chunk)
 
 
 def _close_chunks(answer: Stream) -> None:
