@@ -8,6 +8,7 @@ import struct
 import threading
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 
 import vcam.sinks.preview_http as preview_http
@@ -110,7 +111,7 @@ def test_request_heads_over_16_kb_get_431(preview: PreviewSink) -> None:
 
 
 def test_every_answer_forbids_cross_origin_embedding_and_pages_forbid_framing(preview: PreviewSink) -> None:
-    preview.send(__import__("numpy").zeros((HEIGHT, WIDTH, 3), "uint8"))
+    preview.send(np.zeros((HEIGHT, WIDTH, 3), np.uint8))
     for path in ("/", "/view", "/status.json", "/frame.jpg", "/nothing"):
         status, headers, _ = get(preview.port, path)
         assert headers["cross-origin-resource-policy"] == "same-origin", path
