@@ -97,10 +97,11 @@ class Chromium:
         return result["result"].get("value")
 
     def wait_for(self, expression: str, timeout: float = 30.0, what: str = "") -> Any:
-        """Evaluate `expression` until it is truthy; its value (fails after `timeout` seconds)."""
+        """Evaluate `expression` until it is truthy (an exception counts as false); its value, or fail."""
         deadline = time.monotonic() + timeout
+        guarded = f"(() => {{ try {{ return ({expression}); }} catch (error) {{ return null; }} }})()"  # page loading
         while True:
-            value = self.evaluate(expression)
+            value = self.evaluate(guarded)
             if value:
                 return value
             if time.monotonic() > deadline:

@@ -197,7 +197,8 @@ class PreviewHttpServer:
         except OSError:
             self._listener.close()
             raise
-        self.port = int(self._listener.getsockname()[1])
+        self._address: tuple[str, int] = self._listener.getsockname()[:2]
+        self.port = int(self._address[1])
         self._ready: queue.Queue[tuple[socket.socket, Request | BadRequest] | None] = queue.Queue(MAX_PENDING)
         self._closing = threading.Event()
         self._wake_reader, self._wake_writer = socket.socketpair()
@@ -205,6 +206,11 @@ class PreviewHttpServer:
         self._connections: set[socket.socket] = set()
         self._streams: set[threading.Thread] = set()
         self._threads: list[threading.Thread] = []
+
+    @property
+    def server_address(self) -> tuple[str, int]:
+        """The (host, port) the server listens on."""
+        return self._address
 
     @property
     def stream_threads(self) -> int:

@@ -121,7 +121,7 @@ def stabilise(image: np.ndarray, state: LookState | None) -> np.ndarray:
     step = cv2.subtract(current, previous)  # [h, w, 3]
     change = cv2.cvtColor(cv2.absdiff(current, previous), cv2.COLOR_RGB2GRAY)  # [h, w]
     motion = (change - NOISE_LEVEL) * ((1.0 - STILL_WEIGHT) / (MOTION_LEVEL - NOISE_LEVEL)) + STILL_WEIGHT
-    weight = cv2.min(cv2.max(motion, STILL_WEIGHT), 1.0)  # [h, w] in [STILL_WEIGHT, 1]
+    weight = np.clip(motion, STILL_WEIGHT, 1.0).astype(np.float32)  # [h, w] in [STILL_WEIGHT, 1]
     stable = cv2.add(previous, cv2.multiply(step, cv2.merge([weight, weight, weight])))
     state.stable = stable
     return stable
