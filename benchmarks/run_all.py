@@ -14,7 +14,7 @@ import platform
 import subprocess
 import sys
 
-TARGETS = ("runtime", "unet", "model", "segment", "lora")
+TARGETS = ("runtime", "unet", "model", "segment", "lora", "classic", "preview")
 
 
 def main() -> int:

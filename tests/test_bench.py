@@ -7,6 +7,7 @@ what it promises (the figures themselves are not asserted).
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -72,3 +73,19 @@ def test_lora_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
     result = bench(capsys, "lora", "--calls", "2", "--repeats", "1")
     assert result["fused_copy_ms_per_call"] > 0 and result["peft_adapter_ms_per_call"] > 0
     assert "adapter_over_fused" in result
+
+
+def test_classic_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("skimage", reason="scikit-image (dev extra) provides the sample photograph")
+    result = bench(capsys, "classic", "--frames", "3")
+    assert set(result["looks"]) == {"cartoon", "sketch", "posterize", "thermal"}
+    for figures in result["looks"].values():
+        assert figures["warp_error_stable"] > 0 and figures["input_warp_error"] > 0
+
+
+@pytest.mark.skipif(shutil.which("ffprobe") is None, reason="ffprobe (Debian's ffmpeg package) is not installed")
+def test_preview_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
+    result = bench(capsys, "preview", "--seconds", "1", "--size", "320x180", "--fps", "15")
+    assert result["stream.ts"]["ffprobe"]["r_frame_rate"] == "15/1"
+    for name in ("stream.ts", "stream.mjpg"):
+        assert result[name]["player_low_delay"]["frames_shown"] > 0

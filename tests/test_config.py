@@ -40,7 +40,7 @@ def test_file_values_override_defaults_and_keep_the_rest(tmp_path: Path) -> None
         ("[camera]\nzoom = 2\n", "unknown config key camera.zoom: allowed keys are fps, height, source, width"),
         ("[cameras]\nfps = 2\n", "unknown config section [cameras]"),
         ("[output]\nsinks = []\n", "output.sinks = [] is empty"),
-        ("[preview]\nport = 80\n", "preview.port = 80 is out of range: allowed 1024 to 65535"),
+        ("[preview]\nport = 80\n", "preview.port = 80 is not allowed: ports under 1024 need administrator rights"),
         ("[output\n", "is not valid TOML"),
     ],
 )

@@ -323,7 +323,7 @@ def test_preview_page_snapshot_and_status(preview: PreviewSink) -> None:
     assert status == 503
     status, headers, body = http_get(preview, "/")
     assert status == 200 and headers["Content-Type"].startswith("text/html")
-    assert b'src="/stream.mjpg"' in body and b"/status.json" in body and b'class="bare"' not in body
+    assert b'fetch("/stream.mjpg"' in body and b"/status.json" in body and b'class="bare"' not in body
     for path in ("/view", "/?bare=1"):
         status, _, body = http_get(preview, path)
         assert status == 200 and b'<body class="bare">' in body

@@ -114,6 +114,19 @@ def validate_size(key: str, width: int, height: int) -> None:
         raise ConfigError(f"{key} size {width}x{height} must have an even width and height")
 
 
+#: what a preview port may be (`--sink preview:PORT` and `[preview] port` alike), for messages
+PREVIEW_PORT_RULE = "0 (any free port) or 1024..65535"
+
+
+def preview_port_problem(port: int) -> str | None:
+    """What is wrong with `port` as the preview's port, or None when it is allowed (the one rule for both)."""
+    if port == 0 or 1024 <= port <= 65535:
+        return None
+    if 0 < port < 1024:
+        return f"ports under 1024 need administrator rights; use {PREVIEW_PORT_RULE}"
+    return f"not a port; use {PREVIEW_PORT_RULE}"
+
+
 def validate_fps(key: str, fps: float) -> None:
     _check_range(key, fps, MIN_FPS, MAX_FPS)
 
@@ -126,7 +139,9 @@ def validate(config: Config) -> None:
     validate_fps("camera.fps", config.camera.fps)
     if not config.output.sinks:
         raise ConfigError('output.sinks = [] is empty: give at least one sink, e.g. ["auto"] or ["null"]')
-    _check_range("preview.port", config.preview.port, 1024, 65535)
+    port_problem = preview_port_problem(config.preview.port)
+    if port_problem is not None:
+        raise ConfigError(f"preview.port = {config.preview.port!r} is not allowed: {port_problem}")
     if config.style.seed < 0:
         raise ConfigError(f"style.seed = {config.style.seed!r} must be 0 or more")
     if not config.style.name:

@@ -125,6 +125,7 @@ class Runtime:
         self._load_generation = 0
         self._loading: set[str] = set()
         self._paused = False
+        self._forget_stream = False  # set on pause, resume and reconnect: the work thread resets the translator
         self._last_error: str | None = None
         self._clears_style_error = True  # False while the fallback look stands in for a failed style
         self._crossfade_from: np.ndarray | None = None
@@ -327,11 +328,13 @@ class Runtime:
         """Send a still privacy frame instead of the camera until `resume()`."""
         with self._lock:
             self._paused = True
+            self._forget_stream = True
         self._notify()
 
     def resume(self) -> None:
         with self._lock:
             self._paused = False
+            self._forget_stream = True
         self._notify()
 
     def add_status_listener(self, listener: StatusListener) -> None:
@@ -439,6 +442,7 @@ class Runtime:
             log.warning("camera back: %s", self.source.description)
             with self._lock:
                 self._camera_lost = False
+                self._forget_stream = True
             if self._segmentation is not None:
                 self._segmentation.reset()  # the mask's temporal smoothing must not blend across the gap
             self._notify()
@@ -488,6 +492,10 @@ class Runtime:
             self._recent_inputs.append(image)
             if self._paused:
                 continue
+            if self._forget_stream:
+                with self._lock:
+                    self._forget_stream = False
+                self._translator.reset()  # the translator's temporal state must not blend across the gap
             result = self._process(image, capture_time)
             if result is None:
                 continue

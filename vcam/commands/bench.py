@@ -14,6 +14,8 @@ TARGETS = {
     "model": "streaming pipeline: pipelined vs sequential steps, per-stage breakdown",
     "segment": "segmentation and compositing per mode at 1280x720",
     "lora": "style LoRA on a shared base: fused copy vs PEFT adapter, per UNet call",
+    "classic": "classic looks: warp error with and without temporal state, on a photograph clip",
+    "preview": "preview streams: the rate ffprobe reports, how far behind live a timestamp-paced player settles",
 }
 
 

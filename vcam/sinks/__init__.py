@@ -13,7 +13,7 @@ from vcam.sinks.base import Sink, StatusProvider
 SINK_FORMS = (
     "vcam (the first virtual camera)",
     "vcam:NAME (a virtual camera by device or name, e.g. vcam:/dev/video10)",
-    "preview (MJPEG stream and page on 127.0.0.1)",
+    "preview (page, MJPEG and MPEG-TS streams on 127.0.0.1)",
     "preview:PORT",
     "file:PATH (an .mp4 recording)",
     "null (discard)",
@@ -48,8 +48,13 @@ def parse_sink(spec: str, default_preview_port: int) -> Sink:
 
         if not colon:
             return PreviewSink(port=default_preview_port)
-        if not argument.isdigit() or not 0 <= int(argument) <= 65535:
-            raise _unknown(spec, f"the preview port must be a number 0..65535 (0 picks a free one), not {argument!r}")
+        from vcam.config import PREVIEW_PORT_RULE, preview_port_problem
+
+        if not argument.isdigit():
+            raise _unknown(spec, f"the preview port must be {PREVIEW_PORT_RULE}, not {argument!r}")
+        problem = preview_port_problem(int(argument))
+        if problem is not None:
+            raise _unknown(spec, f"preview port {argument}: {problem}")
         return PreviewSink(port=int(argument))
     if kind == "file":
         if not colon:
