@@ -48,11 +48,11 @@ class Metric:
 
 
 METRICS = (
-    Metric("warp_error", "warp err", True),
+    Metric("warp_error", "warp err", True, digits=5),
     Metric("warp_error_255", "warp err 0-255*", True, digits=2),
     Metric("clip_consistency", "CLIP cons", False, CLIP_MODEL_NAME, digits=2),
     Metric("clip_text", "CLIP text", False, CLIP_MODEL_NAME, digits=2),
-    Metric("depth_mse", "depth MSE", True, DEPTH_MODEL_NAME),
+    Metric("depth_mse", "depth MSE", True, DEPTH_MODEL_NAME, digits=5),
     Metric("content_fps", "fps", False, digits=1),
     Metric("latency_frames", "lat (fr)", True, digits=0),
     Metric("latency_ms", "lat (ms)", True, digits=0),
