@@ -320,10 +320,13 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.Capture
     clip = write_clip(tmp_path / "walk.mp4", moving_frames(3, width=32, height=32))
     config = ["--config", str(_config(tmp_path))]
     (tmp_path / "empty").mkdir()
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video at all")
     cases = [
         (["eval", str(tmp_path / "nope.mp4"), "--style", "cartoon"], "does not exist"),
         (["eval", str(clip), "--style", "no-such-style"], "unknown style 'no-such-style'"),
         (["eval", str(tmp_path / "empty"), "--style", "cartoon"], "holds no frames"),
+        (["eval", str(broken), "--style", "tiny-random"], "cannot read video"),
         (["eval", str(clip), "--style", "cartoon", "--plot", str(tmp_path / "plot.jpg")], "must end in .png"),
         (["eval", str(clip), "--style", "cartoon", "--json", str(tmp_path / "no" / "e.json")], "does not exist"),
     ]

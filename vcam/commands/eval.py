@@ -85,7 +85,7 @@ def output_paths(args: argparse.Namespace) -> dict[str, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vcam.eval.clips import find_clips
+    from vcam.eval.clips import check_clip, find_clips
     from vcam.eval.measure import evaluate
     from vcam.eval.models import load_eval_models
     from vcam.eval.report import format_tables, plot_warp_error, write_csv, write_json
@@ -96,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
     for name in styles:
         find_style(name, config)  # an unknown name is an error before anything loads
     clips = find_clips(args.clips)
+    for clip in clips:
+        check_clip(clip)
     paths = output_paths(args)
     models = load_eval_models(config)
     evaluation = evaluate(

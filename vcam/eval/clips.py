@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -93,7 +93,7 @@ def find_clips(paths: Sequence[Path]) -> list[Clip]:
     return clips
 
 
-def read_clip(clip: Clip, max_frames: int | None = None) -> Iterator[np.ndarray]:
+def read_clip(clip: Clip, max_frames: int | None = None) -> Generator[np.ndarray, None, None]:
     """The clip's frames as [H, W, 3] uint8 RGB, in order (at most `max_frames`); ClipError on a bad frame."""
     if not clip.is_folder:
         from vcam.commands.translate import read_video
@@ -122,3 +122,13 @@ def _read_folder(clip: Clip, max_frames: int | None) -> Iterator[np.ndarray]:
                 f" {size[1]}x{size[0]}: every frame of a clip must have the same size"
             )
         yield np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+
+
+def check_clip(clip: Clip) -> None:
+    """Decode the clip's first frame, so a bad clip is reported before any style loads; ClipError if none."""
+    frames = read_clip(clip, max_frames=1)
+    try:
+        if next(frames, None) is None:
+            raise ClipError(f"clip {str(clip.path)!r} has no frames: give a clip with at least one frame")
+    finally:
+        frames.close()
