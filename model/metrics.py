@@ -116,3 +116,57 @@ def _mean_abs_diff(first: np.ndarray, second: np.ndarray) -> float:
 
 def _mean(values: list[float]) -> float | None:
     return float(np.mean(values)) if values else None
+
+
+# --- the StreamV2V-style variant -------------------------------------------------------------------------
+# StreamV2V's tools/warp_error.py (and StreamDiffusionV2, which reuses it) reports a mean absolute error on the
+# 0-255 scale: the occlusion mask comes from its forward-flow consistency check (norms, alpha 0.01, beta 0.5,
+# computed on frame t-1's grid and applied as it is to frame t), the warp is OpenCV's uint8 remap with zero
+# padding, and the difference is taken on uint8 arrays, so where the later frame is brighter than the warped
+# earlier one by d the pixel counts 256 - d instead of d. The functions below reproduce that formula; the flow
+# they get is OpenCV's DIS, not RAFT, so the numbers are of the same kind, not the same.
+
+
+def streamv2v_occlusion(flow_forward: np.ndarray, flow_back: np.ndarray) -> np.ndarray:
+    """True where StreamV2V's forward-backward check calls a pixel occluded; [H, W] bool.
+
+    flow_forward maps t-1 -> t, flow_back t -> t-1, both [H, W, 2]. Occluded: |G(x) + F(x + G(x))| >
+    0.01 (|G(x)| + |F(x)|) + 0.5, with F sampled bilinearly and zero outside the frame (UnFlow's constants).
+    """
+    import cv2
+
+    height, width = flow_forward.shape[:2]
+    grid_x, grid_y = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+    map_x = grid_x + flow_forward[..., 0].astype(np.float32)
+    map_y = grid_y + flow_forward[..., 1].astype(np.float32)
+    back_at_target = cv2.remap(
+        flow_back.astype(np.float32), map_x, map_y, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+    )  # [H, W, 2]
+    mismatch = np.linalg.norm(flow_forward + back_at_target, axis=-1)  # [H, W]
+    magnitude = np.linalg.norm(flow_forward, axis=-1) + np.linalg.norm(flow_back, axis=-1)  # [H, W]
+    return np.asarray(mismatch > 0.01 * magnitude + 0.5)
+
+
+def streamv2v_warp_error(
+    previous_output: np.ndarray, output: np.ndarray, flow_back: np.ndarray, occluded: np.ndarray
+) -> float:
+    """Mean over non-occluded pixels and channels of (warp(output t-1) - output t) mod 256, uint8 RGB; 0-255.
+
+    The warp samples output t-1 at x + flow_back(x) (bilinear, uint8, zero outside the frame).
+    """
+    import cv2
+
+    height, width = flow_back.shape[:2]
+    grid_x, grid_y = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+    map_x = grid_x + flow_back[..., 0].astype(np.float32)
+    map_y = grid_y + flow_back[..., 1].astype(np.float32)
+    warped = cv2.remap(
+        np.ascontiguousarray(previous_output, dtype=np.uint8),
+        map_x,
+        map_y,
+        interpolation=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+    )  # [H, W, 3] uint8
+    wrapped = warped - np.asarray(output, dtype=np.uint8)  # [H, W, 3] uint8: negative differences wrap to 256 - d
+    visible = ~occluded
+    return float(wrapped[visible].mean()) if visible.any() else 0.0

@@ -23,7 +23,9 @@ def add_parser(subparsers: Any) -> None:
     download = actions.add_parser(
         "download", help="download styles (and the shared parts, once); an interrupted file resumes where it stopped"
     )
-    download.add_argument("styles", nargs="*", metavar="STYLE")
+    download.add_argument(
+        "styles", nargs="*", metavar="STYLE", help="style names; also `clip` and `depth`, the models of `vcam eval`"
+    )
     download.add_argument("--all", action="store_true", help="download every catalogue style")
     verify = actions.add_parser("verify", help="check sizes and sha256 of downloaded files")
     verify.add_argument("styles", nargs="*", metavar="STYLE")
@@ -103,10 +105,14 @@ def download_styles(store: ModelStore, names: list[str], everything: bool, out: 
         names = [name for name, style in store.catalogue.styles.items() if style.kind == "catalogue"]
     if not names:
         raise UserError("name the styles to download, e.g. `vcam models download pixar`, or use --all")
-    for name in names:
+    from vcam.eval.models import EVAL_MODEL_NAMES, download_eval_models
+
+    extras = [name for name in names if name in EVAL_MODEL_NAMES and name not in store.catalogue.styles]
+    styles = [name for name in names if name not in extras]
+    for name in styles:
         store.style(name)
     try:
-        fetched = download(store, names)
+        fetched = download_eval_models(extras, store) + (download(store, styles) if styles else 0)
     except KeyboardInterrupt:
         out.write(f"\ninterrupted: run `vcam models download {' '.join(names)}` again to continue\n")
         raise

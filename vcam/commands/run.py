@@ -93,8 +93,8 @@ def saved_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vcam.cli import STOP_SIGNALS
     from vcam.assemble import build_runtime
+    from vcam.cli import STOP_SIGNALS
     from vcam.sinks.file import FileSink
     from vcam.styles import find_style
 

@@ -226,7 +226,7 @@ def translate_video(
     """
     from tqdm import tqdm
 
-    from vcam.translators.live2diff import Live2DiffTranslator
+    from vcam.translators.offline import OfflineTranslation
 
     frames, rate, count = read_video(input_path, max_frames)
     writer: VideoWriter | None = None
@@ -235,47 +235,21 @@ def translate_video(
         from vcam.model.metrics import VideoMetrics
 
         tracker = VideoMetrics()
-    inputs: dict[int, np.ndarray] = {}
-    frames_read = 0
+    translation = OfflineTranslation(frames, translator)
     bar = tqdm(total=count, unit="frame", desc=f"translate ({translator.name})", disable=not progress, file=sys.stderr)
-
-    def emit(index: int, output: np.ndarray) -> None:
-        nonlocal writer
-        source = inputs.pop(index)
-        if writer is None:
-            writer = VideoWriter(output_path, output.shape[1], output.shape[0], rate, container)
-        writer.write(output)
-        if tracker is not None:
-            tracker.add(source, output)
-        bar.update(1)
-
     try:
-        if isinstance(translator, Live2DiffTranslator):
-            pipeline = translator.pipeline
-            fitter = translator.fitter
-            for image in frames:
-                height, width = image.shape[:2]
-                inputs[pipeline.frames_in] = image
-                frames_read += 1
-                for result in pipeline.step(fitter.to_model(image)):
-                    emit(result.index, fitter.from_model(result.image, width, height))
-            first_flushed = pipeline.frames_in - len(inputs)
-            for offset, output in enumerate(pipeline.flush()):
-                index = first_flushed + offset
-                source = inputs[index]
-                emit(index, fitter.from_model(output, source.shape[1], source.shape[0]))
-        else:
-            last: np.ndarray | None = None
-            for index, image in enumerate(frames):
-                inputs[index] = image
-                frames_read += 1
-                output = translator(image)
-                last = output if output is not None else (last if last is not None else image)
-                emit(index, last)
+        for frame in translation:
+            if writer is None:
+                writer = VideoWriter(output_path, frame.output.shape[1], frame.output.shape[0], rate, container)
+            writer.write(frame.output)
+            if tracker is not None:
+                tracker.add(frame.image, frame.output)
+            bar.update(1)
     finally:
         bar.close()
         if writer is not None:
             writer.close()
+    frames_read = translation.frames_read
     if frames_read == 0:
         raise UserError(f"no frames could be read from {str(input_path)!r}: give a video with at least one frame")
     summary: dict[str, Any] = {

@@ -130,7 +130,18 @@ def download(
     fraction)` gets the overall fraction by bytes. Raises OfflineError, GatedModelError, RemoteMissingError,
     PartialDownloadError (the partial is kept for the next run), CorruptWeightsError or DiskSpaceError.
     """
-    todo = plan(store, names)
+    return fetch_files(store, plan(store, names), names, progress, quiet)
+
+
+def fetch_files(
+    store: ModelStore,
+    todo: Sequence[FileReport],
+    names: Sequence[str],
+    progress: ProgressCallback | None = None,
+    quiet: bool = False,
+) -> int:
+    """Fetch the files of `todo` (reports of files not ok on disk) as `download` does; `names` name them in the
+    commands that errors suggest (`vcam models download NAMES`)."""
     if not todo:
         if progress is not None:
             progress("all files are on disk", 1.0)
