@@ -23,3 +23,7 @@ class ConfigError(UserError):
 
 class MissingDependencyError(UserError):
     """An optional dependency is not installed; the message names the extra to install."""
+
+
+class RemoteError(UserError):
+    """Remote mode: a server setting that cannot be used, or a request the server refuses (bad offer, full)."""

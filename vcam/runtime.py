@@ -438,7 +438,7 @@ class Runtime:
                 repeated=stats.repeated,
                 segment_ms=round(statistics.median(stats.segment_ms), 2) if stats.segment_ms else 0.0,
                 translate_ms=round(statistics.median(stats.translate_ms), 2) if stats.translate_ms else 0.0,
-                last_error=self._last_error,
+                last_error=translator.problem or self._last_error,
                 preview_url=self._preview_url,
                 styles_loading=tuple(sorted(self._loading)),
                 model_memory_mb=round(resident_model_mb(), 1),
