@@ -163,6 +163,8 @@ class RemoteServer:
                 self.engine.factory.check(style)
         pc = RTCPeerConnection(rtc_configuration(self.options.ice_servers))
         session = Session(secrets.token_urlsafe(24), pc, kind)
+        if kind != "whep":
+            self._listen(session, pc)  # before setRemoteDescription, which fires the track events
         try:
             try:
                 await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
@@ -206,6 +208,8 @@ class RemoteServer:
             None, self.engine.add, session.session_id, style, deliver
         )
 
+
+    def _listen(self, session: Session, pc: Any) -> None:
         @pc.on("track")
         def on_track(track: Any) -> None:
             if track.kind == "video":
