@@ -130,9 +130,8 @@ def test_client_gets_styled_frames_and_reconnects_after_a_server_restart(tmp_pat
 
         server.stop()  # the server goes away: plain frames, a clear problem, no stall
         assert wait_until(lambda: translator.problem is not None and "unavailable" in translator.problem, 30)
-        started = time.monotonic()
-        plain = translator(frames[0])
-        assert plain is frames[0] and time.monotonic() - started < 0.5
+        assert translator(frames[0]) is frames[0]  # the plain look, at once
+        assert translator.latency_frames == 0
 
         server = ServerProcess(tmp_path, port)  # back: the client reconnects by itself
         styled = drive(translator, frames, until=5, timeout=120)

@@ -70,9 +70,9 @@ class RemoteTranslator(Translator):
             self._sent.popitem(last=False)
         self.connection.send(np.ascontiguousarray(small), pts)
         styled = self.connection.take()
-        if not self.connection.connected and self.connection.problem is not None and styled is None:
+        if not self.connection.connected:
             self._latency = 0
-            return image  # the plain look while the remote style is unavailable
+            return image  # the plain look while the remote style is unavailable (or still connecting)
         if styled is None:
             return None
         output, input_pts = styled
