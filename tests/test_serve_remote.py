@@ -149,6 +149,7 @@ def test_whip_publish_with_audio_and_whep_pull(server: ServerProcess) -> None:
 async def _whip_and_whep(url: str) -> None:
     from aiortc import RTCPeerConnection, RTCSessionDescription
     from aiortc.mediastreams import AudioStreamTrack
+
     from vcam.serve.rtc import FrameQueueTrack, allow_loopback_candidates
 
     allow_loopback_candidates()

@@ -14,8 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from vcam.errors import RemoteError
-
-from vcam.serve.streams import ClientStream, StyleState, StyledFrame
+from vcam.serve.streams import ClientStream, StyledFrame, StyleState
 
 if TYPE_CHECKING:
     from vcam.config import Config
@@ -71,9 +70,7 @@ class StyleFactory:
 
         store = ModelStore.from_config(self.config, strict=False)
         translator = Live2DiffTranslator.from_style(store.style(name), store.path(name), self.config)
-        return StyleState(
-            name=name, pipeline=translator.pipeline, translator=translator, fitter=translator.fitter
-        )
+        return StyleState(name=name, pipeline=translator.pipeline, translator=translator, fitter=translator.fitter)
 
 
 class Engine:
@@ -217,4 +214,3 @@ class Engine:
         log.exception("styling client %s's frame failed", stream.client_id[:8])
         stream.error = f"{type(error).__name__}: {error}"
         stream.finish_translator(image, image, 0)
-

@@ -30,7 +30,6 @@ from importlib import resources
 from typing import Any
 
 from vcam.errors import UserError
-
 from vcam.serve.engine import Engine, TooManyClients
 from vcam.serve.rtc import (
     MAX_SDP_BYTES,
@@ -204,10 +203,7 @@ class RemoteServer:
                     output.put(frame.image, frame.pts)
 
         loop = asyncio.get_running_loop()
-        session.stream = await loop.run_in_executor(
-            None, self.engine.add, session.session_id, style, deliver
-        )
-
+        session.stream = await loop.run_in_executor(None, self.engine.add, session.session_id, style, deliver)
 
     def _listen(self, session: Session, pc: Any) -> None:
         @pc.on("track")
@@ -358,8 +354,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- helpers
 
-    def _reply(self, code: int, body: bytes = b"", content_type: str = "text/plain; charset=utf-8",
-               headers: dict[str, str] | None = None) -> None:
+    def _reply(
+        self,
+        code: int,
+        body: bytes = b"",
+        content_type: str = "text/plain; charset=utf-8",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -459,8 +460,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_PATCH(self) -> None:  # noqa: N802 (trickle ICE: not supported, the answer carries all candidates)
         if not self._authorized():
             return
-        self._reply(405, b"trickle ICE is not supported: send the offer with all candidates\n",
-                    headers={"Allow": "DELETE"})
+        self._reply(
+            405, b"trickle ICE is not supported: send the offer with all candidates\n", headers={"Allow": "DELETE"}
+        )
 
     def do_DELETE(self) -> None:  # noqa: N802
         if not self._authorized():

@@ -61,8 +61,10 @@ class RemoteTranslator(Translator):
         self._calls += 1
         height, width = image.shape[:2]
         small_width, small_height = send_size(width, height)
-        small = image if (small_width, small_height) == (width, height) else cv2.resize(
-            image, (small_width, small_height), interpolation=cv2.INTER_AREA
+        small = (
+            image
+            if (small_width, small_height) == (width, height)
+            else cv2.resize(image, (small_width, small_height), interpolation=cv2.INTER_AREA)
         )
         pts = call * PTS_STEP
         self._sent[pts] = call
