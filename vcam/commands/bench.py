@@ -14,6 +14,7 @@ TARGETS = {
     "model": "streaming pipeline: pipelined vs sequential steps, per-stage breakdown",
     "segment": "segmentation and compositing per mode at 1280x720",
     "lora": "style LoRA on a shared base: fused copy vs PEFT adapter, per UNet call",
+    "serve": "remote server engine: 1/2/4 clients, one stacked UNet call per tick vs one per client",
 }
 
 
