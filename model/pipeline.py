@@ -81,6 +81,23 @@ class _Encoded:
 
 
 @dataclass
+class StreamStepPlan:
+    """A step between `StreamPipeline.begin_step` and `finish_step`: the stream batch's UNet inputs.
+
+    `results` is set instead when the step needed no stream-batch call (it ran whole in `begin_step`).
+    """
+
+    results: list[StreamResult] | None = None
+    entries: list[_InFlight] = field(default_factory=list)
+    samples: torch.Tensor | None = None  # [B, 4, h, w]
+    timesteps: torch.Tensor | None = None  # [B]
+    embeds: torch.Tensor | None = None  # [B, 77, d]
+    depth: torch.Tensor | None = None  # [B, 4, h, w] or None
+    steps: list[int] = field(default_factory=list)  # entry i's denoising step
+    entry_caches: list[Any] = field(default_factory=list)  # entry i's per-layer KV caches (of step steps[i])
+
+
+@dataclass
 class _PromptState:
     """What a prompt owns: its embedding and its caches (one per denoising step)."""
 
@@ -197,6 +214,16 @@ class StreamPipeline:
         """True from `set_prompt` (on a warmed-up stream) until the switch has happened."""
         return self._switch_thread is not None
 
+    @property
+    def state_lock(self) -> threading.RLock:
+        """Held by every call that reads or changes the stream state (re-entrant)."""
+        return self._state_lock
+
+    @property
+    def unet_lock(self) -> threading.Lock:
+        """Held around every UNet forward; shared by all pipelines on this UNet."""
+        return self._unet_lock
+
     def sibling(self, **overrides: Any) -> StreamPipeline:
         """A new pipeline on the same models (no reload) with some constructor arguments changed.
 
@@ -236,6 +263,27 @@ class StreamPipeline:
 
     def step(self, image: np.ndarray) -> list[StreamResult]:
         """Like `__call__`, with each output's input index."""
+        import torch
+
+        with self._state_lock:
+            plan = self.begin_step(image)
+            if plan.results is not None:
+                return plan.results
+            with self._unet_lock, self._timed("unet"), torch.inference_mode():
+                noise_pred = self.unet.stream(
+                    plan.samples, plan.timesteps, plan.embeds, plan.depth, self._prompt.caches, steps=plan.steps
+                )  # [B, 4, h, w]
+            return self.finish_step(plan, noise_pred)
+
+    def begin_step(self, image: np.ndarray) -> StreamStepPlan:
+        """The first half of `step`: everything up to the stream batch's UNet call, which the caller makes.
+
+        When the step needs no stream-batch call (warming up, a skipped similar frame, the sequential mode),
+        it runs whole here and the plan carries its `results`. Otherwise the plan holds the UNet's inputs; the
+        caller runs `unet.stream_entries` on them (alone, or stacked with other pipelines' plans on the same
+        UNet: `vcam.model.batch`), holding `unet_lock`, and passes the noise prediction to `finish_step`. Call
+        both from one thread, with no other call on this pipeline in between.
+        """
         check_image(image, self.width, self.height)
         with self._state_lock:
             self._apply_ready_switch()
@@ -244,7 +292,7 @@ class StreamPipeline:
             pixels = self._to_tensor(image)  # [1, 3, H, W]
             if self._warmed and self.similar_filter is not None and self.similar_filter.should_skip(pixels[0]):
                 self._order.append((index, True))
-                return self._emit()
+                return StreamStepPlan(results=self._emit())
             encoded = self._encode(index, pixels)
             self._recent.append(encoded)
             if not self._warmed:
@@ -252,12 +300,18 @@ class StreamPipeline:
                 self._pending.append(encoded)
                 if len(self._pending) == self.warmup_frames:
                     self._run_stream_warmup()
-                return self._emit()
+                return StreamStepPlan(results=self._emit())
             self._order.append((index, False))
-            if self.stream_batch:
-                self._stream_step(encoded)
-            else:
+            if not self.stream_batch:
                 self._sequential_steps(encoded)
+                self.times.calls += 1
+                return StreamStepPlan(results=self._emit())
+            return self._stream_inputs(encoded)
+
+    def finish_step(self, plan: StreamStepPlan, noise_pred: torch.Tensor) -> list[StreamResult]:
+        """The second half of `step`: denoise with the UNet's `noise_pred` [B, 4, h, w], emit what finished."""
+        with self._state_lock:
+            self._stream_outputs(plan, noise_pred)
             self.times.calls += 1
             return self._emit()
 
@@ -457,21 +511,43 @@ class StreamPipeline:
         """Step 3: one UNet call over the new frame (step 0) and the frames in flight (their next step)."""
         import torch
 
+        plan = self._stream_inputs(new)
+        if not plan.entries:
+            return
+        with self._unet_lock, self._timed("unet"), torch.inference_mode():
+            noise_pred = self.unet.stream(
+                plan.samples, plan.timesteps, plan.embeds, plan.depth, self._prompt.caches, steps=plan.steps
+            )  # [B, 4, h, w]
+        self._stream_outputs(plan, noise_pred)
+
+    def _stream_inputs(self, new: _Encoded | None) -> StreamStepPlan:
+        """Step 3's UNet inputs: the new frame at step 0 and every frame in flight at its next step."""
+        import torch
+
         entries = list(self._inflight)
         if new is not None:
             sample = self.schedule.add_noise(new.latent[None], self._noise(0, 1), [0])[0]  # [4, h, w]
             entries.insert(0, _InFlight(index=new.index, sample=sample, depth=new.depth, step=0))
         if not entries:
-            return
+            return StreamStepPlan(results=[])
         entries.sort(key=lambda entry: entry.step)  # newest (noisiest) first, the oldest last
         steps = [entry.step for entry in entries]
-        samples = torch.stack([entry.sample for entry in entries])  # [B, 4, h, w]
         depth = None if entries[0].depth is None else torch.stack([e.depth for e in entries])  # type: ignore[misc]
-        timesteps = self.schedule.timesteps[steps]  # [B]
-        embeds = self._prompt.embeds.expand(len(entries), -1, -1)  # [B, 77, d]
-        with self._unet_lock, self._timed("unet"), torch.inference_mode():
-            noise_pred = self.unet.stream(samples, timesteps, embeds, depth, self._prompt.caches, steps=steps)
-        denoised = self.schedule.denoise(samples, noise_pred, steps)  # [B, 4, h, w]
+        return StreamStepPlan(
+            entries=entries,
+            samples=torch.stack([entry.sample for entry in entries]),  # [B, 4, h, w]
+            timesteps=self.schedule.timesteps[steps],  # [B]
+            embeds=self._prompt.embeds.expand(len(entries), -1, -1),  # [B, 77, d]
+            depth=depth,  # [B, 4, h, w] or None
+            steps=steps,
+            entry_caches=[self._prompt.caches.layers(step) for step in steps],
+        )
+
+    def _stream_outputs(self, plan: StreamStepPlan, noise_pred: torch.Tensor) -> None:
+        """Step 3's end: denoise each entry; the finished one is decoded, the others re-noised to their next step."""
+        entries = plan.entries
+        steps = [entry.step for entry in entries]
+        denoised = self.schedule.denoise(plan.samples, noise_pred, steps)  # [B, 4, h, w]
         still: list[_InFlight] = []
         done: list[int] = []
         for position, entry in enumerate(entries):

@@ -263,6 +263,30 @@ class StreamUNet(ModelMixin, ConfigMixin):  # type: ignore[misc]
             raise ValueError(f"{batch} entries need {batch} steps, got {steps}")
         if len(set(steps)) != batch:
             raise ValueError(f"entries must be at distinct steps, got {steps}")
+        return self.stream_entries(
+            sample, timesteps, encoder_hidden_states, depth_latent, [caches.layers(step) for step in steps]
+        )
+
+    def stream_entries(
+        self,
+        sample: torch.Tensor,
+        timesteps: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        depth_latent: torch.Tensor | None,
+        entry_caches: Sequence[list[Any]],
+    ) -> torch.Tensor:
+        """Like ``stream``, with entry i's per-layer caches given directly: ``entry_caches[i]``.
+
+        The entries may come from several streams (each its own ``StreamCaches``): several clients' stream
+        batches stacked into one UNet call. No two entries may share a cache list.
+        """
+        batch = sample.shape[0]
+        if sample.ndim != 4:
+            raise ValueError(f"stream sample must be [B, C, h, w], got shape {tuple(sample.shape)}")
+        if len(entry_caches) != batch:
+            raise ValueError(f"{batch} entries need {batch} cache lists, got {len(entry_caches)}")
+        if len({id(layers) for layers in entry_caches}) != batch:
+            raise ValueError("two entries share one step's caches: entries must be at distinct steps")
         timesteps = torch.as_tensor(timesteps, device=sample.device).reshape(-1)  # [B or 1]
         if timesteps.numel() == 1:
             timesteps = timesteps.expand(batch)
@@ -270,7 +294,7 @@ class StreamUNet(ModelMixin, ConfigMixin):  # type: ignore[misc]
             raise ValueError(f"{batch} entries need {batch} timesteps, got {timesteps.numel()}")
         encoder_hidden_states = self._per_entry(encoder_hidden_states, batch, "encoder_hidden_states")
         video = sample[:, :, None]  # [B, C, 1, h, w]
-        with self._mode("stream", [caches.layers(step) for step in steps], depth_latent, batch):
+        with self._mode("stream", list(entry_caches), depth_latent, batch):
             out = self.unet(video, timesteps, encoder_hidden_states).sample  # [B, C, 1, h, w]
         return out[:, :, 0]
 

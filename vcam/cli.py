@@ -27,7 +27,7 @@ from vcam import __version__
 from vcam.errors import UserError
 
 #: subcommand modules under vcam/commands/, in the order `vcam --help` lists them
-COMMANDS = ("run", "translate", "eval", "styles", "models", "devices", "doctor", "tray", "bench")
+COMMANDS = ("run", "serve", "translate", "eval", "styles", "models", "devices", "doctor", "tray", "bench")
 
 log = logging.getLogger(__name__)
 

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 MIN_SIZE, MAX_WIDTH, MAX_HEIGHT = 64, 3840, 2160
 MIN_FPS, MAX_FPS = 1.0, 120.0
+#: the URL schemes of ICE servers (remote mode)
+ICE_SCHEMES = ("stun:", "turn:", "turns:")
 
 
 @dataclass
@@ -75,6 +77,13 @@ class ModelsConfig:
 
 
 @dataclass
+class RemoteConfig:
+    url: str = ""  # http(s)://HOST:PORT of a `vcam serve` box; empty = styles run on this machine
+    ice_servers: list[str] = field(default_factory=list)  # stun:HOST[:PORT] | turn:USER:PASSWORD@HOST[:PORT]
+    ca_file: str = ""  # a certificate (or CA) file to trust for an https server with its own certificate
+
+
+@dataclass
 class Config:
     camera: CameraConfig = field(default_factory=CameraConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -82,8 +91,10 @@ class Config:
     style: StyleConfig = field(default_factory=StyleConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
+    remote: RemoteConfig = field(default_factory=RemoteConfig)
     styles: dict[str, dict[str, Any]] = field(default_factory=dict)  # user styles, validated by vcam.store.catalogue
     path: Path | None = None  # the file this was read from (None: defaults only)
+    remote_token: str | None = None  # `vcam run --token`: never read from or written to the file
 
 
 SECTIONS: dict[str, type] = {
@@ -93,6 +104,7 @@ SECTIONS: dict[str, type] = {
     "style": StyleConfig,
     "segment": SegmentConfig,
     "models": ModelsConfig,
+    "remote": RemoteConfig,
 }
 
 
@@ -150,6 +162,11 @@ def validate(config: Config) -> None:
     _check_range("segment.blur_strength", config.segment.blur_strength, 1, 201)
     _check_choice("models.device", config.models.device, DEVICES)
     _check_choice("models.dtype", config.models.dtype, DTYPES)
+    if config.remote.url and not config.remote.url.startswith(("http://", "https://")):
+        raise ConfigError(f"remote.url = {config.remote.url!r} must start with http:// or https://")
+    for url in config.remote.ice_servers:
+        if not url.startswith(ICE_SCHEMES):
+            raise ConfigError(f"remote.ice_servers entry {url!r} must start with {', '.join(ICE_SCHEMES)}")
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:

@@ -60,3 +60,7 @@ class NotDownloadedError(WeightsError):
 
 class DiskSpaceError(WeightsError):
     """Not enough free disk space for a download."""
+
+
+class RemoteError(UserError):
+    """Remote mode: a server setting that cannot be used, or a request the server refuses (bad offer, full)."""

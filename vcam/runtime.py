@@ -379,7 +379,7 @@ class Runtime:
                 source=self.source.description,
                 sinks=tuple(sink.description for sink in self.sinks if sink not in self._failed_sinks),
                 **stats.figures(now),
-                last_error=self._last_error,
+                last_error=translator.problem or self._last_error,
                 preview_url=self._preview_url,
                 styles_loading=tuple(sorted(self._loading)),
                 model_memory_mb=round(max(held.resident_memory_mb() for held in holding), 1),

@@ -100,6 +100,17 @@ def load_translator(name: str, config: Config) -> Translator:
     if name in CLASSIC_STYLES:
         return ClassicTranslator(name)
     info = find_style(name, config)
+    if config.remote.url:  # the style runs on a `vcam serve` box (vcam run --remote)
+        from vcam.serve.token import client_token
+        from vcam.translators.remote import RemoteTranslator
+
+        return RemoteTranslator(
+            config.remote.url,
+            client_token(config.remote_token),
+            name,
+            ice_servers=config.remote.ice_servers,
+            ca_file=config.remote.ca_file or None,
+        )
     if info.kind == "test":
         from vcam.translators.live2diff import build_tiny_translator
 

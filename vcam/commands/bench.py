@@ -16,6 +16,7 @@ TARGETS = {
     "lora": "style LoRA on a shared base: fused copy vs PEFT adapter, per UNet call",
     "classic": "classic looks: warp error with and without temporal state, on a photograph clip",
     "preview": "preview streams: the rate ffprobe reports, how far behind live a timestamp-paced player settles",
+    "serve": "remote server engine: 1/2/4 clients, one stacked UNet call per tick vs one per client",
 }
 
 

@@ -10,6 +10,7 @@ import threading
 from typing import Any
 
 from vcam.commands.common import add_config_argument, load_config_from_args, parse_size, positive_int
+from vcam.serve.token import TOKEN_ENV
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,15 @@ def add_parser(subparsers: Any) -> None:
         "--overwrite", action="store_true", help="let a file:PATH sink replace an existing file (refused otherwise)"
     )
     parser.add_argument(
+        "--remote", metavar="URL", help="run the style on a `vcam serve` box, e.g. https://gpu-box:8890"
+    )
+    parser.add_argument(
+        "--token", metavar="TOKEN", help=f"the remote server's token (default: ${TOKEN_ENV}, else the token file)"
+    )
+    parser.add_argument(
+        "--ice-server", metavar="URL", action="append", help="stun:HOST[:PORT] or turn:USER:PASS@HOST[:PORT]"
+    )
+    parser.add_argument(
         "--save", action="store_true", help="save --style/--segment/--background/--size/--fps as your defaults"
     )
     add_config_argument(parser)
@@ -70,6 +80,12 @@ def apply_overrides(config: Any, args: argparse.Namespace) -> None:
         config.camera.width, config.camera.height = args.size
     if args.fps is not None:
         config.output.fps = config.camera.fps = args.fps
+    if getattr(args, "remote", None) is not None:
+        config.remote.url = args.remote
+    if getattr(args, "ice_server", None):
+        config.remote.ice_servers = list(args.ice_server)
+    if getattr(args, "token", None) is not None:
+        config.remote_token = args.token
     # an explicit but empty value is a mistake, never "use the default"
     for flag, value in (("--source", args.source), ("--style", args.style), ("--background", args.background)):
         if value is not None and not value.strip():
@@ -101,6 +117,10 @@ def run(args: argparse.Namespace) -> int:
     config = load_config_from_args(args)
     apply_overrides(config, args)
     find_style(config.style.name, config)  # an unknown name is an error before anything opens
+    if config.remote.url:
+        from vcam.serve.token import client_token
+
+        client_token(config.remote_token)  # no token: an error before anything opens
     runtime = build_runtime(config)
     recordings = [sink for sink in runtime.sinks if isinstance(sink, FileSink)]
     for recording in recordings:

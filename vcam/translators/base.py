@@ -48,5 +48,11 @@ class Translator(ABC):
     def warming_up(self) -> bool:
         return False
 
+    @property
+    def problem(self) -> str | None:
+        """Why the look cannot be shown now (e.g. "remote style unavailable: ..."), or None; meanwhile calls
+        return the plain camera image."""
+        return None
+
     def close(self) -> None:  # noqa: B027 (stateless translators hold nothing)
         """Free held resources."""

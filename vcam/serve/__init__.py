@@ -1,0 +1,10 @@
+"""Remote mode: `vcam serve` runs the model for cameras elsewhere, over WebRTC (aiortc).
+
+- `server`: the HTTP signalling endpoints (our client's offer, WHIP, WHEP, the browser page), token auth;
+- `engine`: one worker thread that steps every client's stream, stacking the UNet calls of clients on the
+  same UNet (`vcam.model.batch`);
+- `streams`: one client's stream state (its own pipeline or translator, input slot, latency figures);
+- `rtc`: the aiortc pieces (tracks, peer connections, SDP checks);
+- `client`: the laptop side's connection, used by `vcam.translators.remote.RemoteTranslator`;
+- `token`: the access token and its 0600 files.
+"""
