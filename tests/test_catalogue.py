@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests import weights_fakes as fakes
+from tests.fakes import weights as fakes
 from vcam.errors import ConfigError, UnknownStyleError
 from vcam.store.catalogue import (
     COMMIT,

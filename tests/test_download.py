@@ -1,5 +1,5 @@
-"""`vcam models download` end to end against a local fake Hub (tests/fake_hub.py) with the tiny catalogue of
-tests/weights_fakes.py: files land where huggingface_hub finds them, shared parts are fetched once, a cut
+"""`vcam models download` end to end against a local fake Hub (tests/fakes/hub.py) with the tiny catalogue of
+tests/fakes/weights.py: files land where huggingface_hub finds them, shared parts are fetched once, a cut
 download resumes inside the file with a Range request, and gated / missing / corrupt / full-disk / offline
 each give their error. HF_HUB_OFFLINE is unset only inside these tests (monkeypatch restores it)."""
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests import fake_hub
-from tests import weights_fakes as fakes
+from tests.fakes import hub as fake_hub
+from tests.fakes import weights as fakes
 from vcam.commands import models as models_command
 from vcam.errors import (
     CorruptWeightsError,

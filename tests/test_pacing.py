@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.fake_clock import ManualClock
+from tests.fakes.clock import ManualClock
 from vcam.sources.pacing import FramePacer
 
 

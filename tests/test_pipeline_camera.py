@@ -14,7 +14,7 @@ import pytest
 import torch
 from vcam.model.tiny import build_tiny_pipeline
 
-from tests.fakes_vcam import fake_backend
+from tests.fakes.virtual_camera import fake_backend
 from tests.waiting import wait_until
 from vcam.runtime import Runtime
 from vcam.sinks.virtual_camera import VirtualCameraSink

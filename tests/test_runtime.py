@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from tests.fake_clock import ManualClock
-from tests.fakes_vcam import fake_backend
+from tests.fakes.clock import ManualClock
+from tests.fakes.virtual_camera import fake_backend
 from tests.waiting import wait_for, wait_until
 from vcam.clock import SYSTEM_CLOCK, Clock
 from vcam.errors import SourceUnavailable

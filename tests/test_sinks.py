@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.fakes_vcam import FakeVirtualCamera, fake_backend
+from tests.fakes.virtual_camera import FakeVirtualCamera, fake_backend
 from tests.waiting import wait_for
 from vcam.devices.virtual_cameras import list_loopback_devices, probe_virtual_camera, virtual_camera_fix
 from vcam.errors import SinkError

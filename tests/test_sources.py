@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.fake_clock import ManualClock
-from tests.fakes_camera import (
+from tests.fakes.camera import (
     FAKE_BLUE,
     FAKE_GREEN,
     FAKE_RED,
@@ -22,6 +21,7 @@ from tests.fakes_camera import (
     fourcc_code,
     make_fake_sysfs,
 )
+from tests.fakes.clock import ManualClock
 from vcam.devices import v4l2 as v4l2_module
 from vcam.devices.cameras import CameraInfo, list_cameras
 from vcam.errors import SourceError, SourceUnavailable

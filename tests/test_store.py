@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import weights_fakes as fakes
+from tests.fakes import weights as fakes
 from vcam.commands import models as models_command
 from vcam.errors import NotDownloadedError, OfflineError, UnknownStyleError
 from vcam.store.catalogue import load_catalogue

@@ -19,7 +19,7 @@ import pytest
 import torch
 from vcam.model.pool import MB, ModelPool, module_storages
 
-from tests.fakes_vcam import fake_backend
+from tests.fakes.virtual_camera import fake_backend
 from tests.tiny_weights import PROMPTS, TinyModelSet, write_tiny_model_set
 from tests.waiting import wait_for
 from vcam.config import Config, config_from_dict

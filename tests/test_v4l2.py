@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes_camera import FakeSysfsDevice, make_fake_sysfs
+from tests.fakes.camera import FakeSysfsDevice, make_fake_sysfs
 from vcam.cli import main
 from vcam.devices import v4l2 as v4l2_module
 from vcam.devices.cameras import CameraInfo, list_cameras
@@ -293,7 +293,7 @@ def test_list_cameras_without_formats_opens_nothing(fake_linux: dict[str, FakeV4
 
 
 def test_list_cameras_elsewhere_has_no_formats(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.fakes_camera import FakeCamera, FakeCameraWorld
+    from tests.fakes.camera import FakeCamera, FakeCameraWorld
 
     monkeypatch.setattr(sys, "platform", "win32")
     cameras = list_cameras(capture_factory=FakeCameraWorld({0: FakeCamera()}).factory)
