@@ -220,7 +220,9 @@ def test_same_origin_page_requests_pass(run: Run) -> None:
 
 
 def test_bodies_are_bounded_and_json_only(run: Run) -> None:
-    code, _ = call(run, "POST", "/api/prompt", raw=b"{" + b" " * (70 * 1024) + b"}", headers={"Content-Type": "application/json"})
+    code, _ = call(
+        run, "POST", "/api/prompt", raw=b"{" + b" " * (70 * 1024) + b"}", headers={"Content-Type": "application/json"}
+    )
     assert code == 413
     code, answer = call(run, "POST", "/api/style", raw=b"name=cartoon", headers={"Content-Type": "text/plain"})
     assert code == 415

@@ -158,7 +158,9 @@ def test_a_prompt_change_runs_beside_the_frames_and_is_never_waited_for(
     assert session.client.settings()["prompt"] == "a watercolour portrait"
 
 
-def test_config_settings_reach_the_style_and_the_filter_changes_in_place(tmp_path: Path, sessions: list[Session]) -> None:
+def test_config_settings_reach_the_style_and_the_filter_changes_in_place(
+    tmp_path: Path, sessions: list[Session]
+) -> None:
     config = tiny_config(tmp_path, prompt="ink on paper", t_index_list=[20, 35], noise="fresh")
     session = Session(tmp_path, config, [NullSink()])
     sessions.append(session)

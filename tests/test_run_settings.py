@@ -73,6 +73,9 @@ def test_a_bad_flag_exits_2_with_one_line(tmp_path) -> None:  # type: ignore[no-
         [*command, "--vae", "huge"], capture_output=True, timeout=60, env={"VCAM_HOME": str(tmp_path), "PATH": ""}
     )
     assert result.returncode == 2
-    assert result.stderr.decode().strip().splitlines()[-1].endswith(
-        "models.vae = 'huge' is not allowed: choose one of taesd, kl"
+    assert (
+        result.stderr.decode()
+        .strip()
+        .splitlines()[-1]
+        .endswith("models.vae = 'huge' is not allowed: choose one of taesd, kl")
     )

@@ -120,8 +120,6 @@ class Config:
     user_set: UserSettings = field(default_factory=UserSettings, compare=False)  # which keys the user set
 
 
-
-
 SECTIONS: dict[str, type] = {
     "camera": CameraConfig,
     "output": OutputConfig,

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from vcam.config import PER_STYLE_KEYS, with_changes
 from vcam.errors import ConfigError
-from vcam.user_settings import Origin, UserSettings
+from vcam.user_settings import Origin
 
 if TYPE_CHECKING:
     from vcam.config import Config, ModelsConfig
@@ -67,9 +67,7 @@ class RunSettings:
         self._config = config  # validated; the base every change is checked against
         self._models: ModelsConfig = copy.deepcopy(config.models)
         self._styles: dict[str, StyleSettings] = {
-            config.style.name: StyleSettings(
-                config.style.prompt, tuple(config.style.t_index_list), config.style.noise
-            )
+            config.style.name: StyleSettings(config.style.prompt, tuple(config.style.t_index_list), config.style.noise)
         }
         self.user_set = config.user_set.copy()
         for key in PER_STYLE_KEYS:  # [style] prompt etc. belong to the style being started

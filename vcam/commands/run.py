@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from vcam.commands.common import add_config_argument, load_config_from_args, parse_size, positive_int
-from vcam.user_settings import UserSettings
 from vcam.serve.token import TOKEN_ENV
+from vcam.user_settings import UserSettings
 
 log = logging.getLogger(__name__)
 

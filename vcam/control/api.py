@@ -135,7 +135,9 @@ class ControlApi:
             return _error(HTTPStatus.BAD_REQUEST, "the body must be a JSON object")
         missing = [key for key in required if key not in body]
         if missing:
-            return _error(HTTPStatus.BAD_REQUEST, f'/api/{name} needs {", ".join(required)}: e.g. {{"{missing[0]}": ...}}')
+            return _error(
+                HTTPStatus.BAD_REQUEST, f'/api/{name} needs {", ".join(required)}: e.g. {{"{missing[0]}": ...}}'
+            )
         extra = [key for key in body if key not in required] if required else []
         if extra:
             return _error(HTTPStatus.BAD_REQUEST, f"/api/{name} takes only {', '.join(required)}, not {extra[0]!r}")

@@ -122,7 +122,9 @@ class Controller:
             raise UserError("the style runs on the remote server (--remote): its settings are the server's")
         change = self.settings.change(self._selected, changes, "api")
         if change.reload and model_style:
-            log.info("settings %s changed: reloading style %r in the background", ", ".join(change.changed), self._selected)
+            log.info(
+                "settings %s changed: reloading style %r in the background", ", ".join(change.changed), self._selected
+            )
             self.runtime.set_style(self._selected)
         return {**self.settings_view(), "changed": list(change.changed), "reloading": change.reload and model_style}
 
