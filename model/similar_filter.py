@@ -15,6 +15,19 @@ SIMILAR_THRESHOLD = 0.98
 SIMILAR_MAX_SKIPS = 10
 
 
+def check_similar_threshold(threshold: object, where: str = "similar-frame threshold") -> float:
+    """The one threshold rule (the config, the control API, the filter): a number strictly between 0 and 1.
+
+    Returns it as a float; raises ConfigError naming `where` and the value otherwise.
+    """
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
+        raise ConfigError(
+            f"{where} = {threshold!r} is not allowed: a number above 0 and below 1, e.g. {SIMILAR_THRESHOLD}"
+            " (higher skips only nearly identical frames)"
+        )
+    return float(threshold)
+
+
 class SimilarFrameFilter:
     """Skips inputs nearly equal to the last processed one (StreamDiffusion's stochastic similarity filter).
 
@@ -25,8 +38,7 @@ class SimilarFrameFilter:
     def __init__(
         self, threshold: float = SIMILAR_THRESHOLD, max_skips: int = SIMILAR_MAX_SKIPS, seed: int = 0
     ) -> None:
-        if not 0.0 < threshold < 1.0:
-            raise ConfigError(f"similar-frame threshold {threshold} is not in (0, 1): use e.g. 0.98")
+        check_similar_threshold(threshold)
         if max_skips < 1:
             raise ConfigError(f"similar-frame max_skips {max_skips} is not >= 1: use e.g. 10")
         self.threshold = threshold

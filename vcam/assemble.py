@@ -14,13 +14,16 @@ from vcam.runtime import Runtime
 
 if TYPE_CHECKING:
     from vcam.config import Config
+    from vcam.run_settings import RunSettings
     from vcam.segment.stage import SegmentationStage
 
 log = logging.getLogger(__name__)
 
 
-def build_runtime(config: Config) -> Runtime:
-    """The runtime for a (validated, CLI-overridden) config: resolves `auto` source and sinks."""
+def build_runtime(config: Config, settings: RunSettings | None = None) -> Runtime:
+    """The runtime for a (validated, CLI-overridden) config: resolves `auto` source and sinks. Styles load with
+    the run's changeable `settings` (made from the config when None; the control API changes them)."""
+    from vcam.run_settings import RunSettings
     from vcam.sinks import parse_sink
     from vcam.sources import parse_source
     from vcam.styles import load_translator
@@ -39,6 +42,7 @@ def build_runtime(config: Config) -> Runtime:
             blur_strength=config.segment.blur_strength,
         )
 
+    run_settings = settings if settings is not None else RunSettings(config)
     segmentation = make_segmentation(config.segment.mode) if config.segment.mode != "off" else None
     return Runtime(
         source,
@@ -47,7 +51,7 @@ def build_runtime(config: Config) -> Runtime:
         height=config.output.height,
         fps=config.output.fps,
         style=config.style.name,
-        translator_loader=lambda name: load_translator(name, config),
+        translator_loader=lambda name: load_translator(name, config, run_settings),
         segmentation=segmentation,
         segmentation_factory=make_segmentation,
     )

@@ -20,9 +20,13 @@ from typing import Any
 
 from vcam.atomic_files import fsync_folder, remove_stale_temporaries, temporary_path
 from vcam.errors import ConfigError
-from vcam.model.loading import DEVICES, DTYPES
+from vcam.model.loading import DEVICES, DTYPES, VAE_KINDS
+from vcam.model.pipeline import NOISE_MODES
+from vcam.model.scheduler import check_t_index_list
+from vcam.model.similar_filter import SIMILAR_THRESHOLD, check_similar_threshold
 from vcam.paths import config_file, runtime_dir
 from vcam.segment.stage import MODES as SEGMENT_MODES
+from vcam.user_settings import Origin, UserSettings
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +34,10 @@ MIN_SIZE, MAX_WIDTH, MAX_HEIGHT = 64, 3840, 2160
 MIN_FPS, MAX_FPS = 1.0, 120.0
 #: the URL schemes of ICE servers (remote mode)
 ICE_SCHEMES = ("stun:", "turn:", "turns:")
+#: the longest prompt accepted (CLIP reads 77 tokens; this only bounds what a client may send)
+MAX_PROMPT_CHARS = 1000
+#: the `[style]` keys that belong to the style being started (recorded as "styles.NAME.key")
+PER_STYLE_KEYS = ("prompt", "t_index_list", "noise")
 
 
 @dataclass
@@ -59,6 +67,10 @@ class PreviewConfig:
 class StyleConfig:
     name: str = "passthrough"
     seed: int = 0
+    # for the style named above (the one being started); empty: the style's own
+    prompt: str = ""
+    t_index_list: list[int] = field(default_factory=list)  # the strength: indices into the 50-step schedule
+    noise: str = ""  # fixed | fresh
 
 
 @dataclass
@@ -74,6 +86,10 @@ class ModelsConfig:
     cache_dir: str = ""  # empty = the standard Hugging Face cache
     device: str = "auto"
     dtype: str = "auto"
+    vae: str = "taesd"  # taesd (fast) | kl (SD's full VAE) for decoding
+    compile: bool = False  # torch.compile the UNet (CUDA only; the first frames are slow)
+    similar_filter: bool = False  # skip camera frames nearly equal to the last one (saves GPU when still)
+    similar_threshold: float = SIMILAR_THRESHOLD
 
 
 @dataclass
@@ -81,6 +97,11 @@ class RemoteConfig:
     url: str = ""  # http(s)://HOST:PORT of a `vcam serve` box; empty = styles run on this machine
     ice_servers: list[str] = field(default_factory=list)  # stun:HOST[:PORT] | turn:USER:PASSWORD@HOST[:PORT]
     ca_file: str = ""  # a certificate (or CA) file to trust for an https server with its own certificate
+
+
+@dataclass
+class ControlConfig:
+    port: int = 0  # the control API's port when no preview sink serves it: 0 = any free port
 
 
 @dataclass
@@ -92,9 +113,11 @@ class Config:
     segment: SegmentConfig = field(default_factory=SegmentConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     remote: RemoteConfig = field(default_factory=RemoteConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
     styles: dict[str, dict[str, Any]] = field(default_factory=dict)  # user styles, validated by vcam.store.catalogue
     path: Path | None = None  # the file this was read from (None: defaults only)
     remote_token: str | None = None  # `vcam run --token`: never read from or written to the file
+    user_set: UserSettings = field(default_factory=UserSettings, compare=False)  # which keys the user set
 
 
 SECTIONS: dict[str, type] = {
@@ -105,6 +128,7 @@ SECTIONS: dict[str, type] = {
     "segment": SegmentConfig,
     "models": ModelsConfig,
     "remote": RemoteConfig,
+    "control": ControlConfig,
 }
 
 
@@ -143,6 +167,33 @@ def validate_fps(key: str, fps: float) -> None:
     _check_range(key, fps, MIN_FPS, MAX_FPS)
 
 
+def validate_prompt(key: str, prompt: str) -> None:
+    """A prompt (empty: the style's own)."""
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise ConfigError(f"{key} is {len(prompt)} characters long: at most {MAX_PROMPT_CHARS} are allowed")
+    if any(ord(character) < 32 and character not in "\t\n" for character in prompt):
+        raise ConfigError(f"{key} = {prompt[:40]!r} holds control characters: write plain text")
+
+
+def validate_style_settings(style: StyleConfig) -> None:
+    """`[style]` prompt, t_index_list and noise (each may be empty: the style's own)."""
+    validate_prompt("style.prompt", style.prompt)
+    if style.t_index_list:
+        check_t_index_list(style.t_index_list, "style")
+    if style.noise and style.noise not in NOISE_MODES:
+        raise ConfigError(
+            f"style.noise = {style.noise!r} is not allowed: choose one of {', '.join(NOISE_MODES)}"
+            " (or leave it empty for the style's own)"
+        )
+
+
+def validate_model_settings(models: ModelsConfig) -> None:
+    _check_choice("models.device", models.device, DEVICES)
+    _check_choice("models.dtype", models.dtype, DTYPES)
+    _check_choice("models.vae", models.vae, VAE_KINDS)
+    check_similar_threshold(models.similar_threshold, "models.similar_threshold")
+
+
 def validate(config: Config) -> None:
     """Raise ConfigError naming the key, the value and what is allowed, for the first bad value."""
     validate_size("output", config.output.width, config.output.height)
@@ -158,10 +209,13 @@ def validate(config: Config) -> None:
         raise ConfigError(f"style.seed = {config.style.seed!r} must be 0 or more")
     if not config.style.name:
         raise ConfigError("style.name = '' is empty: run `vcam styles` to see the names")
+    validate_style_settings(config.style)
     _check_choice("segment.mode", config.segment.mode, SEGMENT_MODES)
     _check_range("segment.blur_strength", config.segment.blur_strength, 1, 201)
-    _check_choice("models.device", config.models.device, DEVICES)
-    _check_choice("models.dtype", config.models.dtype, DTYPES)
+    validate_model_settings(config.models)
+    control_problem = preview_port_problem(config.control.port)
+    if control_problem is not None:
+        raise ConfigError(f"control.port = {config.control.port!r} is not allowed: {control_problem}")
     if config.remote.url and not config.remote.url.startswith(("http://", "https://")):
         raise ConfigError(f"remote.url = {config.remote.url!r} must start with http:// or https://")
     for url in config.remote.ice_servers:
@@ -169,14 +223,22 @@ def validate(config: Config) -> None:
             raise ConfigError(f"remote.ice_servers entry {url!r} must start with {', '.join(ICE_SCHEMES)}")
 
 
-def _coerce(key: str, value: Any, default: Any) -> Any:
-    """Check a TOML value against the type of the field's default (ints are accepted as floats)."""
+#: the keys whose value is a list of integers (the other lists hold strings)
+INTEGER_LISTS = ("style.t_index_list",)
+
+
+def coerce_value(key: str, value: Any, default: Any) -> Any:
+    """Check a TOML (or JSON) value for `key` ("section.key") against the type of the field's default (ints are
+    accepted as floats). The config file and the control API both go through here."""
     expected = type(default)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if expected is list:
-        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-            raise ConfigError(f"{key} = {value!r} must be a list of strings")
+        item_type, what = (int, "whole numbers") if key in INTEGER_LISTS else (str, "strings")
+        if not isinstance(value, list) or not all(
+            isinstance(item, item_type) and not isinstance(item, bool) for item in value
+        ):
+            raise ConfigError(f"{key} = {value!r} must be a list of {what}")
         return list(value)
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
         raise ConfigError(f"{key} = {value!r} must be of type {expected.__name__}")
@@ -202,9 +264,38 @@ def config_from_dict(data: dict[str, Any], path: Path | None = None) -> Config:
         for key, value in table.items():
             if key not in names:
                 raise ConfigError(f"unknown config key {section}.{key}: allowed keys are {', '.join(sorted(names))}")
-            setattr(target, key, _coerce(f"{section}.{key}", value, getattr(target, key)))
+            setattr(target, key, coerce_value(f"{section}.{key}", value, getattr(target, key)))
+            config.user_set.mark(f"{section}.{key}", "config")
+    for name, style_table in config.styles.items():
+        for key in style_table:
+            config.user_set.mark(f"styles.{name}.{key}", "config")
     validate(config)
     return config
+
+
+def setting_value(config: Config, key: str) -> Any:
+    """The value of "section.key" in `config` (ConfigError for a key that is not one)."""
+    section, _, name = key.partition(".")
+    target = getattr(config, section, None) if section in SECTIONS else None
+    if target is None or name not in {f.name for f in dataclasses.fields(target)}:
+        raise ConfigError(f"unknown config key {key!r}")
+    return getattr(target, name)
+
+
+def with_changes(config: Config, changes: dict[str, Any], origin: Origin) -> Config:
+    """A copy of `config` with `changes` ("section.key" -> value) applied, checked exactly as the file is
+    (types, then `validate`); the keys are marked as set by the user from `origin`. `config` is unchanged."""
+    changed = copy.copy(config)
+    for section in SECTIONS:
+        setattr(changed, section, copy.deepcopy(getattr(config, section)))
+    changed.user_set = config.user_set.copy()
+    for key, value in changes.items():
+        section, _, name = key.partition(".")
+        default = setting_value(config, key)
+        setattr(getattr(changed, section), name, coerce_value(key, value, default))
+        changed.user_set.mark(key, origin)
+    validate(changed)
+    return changed
 
 
 def _nested_too_deeply(path: Path) -> ConfigError:

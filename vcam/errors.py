@@ -64,3 +64,7 @@ class DiskSpaceError(WeightsError):
 
 class RemoteError(UserError):
     """Remote mode: a server setting that cannot be used, or a request the server refuses (bad offer, full)."""
+
+
+class ControlError(UserError):
+    """The camera's local control API cannot be reached or used (no control file, a refused request)."""

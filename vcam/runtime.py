@@ -214,6 +214,11 @@ class Runtime:
         return self._failure
 
     @property
+    def frames_sent(self) -> int:
+        """Output frames sent so far; read without a lock (the control API's health check)."""
+        return self._stats.frames_out
+
+    @property
     def running(self) -> bool:
         """False once stopping was asked for, or a runtime thread failed (see `status().last_error`)."""
         return self._started and not self._stop.is_set()

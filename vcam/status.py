@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, get_args
 
 #: the states the runtime can be in
@@ -37,3 +37,13 @@ class Status:
         data["sinks"] = list(self.sinks)
         data["styles_loading"] = list(self.styles_loading)
         return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Status:
+        """The inverse of `to_dict` (the control API's clients): unknown keys are ignored."""
+        known = {f.name for f in fields(cls)}
+        values = {key: value for key, value in data.items() if key in known}
+        for key in ("sinks", "styles_loading"):
+            if key in values:
+                values[key] = tuple(values[key])
+        return cls(**values)

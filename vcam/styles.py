@@ -15,6 +15,7 @@ from vcam.errors import ConfigError, UnknownStyleError
 
 if TYPE_CHECKING:
     from vcam.config import Config
+    from vcam.run_settings import RunSettings
     from vcam.translators.base import Translator
 
 log = logging.getLogger(__name__)
@@ -90,8 +91,9 @@ def find_style(name: str, config: Config) -> StyleInfo:
     raise UnknownStyleError(f"unknown style {name!r}: choose one of {names} (`vcam styles` lists them)")
 
 
-def load_translator(name: str, config: Config) -> Translator:
-    """Build the translator for style `name` (slow for diffusion styles: call it off the frame loop)."""
+def load_translator(name: str, config: Config, settings: RunSettings | None = None) -> Translator:
+    """Build the translator for style `name` (slow for diffusion styles: call it off the frame loop), with what
+    the user set in `settings` (the run's changeable settings; None: the config's)."""
     from vcam.translators.classic import CLASSIC_STYLES, ClassicTranslator
     from vcam.translators.passthrough import PassthroughTranslator
 
@@ -100,6 +102,10 @@ def load_translator(name: str, config: Config) -> Translator:
     if name in CLASSIC_STYLES:
         return ClassicTranslator(name)
     info = find_style(name, config)
+    if settings is None:
+        from vcam.run_settings import RunSettings
+
+        settings = RunSettings(config)
     if config.remote.url:  # the style runs on a `vcam serve` box (vcam run --remote)
         from vcam.serve.token import client_token
         from vcam.translators.remote import RemoteTranslator
@@ -114,10 +120,10 @@ def load_translator(name: str, config: Config) -> Translator:
     if info.kind == "test":
         from vcam.translators.live2diff import build_tiny_translator
 
-        return build_tiny_translator(seed=config.style.seed)
+        return build_tiny_translator(seed=config.style.seed, settings=settings)
     from vcam.store.store import ModelStore
     from vcam.translators.live2diff import Live2DiffTranslator
 
     store = ModelStore.from_config(config, strict=False)  # another style's bad table must not block this one
     paths = store.path(name)  # NotDownloadedError (a UserError) with the exact download command
-    return Live2DiffTranslator.from_style(paths, config)
+    return Live2DiffTranslator.from_style(paths, config, settings=settings)

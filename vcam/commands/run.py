@@ -7,10 +7,12 @@ import logging
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 from vcam.commands.common import add_config_argument, load_config_from_args, parse_size, positive_int
 from vcam.serve.token import TOKEN_ENV
+from vcam.user_settings import UserSettings
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,33 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--ice-server", metavar="URL", action="append", help="stun:HOST[:PORT] or turn:USER:PASS@HOST[:PORT]"
     )
+    parser.add_argument("--prompt", metavar="TEXT", help="the style's prompt (a diffusion style; default: its own)")
+    parser.add_argument(
+        "--t-index-list",
+        type=parse_int_list,
+        metavar="N,N",
+        help="the style's strength: denoising steps into the 50-step schedule, e.g. 30,40 (lower = stronger)",
+    )
+    parser.add_argument("--noise", metavar="MODE", help="fixed | fresh: the noise each denoising step adds")
+    parser.add_argument("--vae", metavar="KIND", help="taesd (fast, the default) | kl (SD's full VAE) for decoding")
+    parser.add_argument(
+        "--compile", action=argparse.BooleanOptionalAction, help="torch.compile the UNet (CUDA only; slow start)"
+    )
+    parser.add_argument(
+        "--similar-filter",
+        action=argparse.BooleanOptionalAction,
+        help="skip camera frames nearly equal to the last one (saves GPU when you sit still)",
+    )
+    parser.add_argument(
+        "--similar-threshold", type=float, metavar="X", help="how similar a frame must be to be skipped (0..1, 0.98)"
+    )
+    parser.add_argument(
+        "--control-file",
+        type=Path,
+        metavar="PATH",
+        help="write the control API's address and token here (0600; default: control-PID.json in the "
+        "user runtime folder)",
+    )
     parser.add_argument(
         "--save", action="store_true", help="save --style/--segment/--background/--size/--fps as your defaults"
     )
@@ -60,10 +89,38 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(handler=run)
 
 
+def parse_int_list(text: str) -> list[int]:
+    """'30,40' -> [30, 40] (the range rule is the config's)."""
+    try:
+        return [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} must be whole numbers separated by commas, e.g. 30,40") from None
+
+
+#: flags that set one config key each: (the argparse name, "section.key")
+SETTING_FLAGS = (
+    ("prompt", "style.prompt"),
+    ("t_index_list", "style.t_index_list"),
+    ("noise", "style.noise"),
+    ("vae", "models.vae"),
+    ("compile", "models.compile"),
+    ("similar_filter", "models.similar_filter"),
+    ("similar_threshold", "models.similar_threshold"),
+)
+
+
 def apply_overrides(config: Any, args: argparse.Namespace) -> None:
-    """CLI flags override the config; the result is validated again."""
+    """CLI flags override the config (and count as set by the user); the result is validated again."""
     from vcam.config import validate
     from vcam.errors import ConfigError
+
+    user_set: UserSettings = config.user_set
+    for name, key in SETTING_FLAGS:
+        value = getattr(args, name, None)
+        if value is not None:
+            section, _, field_name = key.partition(".")
+            setattr(getattr(config, section), field_name, value)
+            user_set.mark(key, "cli")
 
     if args.source is not None:
         config.camera.source = args.source
@@ -71,8 +128,10 @@ def apply_overrides(config: Any, args: argparse.Namespace) -> None:
         config.output.sinks = list(args.sink)
     if args.style is not None:
         config.style.name = args.style
+        user_set.mark("style.name", "cli")
     if args.segment is not None:
         config.segment.mode = args.segment
+        user_set.mark("segment.mode", "cli")
     if args.background is not None:
         config.segment.background_image = args.background
     if args.size is not None:
@@ -121,7 +180,11 @@ def run(args: argparse.Namespace) -> int:
         from vcam.serve.token import client_token
 
         client_token(config.remote_token)  # no token: an error before anything opens
-    runtime = build_runtime(config)
+    from vcam.control.session import ControlSession
+    from vcam.run_settings import RunSettings
+
+    settings = RunSettings(config)
+    runtime = build_runtime(config, settings)
     recordings = [sink for sink in runtime.sinks if isinstance(sink, FileSink)]
     for recording in recordings:
         recording.overwrite = args.overwrite
@@ -131,9 +194,13 @@ def run(args: argparse.Namespace) -> int:
         log.info("signal %d: stopping", signum)
         stop_requested.set()
 
+    control = ControlSession(
+        runtime, config, settings, stop_requested.set, control_file=getattr(args, "control_file", None)
+    )
     previous = {signum: signal.signal(signum, request_stop) for signum in STOP_SIGNALS}
     try:
         runtime.start(max_frames=args.frames)
+        endpoint = control.start()
         if args.save:  # only once the source, sinks and segmentation opened: a setting that fails is never saved
             from vcam.config import update_config
 
@@ -142,6 +209,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"vcam: {status.source} -> style {config.style.name!r} -> {', '.join(status.sinks)}", file=sys.stderr)
         if status.preview_url:
             print(f"vcam: preview and OBS stream at {status.preview_url}", file=sys.stderr)
+        print(f"vcam: control API at {endpoint.url}api/ (address and token in {control.path})", file=sys.stderr)
         if args.frames is None:
             print("vcam: running; press Ctrl-C to stop", file=sys.stderr)
         while not stop_requested.is_set():
@@ -152,6 +220,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         log.info("interrupted: stopping")
     finally:
+        control.close()
         runtime.stop()
         for signum, handler in previous.items():
             signal.signal(signum, handler)

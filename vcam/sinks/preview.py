@@ -3,7 +3,8 @@
 Routes: `/` the page (video plus live status), `/view` or `/?bare=1` the video alone, full size (an OBS
 Browser source), `/stream.mjpg` the MJPEG stream (multipart/x-mixed-replace: the page's <img>),
 `/stream.ts` H.264 in MPEG-TS with real timestamps (OBS's Media Source, ffplay, VLC; see `preview_ts`),
-`/frame.jpg` one snapshot, `/status.json` the runtime's status plus the preview's own numbers.
+`/frame.jpg` one snapshot, `/status.json` the runtime's status plus the preview's own numbers, and `/api/...`
+the run's control API when one is attached (`attach_control`; the page then carries its token).
 
 Privacy and robustness: the server (`preview_http`) binds to a loopback address only, answers only requests
 for this computer that no other site made, and bounds its threads and the time and size of a request.
@@ -29,7 +30,16 @@ import numpy as np
 from vcam.config import preview_port_problem
 from vcam.errors import SinkError
 from vcam.sinks.base import Sink, StatusProvider
-from vcam.sinks.preview_http import TEXT, Answer, Body, PreviewHttpServer, Request, Stream, is_local_host_header
+from vcam.sinks.preview_http import (
+    TEXT,
+    Answer,
+    Body,
+    PreviewHttpServer,
+    Request,
+    Router,
+    Stream,
+    is_local_host_header,
+)
 from vcam.sinks.preview_ts import CONTENT_TYPE as TS_CONTENT_TYPE
 from vcam.sinks.preview_ts import TsBroadcaster
 
@@ -40,10 +50,18 @@ __all__ = ["PreviewSink", "is_local_host_header"]
 BOUNDARY = "vcamframe"
 
 
-def _load_page(bare: bool) -> bytes:
+#: the page's placeholder for the control API's token (empty: no control panel)
+TOKEN_META = '<meta name="vcam-token" content="">'
+
+
+def _load_page(bare: bool, token: str = "") -> bytes:
+    import html
+
     page = resources.files("vcam.sinks").joinpath("preview_page.html").read_text(encoding="utf-8")
     if bare:
         page = page.replace("<body>", '<body class="bare">', 1)
+    elif token:
+        page = page.replace(TOKEN_META, f'<meta name="vcam-token" content="{html.escape(token)}">', 1)
     return page.encode("utf-8")
 
 
@@ -77,6 +95,13 @@ class PreviewSink(Sink):
         self._server: PreviewHttpServer | None = None
         self._ts: TsBroadcaster | None = None
         self._threads: list[threading.Thread] = []
+        self._control: Router | None = None
+        self._control_token = ""
+
+    def attach_control(self, router: Router, token: str) -> None:
+        """Serve the run's control API under /api/ with `router`; the page gets `token` embedded (its panel)."""
+        self._control = router
+        self._control_token = token
 
     @property
     def url(self) -> str:
@@ -143,9 +168,14 @@ class PreviewSink(Sink):
         path = request.path
         if "://" in request.target.split("?", 1)[0]:  # an absolute URI naming this computer
             path = path or "/"
+        if path.startswith("/api/") and self._control is not None:
+            return self._control(request)
+        if request.method == "POST":
+            return Body(HTTPStatus.METHOD_NOT_ALLOWED, TEXT, b"only GET is served here\n")
         if path in ("/", "/index.html"):
             bare = request.query.get("bare", ["0"])[0] not in ("", "0", "false")
-            return Body(HTTPStatus.OK, "text/html; charset=utf-8", _load_page(bare), page=True)
+            page = _load_page(bare, self._control_token)
+            return Body(HTTPStatus.OK, "text/html; charset=utf-8", page, page=True)
         if path == "/view":
             return Body(HTTPStatus.OK, "text/html; charset=utf-8", _load_page(True), page=True)
         if path == "/stream.mjpg":

@@ -3,11 +3,14 @@
 Holding up:
 - the listening socket's backlog is LISTEN_BACKLOG, so a burst of connects is queued by the kernel;
 - one reader thread reads the request heads of every new connection at once; a client gets HEADER_TIMEOUT_S
-  to send its whole request head (at most MAX_HEADER_BYTES, else 431), so half-open connections cost a socket
-  each for a bounded time, never a thread (at most MAX_PENDING of them wait, the rest wait in the backlog);
+  to send its whole request head (at most MAX_HEADER_BYTES, else 431) and its body (POST, for the control API:
+  at most MAX_BODY_BYTES with a Content-Length, else 413 / 411), so half-open connections cost a socket each
+  for a bounded time, never a thread (at most MAX_PENDING of them wait, the rest wait in the backlog);
 - REQUEST_WORKERS threads (a fixed number) answer complete requests;
 - a stream (MJPEG, MPEG-TS) runs in a thread of its own, at most MAX_STREAMS at once (503 beyond), and a
   write may block at most WRITE_TIMEOUT_S (a client that stopped reading is dropped).
+
+Methods: GET, HEAD and POST reach the router, which answers 405 where a method does not apply.
 
 Privacy (`refusal`): only requests whose Host header names this computer (DNS rebinding), whose request line,
 if it is an absolute URI, names this computer too, and whose `Sec-Fetch-Site` is absent (ffmpeg, OBS's Media
@@ -20,6 +23,7 @@ A client that goes away while being answered is logged at debug level.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import queue
 import socket
@@ -39,6 +43,9 @@ REQUEST_WORKERS = 8
 MAX_PENDING = 1024
 MAX_STREAMS = 64
 MAX_HEADER_BYTES = 16 * 1024
+MAX_BODY_BYTES = 64 * 1024
+#: the methods the router is asked about (others get 405 from the server)
+METHODS = ("GET", "HEAD", "POST")
 HEADER_TIMEOUT_S = 10.0
 WRITE_TIMEOUT_S = 30.0
 
@@ -86,6 +93,7 @@ class Request:
     path: str
     query: dict[str, list[str]]
     headers: dict[str, str]
+    body: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -133,6 +141,20 @@ def refusal(request: Request) -> str | None:
     if site is not None and site.strip().lower() not in ALLOWED_FETCH_SITES:
         return f"Sec-Fetch-Site {site!r} (only the server's own pages may use it)"
     return None
+
+
+def body_length(request: Request) -> int:
+    """The length of the body that follows `request`'s head (0 without one); raises BadRequest when it cannot
+    be read: chunked (411) or over MAX_BODY_BYTES (413)."""
+    if "transfer-encoding" in request.headers:
+        raise BadRequest(HTTPStatus.LENGTH_REQUIRED, "a request body needs a Content-Length (not chunked)")
+    text = request.headers.get("content-length", "0").strip()
+    if not text.isdigit():
+        raise BadRequest(HTTPStatus.BAD_REQUEST, f"bad Content-Length {text[:20]!r}")
+    length = int(text)
+    if length > MAX_BODY_BYTES:
+        raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"request body over {MAX_BODY_BYTES // 1024} KB")
+    return length
 
 
 def parse_request(head: bytes) -> Request:
@@ -320,6 +342,10 @@ class PreviewHttpServer:
         else:
             try:
                 parsed = parse_request(entry.buffer[:end])
+                length = body_length(parsed)
+                if len(entry.buffer) < end + 4 + length:
+                    return  # the body is still coming
+                parsed = dataclasses.replace(parsed, body=entry.buffer[end + 4 : end + 4 + length])
             except BadRequest as error:
                 parsed = error
         selector.unregister(entry.connection)
@@ -366,8 +392,8 @@ class PreviewHttpServer:
             send_body(connection, Body(request.status, TEXT, f"{request}\n".encode()))
             _drain(connection)
             return False
-        if request.method not in ("GET", "HEAD"):
-            send_body(connection, Body(HTTPStatus.METHOD_NOT_ALLOWED, TEXT, b"only GET is served\n"))
+        if request.method not in METHODS:
+            send_body(connection, Body(HTTPStatus.METHOD_NOT_ALLOWED, TEXT, b"only GET and POST are served\n"))
             return False
         why = refusal(request)
         if why is not None:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from vcam.model.loading import PipelineSpec
     from vcam.model.pipeline import StreamPipeline
     from vcam.model.pool import ModelPool
+    from vcam.run_settings import RunSettings
     from vcam.store.store import StylePaths
 
 log = logging.getLogger(__name__)
@@ -147,9 +148,11 @@ class Live2DiffTranslator(Translator):
         fit: str = "crop",
         on_close: Callable[[], None] | None = None,
         pool: ModelPool | None = None,
+        settings: RunSettings | None = None,
     ) -> None:
         """`on_close` is called once, after the pipeline is closed (a pool lease's `release`); `pool`: the
-        model pool the pipeline's models come from (it answers `resident_memory_mb`)."""
+        model pool the pipeline's models come from (it answers `resident_memory_mb`); `settings`: the run's
+        changeable settings, whose prompt and similar-frame filter this translator follows while it runs."""
         self.pipeline = pipeline
         self.pool = pool
         self._on_close = on_close
@@ -157,6 +160,30 @@ class Live2DiffTranslator(Translator):
         self.fitter = FrameFitter(pipeline.width, pipeline.height, fit)
         self._ready: dict[int, np.ndarray] = {}  # input index -> model-size output not shown yet
         self._closed = False
+        self._settings = settings
+        self._own_prompt = pipeline.prompt  # the style's prompt, or the one the user set when it was built
+        self._settings_version = -1
+        self._follow_settings()
+
+    def _follow_settings(self) -> None:
+        """Apply the run's live settings when they changed: the prompt (through the pipeline's background
+        prompt switch: this call never waits for it) and the similar-frame filter."""
+        settings = self._settings
+        if settings is None or settings.version == self._settings_version:
+            return
+        from vcam.model.similar_filter import SimilarFrameFilter
+
+        self._settings_version = settings.version
+        on, threshold = settings.similar_filter()
+        current = self.pipeline.similar_filter
+        if not on:
+            self.pipeline.similar_filter = None
+        elif current is None or current.threshold != threshold:
+            self.pipeline.similar_filter = SimilarFrameFilter(threshold, seed=self.pipeline.seed)
+        prompt = settings.style(self.name).prompt or self._own_prompt
+        if prompt != self.pipeline.prompt:
+            log.info("style %r: prompt changes to %r", self.name, prompt)
+            self.pipeline.set_prompt(prompt)
 
     @classmethod
     def from_style(
@@ -165,6 +192,7 @@ class Live2DiffTranslator(Translator):
         config: Config,
         size: tuple[int, int] | None = None,
         pool: ModelPool | None = None,
+        settings: RunSettings | None = None,
     ) -> Live2DiffTranslator:
         """Load the diffusion style whose local weights are `paths` (from the model store).
 
@@ -172,20 +200,30 @@ class Live2DiffTranslator(Translator):
         `size` (width, height), by default the base model's native size (its UNet's sample_size x 8: 512 for
         SD1.5) shaped to the output's aspect (512x288 for 1280x720); camera frames are fitted to it and the
         output scaled back. Models come from `pool` (the process's shared pool by default): a style on models
-        already loaded for another style shares them.
+        already loaded for another style shares them. What the user set in `settings` (prompt, strength, noise,
+        VAE, compile) overrides the style's own.
         """
         from vcam.model.pool import shared_pool
 
         if size is None:
             size = model_size_for_output(native_model_size(paths.base), config.output.width, config.output.height)
         width, height = size
-        spec = pipeline_spec(paths, seed=config.style.seed, width=width, height=height)
+        overrides = settings.spec_overrides(paths.name) if settings is not None else {}
+        if overrides.get("compile"):
+            from vcam.model.loading import resolve_device
+
+            device = resolve_device(config.models.device)
+            if device.type != "cuda":
+                log.warning("models.compile applies on CUDA only: running %s without it on %s", paths.name, device)
+                overrides["compile"] = False
+        spec = pipeline_spec(paths, seed=config.style.seed, width=width, height=height, **overrides)
         pool = pool or shared_pool()
         lease = pool.acquire(spec, device=config.models.device, dtype=config.models.dtype)
-        return cls(lease.pipeline, name=paths.name, on_close=lease.release, pool=pool)
+        return cls(lease.pipeline, name=paths.name, on_close=lease.release, pool=pool, settings=settings)
 
     def __call__(self, image: np.ndarray) -> np.ndarray | None:
         check_image(image)
+        self._follow_settings()
         height, width = image.shape[:2]
         index_now = self.pipeline.frames_in  # the input index this call gets
         for result in self.pipeline.step(self.fitter.to_model(image)):
@@ -253,10 +291,17 @@ class Live2DiffTranslator(Translator):
 
 
 def build_tiny_translator(
-    seed: int = 0, t_index_list: Sequence[int] = TINY_T_INDEX_LIST, fit: str = "crop"
+    seed: int = 0,
+    t_index_list: Sequence[int] = TINY_T_INDEX_LIST,
+    fit: str = "crop",
+    settings: RunSettings | None = None,
 ) -> Translator:
-    """The "tiny-random" style: a `Live2DiffTranslator` over `vcam.model.tiny.build_tiny_pipeline(seed)`."""
+    """The "tiny-random" style: a `Live2DiffTranslator` over `vcam.model.tiny.build_tiny_pipeline(seed)`, with
+    what the user set in `settings` (prompt, strength, noise, VAE; compile does not apply on the CPU)."""
     from vcam.model.tiny import build_tiny_pipeline
 
-    pipeline = build_tiny_pipeline(seed=seed, t_index_list=t_index_list)
-    return Live2DiffTranslator(pipeline, name=TINY_STYLE_NAME, fit=fit)
+    overrides = settings.spec_overrides(TINY_STYLE_NAME) if settings is not None else {}
+    overrides.pop("compile", None)
+    overrides.setdefault("t_index_list", t_index_list)
+    pipeline = build_tiny_pipeline(seed=seed, **overrides)
+    return Live2DiffTranslator(pipeline, name=TINY_STYLE_NAME, fit=fit, settings=settings)
