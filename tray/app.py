@@ -72,7 +72,13 @@ class TrayApp:
         self.backend = backend if backend is not None else BackendChoice(None, True)
         self.autostart_home = autostart_home
         self._wake = threading.Event()
-        self.controller = TrayController(config_path, camera_factory, notify=self.notify, on_change=self._wake.set)
+        self.controller = TrayController(
+            config_path,
+            camera_factory,
+            notify=self.notify,
+            on_change=self._wake.set,
+            ask_image=self.ask_background_image,
+        )
         self._autostart = self._read_autostart()
         self._watcher: threading.Thread | None = None
         self._icon_loop_running = False
@@ -99,6 +105,32 @@ class TrayApp:
 
     def save_setting(self, key: str, value: Any) -> None:
         self.controller.save_setting(key, value)
+
+    def replace_background(self) -> None:
+        self.controller.replace_background()
+
+    def ask_background_image(self, problem: str) -> Path | None:
+        """A file chooser for the background image; without one, open the settings folder and say which key
+        to set (the controller calls this in a worker thread)."""
+        from vcam.tray.file_chooser import find_file_chooser
+        from vcam.tray.opener import open_path
+
+        from vcam.paths import config_file
+
+        gtk_loop_runs = self._icon_loop_running and self.backend.name in ("gtk", "appindicator")
+        chooser = find_file_chooser(gtk_loop_runs)
+        if chooser is not None:
+            return chooser(f"{APP_TITLE}: a picture to put behind you")
+        path = self.config_path if self.config_path is not None else config_file()
+        self.notify(
+            f'{problem}. To replace the background, set background_image = "/path/to/picture.jpg" under '
+            f'[segment] in {path} (its folder is open now), then choose "Replace the background" again'
+        )
+        try:
+            open_path(self.settings_folder())
+        except Exception as error:  # no file manager: the notification still says where
+            log.warning("cannot open the settings folder: %s", error)
+        return None
 
     def restart_runtime(self) -> None:
         self.controller.restart_camera()
