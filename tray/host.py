@@ -22,7 +22,7 @@ QUERY_TIMEOUT_S = 5.0
 
 TRAY_HOST_HELP = (
     "no system tray to show the icon in (no StatusNotifier host on the session bus, no XEmbed tray on the "
-    "display). GNOME: install and enable the \"AppIndicator and KStatusNotifierItem Support\" extension "
+    'display). GNOME: install and enable the "AppIndicator and KStatusNotifierItem Support" extension '
     "(Debian/Ubuntu: `sudo apt install gnome-shell-extension-appindicator`, then log out and back in); other "
     "desktops: add a system tray (notification area) to the panel. The camera keeps running meanwhile; "
     "`vcam doctor` checks this"
