@@ -433,7 +433,8 @@ class TrayController:
 
             checks = run_checks(self._config) if self._config is not None else run_checks(config_path=self.config_path)
             for check in checks:
-                lines.append(f"  [{'ok' if check.ok else 'FAIL'}] {check.name}: {check.detail}")
+                mark = "ok" if check.ok else "FAIL" if check.required else "optional"
+                lines.append(f"  [{mark}] {check.name}: {check.detail}")
                 if not check.ok and check.fix:
                     lines.append(f"         fix: {check.fix}")
         except Exception as error:

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
@@ -20,13 +21,41 @@ WATCHER_NAME = "org.kde.StatusNotifierWatcher"
 #: how long a D-Bus query may take
 QUERY_TIMEOUT_S = 5.0
 
+#: what to do about a missing tray host
+TRAY_HOST_FIX = (
+    'GNOME: install and enable the "AppIndicator and KStatusNotifierItem Support" extension (Debian/Ubuntu: '
+    "`sudo apt install gnome-shell-extension-appindicator`, then log out and back in); other desktops: add a "
+    "system tray (notification area) to the panel"
+)
+NO_HOST = "no StatusNotifier host on the session bus and no XEmbed tray on the display"
 TRAY_HOST_HELP = (
-    "no system tray to show the icon in (no StatusNotifier host on the session bus, no XEmbed tray on the "
-    'display). GNOME: install and enable the "AppIndicator and KStatusNotifierItem Support" extension '
-    "(Debian/Ubuntu: `sudo apt install gnome-shell-extension-appindicator`, then log out and back in); other "
-    "desktops: add a system tray (notification area) to the panel. The camera keeps running meanwhile; "
+    f"no system tray to show the icon in ({NO_HOST}). {TRAY_HOST_FIX}. The camera keeps running meanwhile; "
     "`vcam doctor` checks this"
 )
+
+
+@dataclass(frozen=True)
+class TrayHost:
+    """What was found: a StatusNotifier watcher on the session bus, an XEmbed tray on the X display (each
+    None when it could not be asked: no bus, no display, no tool)."""
+
+    watcher: bool | None
+    xembed: bool | None
+
+    @property
+    def missing(self) -> bool:
+        """True when asking found no host (never when nothing could be asked)."""
+        asked = self.watcher is not None or self.xembed is not None
+        return asked and not self.watcher and not self.xembed
+
+    def describe(self) -> str:
+        if self.watcher:
+            return "a StatusNotifier host on the session bus"
+        if self.xembed:
+            return "an XEmbed system tray on the display"
+        if self.missing:
+            return NO_HOST
+        return "cannot tell: no session bus and no X display to ask (the tray needs a desktop session)"
 
 
 def status_notifier_watcher_present(timeout: float = QUERY_TIMEOUT_S) -> bool | None:
@@ -83,17 +112,17 @@ def xembed_tray_present() -> bool | None:
         display.close()
 
 
+def find_tray_host(platform: str | None = None) -> TrayHost | None:
+    """Ask the session bus and the X display for a tray host; None on macOS and Windows (always there)."""
+    if (platform if platform is not None else sys.platform) in ("darwin", "win32"):
+        return None
+    watcher = status_notifier_watcher_present()
+    return TrayHost(watcher, None if watcher else xembed_tray_present())
+
+
 def tray_host_problem(platform: str | None = None) -> str | None:
     """What to install when a tray icon cannot appear; None when a host is there or it cannot be told."""
-    if (platform if platform is not None else sys.platform) in ("darwin", "win32"):
-        return None  # the menu bar and the notification area are always there
-    watcher = status_notifier_watcher_present()
-    if watcher:
-        return None
-    xembed = xembed_tray_present()
-    if xembed:
-        return None
-    if watcher is None and xembed is None:
-        log.debug("cannot tell whether a tray host runs (no session bus and no X display to ask)")
+    host = find_tray_host(platform)
+    if host is None or not host.missing:
         return None
     return TRAY_HOST_HELP
