@@ -126,7 +126,7 @@ def resolve_auto_sinks(specs: Sequence[str]) -> list[str]:
             continue
         from vcam.devices.virtual_cameras import probe_virtual_camera
 
-        available, reason = probe_virtual_camera()
+        available, reason = probe_virtual_camera(suggest_preview=False)  # the preview is what runs instead
         if available:
             resolved.append("vcam")
         else:
