@@ -610,7 +610,7 @@ def test_help_prints_the_header_comment_and_no_code(script: str) -> None:
             break
         header.append(line[2:] if line.startswith("# ") else line[1:])
     assert result.stdout.splitlines() == header
-    assert "set -euo pipefail" not in result.stdout and "-h, --help" in result.stdout
+    assert "set -euo pipefail" not in result.stdout and len(header) > 3
 
 
 def test_the_driver_scripts_own_dry_run_says_to_run_it_as_root(box: dict[str, Path]) -> None:
