@@ -15,7 +15,17 @@ dev=0
 torch_kind="auto"
 python="${PYTHON:-python3}"
 
-usage() { sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+# The usage is the header comment, up to the first line of code (pure bash: no tool on PATH needed).
+usage() {
+  local line
+  while IFS= read -r line; do
+    case "$line" in
+      '#!'*) ;;
+      '#'*) line=${line#\#}; printf '%s\n' "${line# }" ;;
+      *) return 0 ;;
+    esac
+  done < "${BASH_SOURCE[0]}"
+}
 
 while [ $# -gt 0 ]; do
   case "$1" in

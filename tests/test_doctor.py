@@ -74,7 +74,7 @@ def test_cli_json_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
 
     assert main(["doctor", "--json"]) == 0  # a report: problems do not fail it
     rows = json.loads(capsys.readouterr().out)
-    assert all(set(row) == {"name", "ok", "detail", "fix"} for row in rows)
+    assert all(set(row) == {"name", "ok", "detail", "fix", "required"} for row in rows)
     driver = next(row for row in rows if row["name"] == "virtual camera driver")
     assert driver["ok"] is False and "setup-virtual-camera.sh" in driver["fix"]
 
@@ -254,7 +254,7 @@ def test_table_and_json_rendering() -> None:
     assert table[4].startswith("missing  webcam")
     assert "2 problems" in table[-1]
     assert json.loads(doctor_command.render_json(checks))[1]["fix"] == "sudo setup-virtual-camera.sh"
-    assert "everything is in place" in doctor_command.render_table(checks[:1])
+    assert "everything the app needs is in place" in doctor_command.render_table(checks[:1])
 
 
 def test_handler_exit_codes(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -267,3 +267,42 @@ def test_handler_exit_codes(monkeypatch: pytest.MonkeyPatch) -> None:
         assert doctor_command.run_doctor(parser.parse_args(argv), out=out) == code
     results[1] = Check("b", True, "fixed")
     assert doctor_command.run_doctor(parser.parse_args(["doctor", "--strict"]), out=io.StringIO()) == 0
+
+
+def test_diffusion_styles_are_a_section_apart_and_never_fail_strict(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Here no style's weights are downloaded: they are listed apart, counted in their own line, and
+    `--strict` fails only for what the app needs."""
+    from vcam.config import Config
+
+    styles = doctor.check_styles(Config())
+    optional = [check for check in styles if not check.required]
+    assert optional and all(check.name.startswith("style ") and not check.ok for check in optional)
+    assert [check.required for check in styles if check.name == "classic styles"] == [True]
+    app = [Check("python", True, "3.11.2")]
+    table = doctor_command.render_table(app + styles)
+    required_part, styles_part = table.split("Diffusion styles (optional")
+    assert "everything the app needs is in place" in required_part and "style " not in required_part
+    assert f"styles: 0 of {len(optional)} downloaded; `vcam models download NAME` gets one." in styles_part
+    assert "fix: vcam models download " in styles_part
+    monkeypatch.setattr(doctor, "run_checks", lambda config_path=None: app + styles)
+    parser = argparse.ArgumentParser()
+    doctor_command.add_parser(parser.add_subparsers())
+    assert doctor_command.run_doctor(parser.parse_args(["doctor", "--strict"]), out=io.StringIO()) == 0
+    records = json.loads(doctor_command.render_json(app + styles))
+    assert {record["name"]: record["required"] for record in records}["python"] is True
+    assert all(record["required"] is False for record in records if record["name"].startswith("style "))
+
+
+def test_the_tray_host_check_uses_the_trays_detection(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vcam.tray import host
+
+    monkeypatch.setattr(host, "status_notifier_watcher_present", lambda: False)
+    monkeypatch.setattr(host, "xembed_tray_present", lambda: False)
+    check = doctor.check_tray_host()
+    assert (check.name, check.ok, check.required) == ("tray host", False, True)
+    assert check.detail == host.NO_HOST and "gnome-shell-extension-appindicator" in (check.fix or "")
+    monkeypatch.setattr(host, "xembed_tray_present", lambda: True)
+    assert doctor.check_tray_host() == Check("tray host", True, "an XEmbed system tray on the display")
+    monkeypatch.setattr(host, "status_notifier_watcher_present", lambda: None)
+    monkeypatch.setattr(host, "xembed_tray_present", lambda: None)
+    assert doctor.check_tray_host().ok  # no desktop session to ask (a server, CI): not a problem

@@ -480,6 +480,12 @@ def test_linux_app_installer_dry_run(box: dict[str, Path]) -> None:
     assert "+ /opt/vcam-venv/bin/python -m vcam.desktop_entry install --exec /opt/vcam-venv/bin/vcam tray" in out
     assert "+ /opt/vcam-venv/bin/vcam tray --autostart on" in out
     assert "'card_label=Live2Diff Camera' exclusive_caps=0" in out  # the driver script's own dry run
+    # one consistent way on: install.sh runs as the user and calls the driver set-up with sudo
+    assert "(as root)" not in out and "as root (sudo)" not in out
+    assert "dry run of the driver set-up finished (install.sh runs it with sudo)" in out
+    assert out.rstrip().endswith(
+        "again without --dry-run, as yourself (not as root): it asks for sudo for the driver and system packages"
+    )
     assert _files_under(box["sysroot"]) == []
     assert not [call for call in _calls(box["log"]) if call.startswith(("modprobe", "apt-get"))]
 
@@ -589,3 +595,25 @@ def test_desktop_entry_module_command_line(tmp_path: Path) -> None:
     )
     assert remove.returncode == 0 and "removed" in remove.stdout
     assert not path.exists()
+
+
+@pytest.mark.parametrize(
+    "script", ["linux/install.sh", "linux/setup-virtual-camera.sh", "macos/install.sh", "install.sh"]
+)
+def test_help_prints_the_header_comment_and_no_code(script: str) -> None:
+    path = INSTALLERS / script
+    result = subprocess.run([str(path), "--help"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    header = []
+    for line in path.read_text().splitlines()[1:]:
+        if not line.startswith("#"):
+            break
+        header.append(line[2:] if line.startswith("# ") else line[1:])
+    assert result.stdout.splitlines() == header
+    assert "set -euo pipefail" not in result.stdout and len(header) > 3
+
+
+def test_the_driver_scripts_own_dry_run_says_to_run_it_as_root(box: dict[str, Path]) -> None:
+    bin_dir = make_bin(box["bin"], apt_fakes())
+    result = run_script(DRIVER_SCRIPT, ["--dry-run"], bin_dir, box["sysroot"], box["log"])
+    assert "dry run finished: run it again without --dry-run, as root (sudo), to do it" in result.stdout

@@ -15,7 +15,12 @@ from packaging.requirements import Requirement
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE_FOLDERS = ("vcam", "model", "tray")
 #: import names that differ from the name of the distribution that provides them
-IMPORT_DISTRIBUTIONS = {"PIL": "pillow", "cv2": "opencv-python-headless", "skimage": "scikit-image"}
+IMPORT_DISTRIBUTIONS = {
+    "PIL": "pillow",
+    "cv2": "opencv-python-headless",
+    "skimage": "scikit-image",
+    "Xlib": "python-xlib",
+}
 #: imports the operating system provides rather than PyPI, with where they come from
 SYSTEM_IMPORTS = {"gi": "Debian's python3-gi: the tray's GTK / AppIndicator menus on Linux (.ci/run installs it)"}
 #: declared distributions no source file imports, and why they are declared

@@ -176,7 +176,7 @@ def test_models_list_and_path_output(store: ModelStore, cache: Path) -> None:
     alpha = next(line for line in lines if line.startswith("alpha"))
     beta = next(line for line in lines if line.startswith("beta"))
     assert "downloaded" in alpha and "not downloaded" not in alpha and "creativeml-openrail-m" in alpha
-    assert "not downloaded" in beta and "Beta *" in beta  # unchecked revision flagged
+    assert "not downloaded" in beta and "Beta (unverified)" in beta  # unchecked revision flagged
     assert f"cache: {cache}" in out.getvalue()
     out = io.StringIO()
     assert models_command.print_path(store, None, out) == 0

@@ -280,3 +280,45 @@ def test_menu_drives_the_real_runtime(tmp_path: Path) -> None:
         assert saved["style"] == {"name": "cartoon"} and saved["segment"] == {"mode": "off"}
     finally:
         app.controller.stop_camera()
+
+
+def fake_program(folder: Path, name: str, script: str) -> Path:
+    """An executable `name` in `folder` (a stand-in for a dialog program the machine lacks)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    program = folder / name
+    program.write_text("#!/bin/sh\n" + script)
+    program.chmod(0o755)
+    return program
+
+
+def test_the_background_image_comes_from_zenity_when_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = tmp_path / "bin"
+    fake_program(bin_dir, "zenity", f'printf "%s\\n" "$@" > {tmp_path}/args\necho /home/me/beach.jpg\n')
+    monkeypatch.setenv("PATH", str(bin_dir))
+    app, icon = make_app(tmp_path, FakeCamera)
+    assert app.ask_background_image("no background image is set") == Path("/home/me/beach.jpg")
+    args = (tmp_path / "args").read_text().splitlines()
+    assert args[0] == "--file-selection" and "--file-filter=Images | *.png *.jpg *.jpeg *.webp *.bmp" in args
+    assert icon.notifications == []
+    fake_program(bin_dir, "zenity", "exit 1\n")  # the user pressed Cancel
+    assert app.ask_background_image("no background image is set") is None
+    assert icon.notifications == []
+
+
+def test_without_a_file_chooser_the_settings_folder_opens_and_the_key_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, private_home: Path
+) -> None:
+    bin_dir = tmp_path / "bin"
+    fake_program(bin_dir, "xdg-open", f'echo "$1" > {tmp_path}/opened\n')
+    monkeypatch.setenv("PATH", str(bin_dir))  # no zenity, no kdialog; the icon's GTK loop is not running
+    app, icon = make_app(tmp_path, FakeCamera)
+    assert app.ask_background_image("no background image is set") is None
+    config = private_home / "config" / "config.toml"
+    assert icon.notifications == [
+        'no background image is set. To replace the background, set background_image = "/path/to/picture.jpg" '
+        f'under [segment] in {config} (its folder is open now), then choose "Replace the background" again'
+    ]
+    wait_for(lambda: (tmp_path / "opened").exists(), what="xdg-open to run")
+    assert (tmp_path / "opened").read_text().strip() == str(config.parent)

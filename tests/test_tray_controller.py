@@ -335,3 +335,110 @@ def test_the_controller_imports_no_ui() -> None:
     code = "import sys, vcam.tray.controller; print(sorted(m for m in ('pystray', 'PIL') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def write_image(path: Path) -> Path:
+    import cv2
+    import numpy as np
+
+    cv2.imwrite(str(path), np.full((24, 32, 3), 200, np.uint8))
+    return path
+
+
+@dataclass
+class ImageQuestions:
+    """The tray's `ask_image`: records why an image was asked for and answers `answer`."""
+
+    answer: Path | None = None
+    problems: list[str] = field(default_factory=list)
+
+    def __call__(self, problem: str) -> Path | None:
+        self.problems.append(problem)
+        return self.answer
+
+
+def replace_controller(
+    ask: ImageQuestions, cameras: Cameras | None = None
+) -> tuple[TrayController, Listener, Cameras]:
+    cameras = cameras or Cameras()
+    listener = Listener()
+    controller = TrayController(None, cameras, notify=listener.notify, on_change=listener.on_change, ask_image=ask)
+    controller._list_styles = lambda config: FAKE_STYLES  # type: ignore[method-assign]
+    controller.start_camera()
+    return controller, listener, cameras
+
+
+def test_replace_without_an_image_asks_for_one_and_saves_nothing_when_cancelled(private_home: Path) -> None:
+    ask = ImageQuestions(answer=None)
+    controller, listener, cameras = replace_controller(ask)
+    controller.replace_background()
+    controller.join_threads()
+    assert ask.problems == ["no background image is set"]
+    assert cameras.built[0].calls == [("start",)]  # the camera never saw "replace"
+    assert saved_config(private_home) == {}
+    assert len(cameras.built) == 1
+
+
+def test_a_chosen_image_is_saved_then_the_camera_restarts_with_it_and_switches(
+    private_home: Path, tmp_path: Path
+) -> None:
+    image = write_image(tmp_path / "beach.png")
+    ask = ImageQuestions(answer=image)
+    controller, listener, cameras = replace_controller(ask)
+    controller.replace_background()
+    controller.join_threads()
+    assert len(cameras.built) == 2
+    assert cameras.built[0].calls == [("start",), ("stop",)]
+    assert cameras.built[1].calls == [("start",), ("set_segment", "replace")]
+    assert cameras.built[1].config.segment.background_image == str(image)  # the new camera got the image
+    assert saved_config(private_home) == {"segment": {"background_image": str(image), "mode": "replace"}}
+    # with the image set, the next choice switches at once, asking nothing
+    controller.set_segment("off")
+    controller.replace_background()
+    assert len(ask.problems) == 1 and cameras.built[1].calls[-1] == ("set_segment", "replace")
+
+
+def test_an_unreadable_chosen_image_is_refused_and_nothing_is_saved(private_home: Path, tmp_path: Path) -> None:
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("not an image")
+    controller, listener, cameras = replace_controller(ImageQuestions(answer=not_an_image))
+    controller.replace_background()
+    controller.join_threads()
+    assert len(cameras.built) == 1 and saved_config(private_home) == {}
+    assert listener.notifications == [
+        f"cannot replace the background: [segment] background_image: cannot read {str(not_an_image)!r} as an "
+        "image (use a .png or .jpg file)"
+    ]
+
+
+def test_a_mode_the_camera_refuses_is_never_saved(private_home: Path) -> None:
+    cameras = Cameras(make=lambda config: FakeCamera(config, refuse={"set_segment": "mediapipe is not installed"}))
+    controller, listener = make_controller(cameras)
+    controller.start_camera()
+    assert controller.set_segment("blur") is False
+    assert saved_config(private_home) == {}
+
+
+def test_a_saved_setting_the_camera_cannot_use_starts_it_without_and_is_notified_once(tmp_path: Path) -> None:
+    """The real runtime: a saved "replace" without an image (what the tray used to save) no longer locks the
+    user out: the camera runs with segmentation off, its menu stays usable, and the tray says so once."""
+    config_path = tmp_path / "config.toml"
+    config_path.write_text(
+        '[camera]\nsource = "demo"\nwidth = 160\nheight = 96\n[output]\nsinks = ["null"]\nwidth = 160\nheight = 96\n'
+        '[segment]\nmode = "replace"\n',
+        encoding="utf-8",
+    )
+    listener = Listener()
+    controller = TrayController(config_path, notify=listener.notify, on_change=listener.on_change)
+    controller.start_camera()
+    try:
+        wait_for(lambda: controller.check().status.state == "running", what="the running camera")
+        for _ in range(3):
+            state = controller.check()
+        assert state.runtime_usable and state.status.segment == "off"
+        assert len(listener.notifications) == 1
+        assert "the saved segmentation mode 'replace' cannot be used" in listener.notifications[0]
+        assert "segmentation off" in listener.notifications[0]
+    finally:
+        controller.close()
+        controller.stop_camera()

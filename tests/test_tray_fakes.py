@@ -147,6 +147,9 @@ class FakeActions:
     def save_setting(self, key: str, value: Any) -> None:
         self.calls.append(("save_setting", key, value))
 
+    def replace_background(self) -> None:
+        self.calls.append(("replace_background",))
+
     def restart_runtime(self) -> None:
         self.calls.append(("restart_runtime",))
 

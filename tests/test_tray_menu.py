@@ -131,13 +131,18 @@ def test_segmentation_items_are_radio_and_send_set_segment() -> None:
     assert [item.text for item in items] == list(SEGMENT_LABELS.values())
     assert [item.checked for item in items] == [True, False, False, False, False]
     assert all(item.radio for item in items)
-    for mode, label in SEGMENT_LABELS.items():
-        harness.click(LABEL_SEGMENT, label)
+    direct = [mode for mode in SEGMENT_LABELS if mode != "replace"]
+    for mode in direct:
+        harness.click(LABEL_SEGMENT, SEGMENT_LABELS[mode])
         assert harness.runtime.status().segment == mode
         assert [item.checked for item in harness.item(LABEL_SEGMENT).submenu].count(True) == 1
-        assert harness.item(LABEL_SEGMENT, label).checked
-    assert harness.runtime.calls == [("set_segment", mode) for mode in SEGMENT_LABELS]
+        assert harness.item(LABEL_SEGMENT, SEGMENT_LABELS[mode]).checked
+    assert harness.runtime.calls == [("set_segment", mode) for mode in direct]
     assert ("save_setting", "segment.mode", "blur") in harness.actions.calls
+    # "replace" needs an image: the app checks for one (and asks for it) before anything reaches the camera
+    harness.click(LABEL_SEGMENT, SEGMENT_LABELS["replace"])
+    assert harness.actions.calls[-1] == ("replace_background",)
+    assert harness.runtime.calls[-1] == ("set_segment", "blur")
 
 
 def test_pause_toggles_between_pause_and_resume() -> None:
@@ -222,6 +227,17 @@ def test_a_refused_command_does_not_escape_the_menu(caplog: pytest.LogCaptureFix
     harness.runtime.set_segment = refuse  # type: ignore[method-assign]
     harness.click(LABEL_SEGMENT, "Blur the background")
     assert "unknown segmentation mode 'blur'" in caplog.text
+    assert not any(call[0] == "save_setting" for call in harness.actions.calls)  # a refused mode is never saved
+
+
+def test_a_refused_style_is_not_saved() -> None:
+    harness = Harness()
+    harness.runtime.refuse["set_style"] = "the camera is busy"
+    harness.click(LABEL_STYLE, "Cartoon")
+    assert harness.actions.calls == []
+    del harness.runtime.refuse["set_style"]
+    harness.click(LABEL_STYLE, "Cartoon")
+    assert harness.actions.calls == [("save_setting", "style.name", "cartoon")]
 
 
 def test_menu_key_ignores_fps_but_not_the_style() -> None:

@@ -81,8 +81,14 @@ def on_ready(app):
     if mode == "activate":
         paths = [("Pause camera",), ("Style", "Cartoon"), ("Segmentation", "Blur the background")]
         report["menu"] = activate_in_gtk(icon, paths)
+    if mode == "click":
+        report["window"] = icon._window.id
     report["calls"] = [list(call) for call in runtimes[0].calls]
     print("REPORT " + json.dumps(report), flush=True)
+    if mode == "click":  # the test clicks the icon: wait for the pause it sends
+        deadline = time.monotonic() + 20
+        while ("pause",) not in runtimes[0].calls and time.monotonic() < deadline:
+            time.sleep(0.05)
     if mode != "wait":
         app.quit()
 
@@ -224,3 +230,91 @@ def test_gtk_menu_is_built_and_its_items_activate(xvfb: str, tmp_path: Path, bac
     assert report["calls"] == [["start"], ["pause"], ["set_style", "cartoon"], ["set_segment", "blur"]]
     assert exit_report(result)["calls"][-1] == ["stop"]
     assert "the tray icon has no menu" not in result.stderr
+
+
+@pytest.fixture
+def xembed_tray(xvfb: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """`trayer`, a real XEmbed system tray, on the Xvfb display; the display."""
+    from vcam.tray.host import xembed_tray_present
+
+    if shutil.which("trayer") is None:
+        pytest.skip("trayer is not installed (apt-get install trayer)")
+    monkeypatch.setenv("DISPLAY", xvfb)
+    tray = subprocess.Popen(["trayer"], env={**os.environ, "NO_AT_BRIDGE": "1"}, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 15
+        while not xembed_tray_present():
+            if tray.poll() is not None or time.monotonic() > deadline:
+                pytest.skip(f"trayer did not take the tray selection (exit code {tray.poll()})")
+            time.sleep(0.05)
+        yield xvfb
+    finally:
+        tray.terminate()
+        tray.wait(timeout=10)
+
+
+def test_a_click_on_the_xorg_icon_pauses_the_camera(xembed_tray: str, tmp_path: Path) -> None:
+    if shutil.which("xdotool") is None:
+        pytest.skip("xdotool is not installed (apt-get install xdotool)")
+    env = child_env(xembed_tray, tmp_path, "xorg")
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, "click"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        assert line.startswith("REPORT "), line + (child.stderr.read() if child.stderr else "")
+        window = json.loads(line[len("REPORT ") :])["window"]
+        # a real pointer click (XTEST) on the docked icon's window
+        subprocess.run(
+            ["xdotool", "mousemove", "--sync", "--window", str(window), "4", "4", "click", "1"],
+            env=env,
+            check=True,
+            timeout=20,
+        )
+        stdout, stderr = child.communicate(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 0, stderr
+    assert exit_report(subprocess.CompletedProcess([], 0, stdout, stderr))["calls"] == [["start"], ["pause"], ["stop"]]
+
+
+def run_child_with_notifications(env: dict[str, str], tmp_path: Path) -> tuple[str, list[Any]]:
+    """The tray child in a private session bus that has a notification server; its stderr and notifications."""
+    if shutil.which("dbus-run-session") is None:
+        pytest.skip("dbus-run-session is not installed (apt-get install dbus)")
+    if system_gi_abi_problem() is not None or not Path("/usr/bin/python3").exists():
+        pytest.skip("the notification server needs Debian's python3-gi")
+    notes = tmp_path / "notifications.jsonl"
+    server = Path(__file__).with_name("notification_server.py")
+    script = (
+        f"/usr/bin/python3 {server} {notes} & server=$!; i=0; while [ ! -e {notes}.ready ] && [ $i -lt 200 ]; "
+        f'do sleep 0.05; i=$((i+1)); done; "$@"; code=$?; kill $server; exit $code'
+    )
+    command = ["dbus-run-session", "--", "sh", "-c", script, "sh", sys.executable, "-c", CHILD, "quit"]
+    result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=90)
+    assert exit_report(result)["code"] == 0, result.stderr
+    lines = notes.read_text().splitlines() if notes.exists() else []
+    return result.stderr, [json.loads(line) for line in lines]
+
+
+def test_without_a_tray_host_the_tray_says_what_to_install_and_the_camera_runs(xvfb: str, tmp_path: Path) -> None:
+    stderr, notifications = run_child_with_notifications(child_env(xvfb, tmp_path, "xorg"), tmp_path)
+    assert stderr.count("no system tray to show the icon in") == 1
+    assert notifications == [
+        {"summary": "Live2Diff Camera: the tray icon cannot appear", "body": notifications[0]["body"]}
+    ]
+    assert "gnome-shell-extension-appindicator" in notifications[0]["body"]
+
+
+def test_with_an_xembed_tray_nothing_is_said(xembed_tray: str, tmp_path: Path) -> None:
+    stderr, notifications = run_child_with_notifications(child_env(xembed_tray, tmp_path, "xorg"), tmp_path)
+    assert "no system tray" not in stderr
+    assert notifications == []

@@ -33,9 +33,12 @@ from typing import TYPE_CHECKING, Any
 from vcam.tray.autostart import disable_autostart, enable_autostart, is_autostart_enabled
 from vcam.tray.backend import BackendChoice, choose_backend
 from vcam.tray.controller import CameraFactory, TrayController
+from vcam.tray.desktop_notification import send_desktop_notification
+from vcam.tray.host import tray_host_problem
 from vcam.tray.icons import icon_image, icon_state
 from vcam.tray.menu import APP_TITLE, MenuState, build_menu, tooltip
 from vcam.tray.single_instance import AlreadyRunning, SingleInstanceLock
+from vcam.tray.xorg_clicks import receive_clicks
 
 if TYPE_CHECKING:
     import pystray
@@ -72,7 +75,13 @@ class TrayApp:
         self.backend = backend if backend is not None else BackendChoice(None, True)
         self.autostart_home = autostart_home
         self._wake = threading.Event()
-        self.controller = TrayController(config_path, camera_factory, notify=self.notify, on_change=self._wake.set)
+        self.controller = TrayController(
+            config_path,
+            camera_factory,
+            notify=self.notify,
+            on_change=self._wake.set,
+            ask_image=self.ask_background_image,
+        )
         self._autostart = self._read_autostart()
         self._watcher: threading.Thread | None = None
         self._icon_loop_running = False
@@ -99,6 +108,32 @@ class TrayApp:
 
     def save_setting(self, key: str, value: Any) -> None:
         self.controller.save_setting(key, value)
+
+    def replace_background(self) -> None:
+        self.controller.replace_background()
+
+    def ask_background_image(self, problem: str) -> Path | None:
+        """A file chooser for the background image; without one, open the settings folder and say which key
+        to set (the controller calls this in a worker thread)."""
+        from vcam.tray.file_chooser import find_file_chooser
+        from vcam.tray.opener import open_path
+
+        from vcam.paths import config_file
+
+        gtk_loop_runs = self._icon_loop_running and self.backend.name in ("gtk", "appindicator")
+        chooser = find_file_chooser(gtk_loop_runs)
+        if chooser is not None:
+            return chooser(f"{APP_TITLE}: a picture to put behind you")
+        path = self.config_path if self.config_path is not None else config_file()
+        self.notify(
+            f'{problem}. To replace the background, set background_image = "/path/to/picture.jpg" under '
+            f'[segment] in {path} (its folder is open now), then choose "Replace the background" again'
+        )
+        try:
+            open_path(self.settings_folder())
+        except Exception as error:  # no file manager: the notification still says where
+            log.warning("cannot open the settings folder: %s", error)
+        return None
 
     def restart_runtime(self) -> None:
         self.controller.restart_camera()
@@ -184,10 +219,13 @@ class TrayApp:
 
     # ------------------------------------------------------------------ the icon
     def notify(self, message: str) -> None:
-        """A desktop notification where the backend has them; always logged."""
+        """A desktop notification (the icon's where the backend has them, else the desktop's); always logged."""
         log.warning("%s", message)
         icon = self.icon
-        if icon is None or not getattr(icon, "HAS_NOTIFICATION", False):
+        if icon is None:
+            return
+        if not getattr(icon, "HAS_NOTIFICATION", False):
+            send_desktop_notification(APP_TITLE, message)
             return
         try:
             icon.notify(message, APP_TITLE)
@@ -213,6 +251,14 @@ class TrayApp:
             self._shown["menu"] = key
             if getattr(icon, "HAS_MENU", False):
                 icon.update_menu()
+
+    def check_tray_host(self) -> str | None:
+        """Say once (log and a desktop notification) when no system tray can show the icon; the camera runs on."""
+        problem = tray_host_problem()
+        if problem is not None:
+            log.warning("%s", problem)
+            send_desktop_notification(f"{APP_TITLE}: the tray icon cannot appear", problem)
+        return problem
 
     def _watch(self) -> None:
         """The one thread that changes the icon after start-up (pystray's xorg backend and python-xlib
@@ -250,6 +296,8 @@ class TrayApp:
         """Show the icon and run the camera until Quit (blocks; call from the main thread). Returns 0."""
         self.icon = icon = self.build_icon()
         log.info("tray icon backend: %s", type(icon).__module__)
+        if type(icon).__module__.endswith("_xorg"):
+            receive_clicks(icon)
 
         def setup(icon: Any) -> None:
             self._icon_loop_running = True
@@ -257,6 +305,8 @@ class TrayApp:
             if self.backend.warning:
                 log.warning("%s", self.backend.warning)
             self._watcher = self.controller.spawn(self._watch, "watch")
+            if self.backend.name is not None:  # Linux: is there a tray to show the icon in?
+                self.controller.spawn(self.check_tray_host, "tray-host")
             starter = self.controller.spawn(self.controller.start_camera, "start")
             if on_ready is not None:
 

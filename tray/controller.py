@@ -6,7 +6,11 @@ The controller talks to the camera only through `CameraHandle`. Today's one impl
 control API is a second implementation of the same interface, and nothing else here changes for it.
 
 The icon (`vcam.tray.app`) owns the controller and hears from it through two callbacks: `notify(message)`
-for what the user must see, and `on_change()` whenever the state the icon shows may have changed.
+for what the user must see, and `on_change()` whenever the state the icon shows may have changed; a third,
+`ask_image(problem)`, asks the user for a background image (a file chooser, or says which key to set).
+
+A menu choice is saved in the config file only once the camera accepted it, and a saved choice the camera
+cannot use at start is dropped there (`vcam.assemble`): no setting can lock the user out of the camera.
 """
 
 from __future__ import annotations
@@ -88,6 +92,25 @@ def _log_only(message: str) -> None:
     log.warning("%s", message)
 
 
+def _no_chooser(problem: str) -> Path | None:
+    log.warning("%s: set [segment] background_image in the config file", problem)
+    return None
+
+
+def background_image_problem(image: str) -> str | None:
+    """Why `image` (the config's segment.background_image) cannot be put behind the user; None when it can."""
+    from vcam.errors import UserError
+    from vcam.segment.compose import load_image
+
+    if not image:
+        return "no background image is set"
+    try:
+        load_image(image)
+    except UserError as error:
+        return str(error)
+    return None
+
+
 class TrayController:
     """The camera, the styles, downloads and settings behind the tray's menu; thread-safe.
 
@@ -96,6 +119,8 @@ class TrayController:
         camera_factory: builds the camera from the config (default: `InProcessCamera`).
         notify: shows a message to the user (the icon's notification; default: the log only).
         on_change: called whenever the state may have changed (the icon's watcher wakes on it).
+        ask_image: asks the user for a background image, given why one is needed; returns the file or None
+            (called in a worker thread; default: log which key to set).
     """
 
     def __init__(
@@ -105,8 +130,10 @@ class TrayController:
         *,
         notify: Callable[[str], None] = _log_only,
         on_change: Callable[[], None] = _ignore_change,
+        ask_image: Callable[[str], Path | None] = _no_chooser,
     ) -> None:
         self.config_path = config_path
+        self._ask_image = ask_image
         self._camera_factory: CameraFactory = camera_factory or InProcessCamera
         self._notify = notify
         self._on_change = on_change
@@ -277,8 +304,8 @@ class TrayController:
         self._closing.set()
 
     # ------------------------------------------------------------------ settings and downloads
-    def save_setting(self, key: str, value: Any) -> None:
-        """Remember a menu choice in the config file, so the next start uses it."""
+    def save_setting(self, key: str, value: Any) -> bool:
+        """Remember a menu choice in the config file, so the next start uses it; False (notified) on failure."""
         from vcam.config import update_config
 
         try:
@@ -286,10 +313,51 @@ class TrayController:
         except Exception as error:
             log.warning("cannot save %s = %r: %s", key, value, error)
             self._notify(f"could not save {key} = {value!r} in the config file: {error}")
-            return
+            return False
         with self._lock:
             self._config = config
         self._on_change()
+        return True
+
+    def set_segment(self, mode: str) -> bool:
+        """Send segmentation `mode` to the camera and save it once accepted; True when it was."""
+        camera = self.camera()
+        if camera is None:
+            log.warning("cannot set segmentation to %r: the camera is not running", mode)
+            return False
+        try:
+            camera.set_segment(mode)
+        except Exception as error:  # the camera's status says why (the watcher notifies it)
+            log.warning("the camera refused segmentation %r: %s", mode, error)
+            return False
+        return self.save_setting("segment.mode", mode)
+
+    def replace_background(self) -> None:
+        """ "Replace the background": switch at once when the config names a usable image; otherwise ask for
+        one in the background, save it, restart the camera with it, then switch (saved once accepted)."""
+        with self._lock:
+            config = self._config
+        problem = background_image_problem(config.segment.background_image if config is not None else "")
+        if problem is None:
+            self.set_segment("replace")
+            return
+        self.spawn(lambda: self._choose_background(problem), "choose-background")
+
+    def _choose_background(self, problem: str) -> None:
+        chosen = self._ask_image(problem)
+        if chosen is None:
+            log.info("no background image chosen: segmentation stays as it is")
+            return
+        chosen_problem = background_image_problem(str(chosen))
+        if chosen_problem is not None:
+            self._notify(f"cannot replace the background: {chosen_problem}")
+            return
+        if not self.save_setting("segment.background_image", str(chosen)):
+            return
+        log.info("background image: %s; restarting the camera with it", chosen)
+        self.stop_camera()  # the camera reads the image when it starts
+        self.start_camera()
+        self.set_segment("replace")
 
     def download_style(self, name: str) -> None:
         """Download the weights of style `name` in the background; the state shows the progress."""
@@ -365,7 +433,8 @@ class TrayController:
 
             checks = run_checks(self._config) if self._config is not None else run_checks(config_path=self.config_path)
             for check in checks:
-                lines.append(f"  [{'ok' if check.ok else 'FAIL'}] {check.name}: {check.detail}")
+                mark = "ok" if check.ok else "FAIL" if check.required else "optional"
+                lines.append(f"  [{mark}] {check.name}: {check.detail}")
                 if not check.ok and check.fix:
                     lines.append(f"         fix: {check.fix}")
         except Exception as error:

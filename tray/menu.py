@@ -3,13 +3,14 @@
 Every item's text, check mark and enabled state is computed from one `MenuState` snapshot each
 time the backend builds the menu (the app calls `icon.update_menu()` when the state changes).
 Runtime commands go to a `RuntimeControl` (the controller's camera, `vcam.tray.controller.CameraHandle`);
-everything else (downloads, opening folders, autostart, diagnostics, quit) goes to `MenuActions`.
+everything else (downloads, the background image, opening folders, autostart, diagnostics, quit) goes to
+`MenuActions`. A choice is saved in the config file only once the camera accepted it.
 
     Live2Diff Camera: running (Cartoon)      (disabled: the state line)
     Restart camera                            (only when the runtime failed)
     ---
     Style >            radio items; missing weights say so and download on click
-    Segmentation >     off / person / background / blur / replace
+    Segmentation >     off / person / background / blur / replace (asks for the image when none is set)
     Pause camera       check item; the default action (a click on the icon where supported)
     ---
     Open preview
@@ -103,6 +104,8 @@ class MenuActions(Protocol):
     def download_style(self, name: str) -> None: ...
 
     def save_setting(self, key: str, value: Any) -> None: ...
+
+    def replace_background(self) -> None: ...
 
     def restart_runtime(self) -> None: ...
 
@@ -203,23 +206,28 @@ def build_menu(
     """
     import pystray
 
-    def runtime_command(command: Callable[[RuntimeControl], None], description: str) -> None:
+    def runtime_command(command: Callable[[RuntimeControl], None], description: str) -> bool:
+        """Send `command`; True when the camera accepted it."""
         runtime = get_runtime()
         if runtime is None:
             log.warning("cannot %s: the camera is not running", description)
-            return
+            return False
         try:
             command(runtime)
         except Exception as error:  # a refused command must not kill the menu's event loop
             log.warning("cannot %s: %s", description, error)
+            return False
+        return True
 
     def choose_style(name: str) -> None:
-        runtime_command(lambda runtime: runtime.set_style(name), f"switch to style {name!r}")
-        actions.save_setting("style.name", name)
+        if runtime_command(lambda runtime: runtime.set_style(name), f"switch to style {name!r}"):
+            actions.save_setting("style.name", name)
 
     def choose_segment(mode: str) -> None:
-        runtime_command(lambda runtime: runtime.set_segment(mode), f"set segmentation to {mode!r}")
-        actions.save_setting("segment.mode", mode)
+        if mode == "replace":  # needs an image: the app asks for one when none is set
+            actions.replace_background()
+        elif runtime_command(lambda runtime: runtime.set_segment(mode), f"set segmentation to {mode!r}"):
+            actions.save_setting("segment.mode", mode)
 
     def toggle_pause() -> None:
         if get_state().status.state == "paused":

@@ -2,15 +2,21 @@
 
 The only place that knows every concrete part: the source and sink parsers, the style registry's loader,
 the segmentation stage. `vcam run`, the tray and the benchmarks build their runtime here.
+
+A saved setting never locks the user out: a style or segmentation mode from the config file that cannot
+be used (a style that no longer exists, `replace` without a usable image, a missing segmentation model)
+starts the camera without it, and says so once (a log warning and the status's `last_error`). Only the
+keys the user gave on this command line (`keep`) stay errors, so a typo in `--style` still fails fast.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
-from vcam.runtime import Runtime
+from vcam.errors import UserError
+from vcam.runtime import FALLBACK_STYLE, Runtime
 
 if TYPE_CHECKING:
     from vcam.config import Config
@@ -20,14 +26,25 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def build_runtime(config: Config, settings: RunSettings | None = None) -> Runtime:
+#: the config keys of the segmentation stage: given on the command line, a failure there stays an error
+SEGMENT_KEYS = frozenset({"segment.mode", "segment.background_image", "segment.model", "segment.blur_strength"})
+
+
+def build_runtime(config: Config, settings: RunSettings | None = None, *, keep: Collection[str] = ()) -> Runtime:
     """The runtime for a (validated, CLI-overridden) config: resolves `auto` source and sinks. Styles load with
-    the run's changeable `settings` (made from the config when None; the control API changes them)."""
+    the run's changeable `settings` (made from the config when None; the control API changes them).
+
+    A saved style or segmentation mode that cannot be used is dropped (see the module docstring) and
+    `config` then says what the camera runs (the file is left as it is); the keys in `keep` (those the
+    user gave on this command line) raise their UserError instead.
+    """
     from vcam.run_settings import RunSettings
     from vcam.sinks import parse_sink
     from vcam.sources import parse_source
     from vcam.styles import load_translator
 
+    notices: list[str] = []
+    config.style.name = usable_style(config, keep, notices)
     source_spec = resolve_auto_source(config.camera.source)
     source = parse_source(source_spec, config.camera.width, config.camera.height, config.camera.fps)
     sinks = [parse_sink(spec, config.preview.port) for spec in resolve_auto_sinks(config.output.sinks)]
@@ -42,9 +59,20 @@ def build_runtime(config: Config, settings: RunSettings | None = None) -> Runtim
             blur_strength=config.segment.blur_strength,
         )
 
+    segmentation: SegmentationStage | None = None
+    if config.segment.mode != "off":
+        try:
+            segmentation = make_segmentation(config.segment.mode)
+        except UserError as error:
+            if SEGMENT_KEYS & set(keep):
+                raise
+            notices.append(
+                f"the saved segmentation mode {config.segment.mode!r} cannot be used ({error}); "
+                f"the camera started with segmentation off (choose a mode again once that is fixed)"
+            )
+            config.segment.mode = "off"
     run_settings = settings if settings is not None else RunSettings(config)
-    segmentation = make_segmentation(config.segment.mode) if config.segment.mode != "off" else None
-    return Runtime(
+    runtime = Runtime(
         source,
         sinks,
         width=config.output.width,
@@ -55,6 +83,29 @@ def build_runtime(config: Config, settings: RunSettings | None = None) -> Runtim
         segmentation=segmentation,
         segmentation_factory=make_segmentation,
     )
+    if notices:
+        message = "; ".join(notices)
+        log.warning("%s", message)
+        runtime.report_problem(message)  # said once: the status's last_error (the tray notifies it once)
+    return runtime
+
+
+def usable_style(config: Config, keep: Collection[str], notices: list[str]) -> str:
+    """The style to start with: the config's, or the fallback look when a saved name cannot be used
+    (appending why to `notices`); a `--style` the user just gave (in `keep`) raises instead."""
+    from vcam.styles import find_style
+
+    try:
+        find_style(config.style.name, config)
+    except UserError as error:
+        if "style.name" in keep:
+            raise
+        notices.append(
+            f"the saved style {config.style.name!r} cannot be used ({error}); "
+            f"the camera started with the classic {FALLBACK_STYLE!r} look"
+        )
+        return FALLBACK_STYLE
+    return config.style.name
 
 
 def resolve_auto_source(spec: str) -> str:
@@ -79,7 +130,7 @@ def resolve_auto_sinks(specs: Sequence[str]) -> list[str]:
             continue
         from vcam.devices.virtual_cameras import probe_virtual_camera
 
-        available, reason = probe_virtual_camera()
+        available, reason = probe_virtual_camera(suggest_preview=False)  # the preview is what runs instead
         if available:
             resolved.append("vcam")
         else:

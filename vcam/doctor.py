@@ -1,9 +1,10 @@
 """`vcam doctor`: everything the app needs, checked one by one, each problem with the command that fixes it.
 
 The checks are the installers' own (Python, torch and the GPU, the virtual camera driver and its
-Secure Boot signing, the webcam, segmentation, style weights, free disk, config, log folder), so a
+Secure Boot signing, the webcam, segmentation, the tray host, free disk, config, log folder), so a
 fix is always either an installer run or one exact command. A check never raises: a check that
-cannot run reports that as its problem.
+cannot run reports that as its problem. Those are what the app needs (`required`, the exit status of
+`vcam doctor --strict`); each diffusion style's weights are optional (a style needs them, the app does not).
 """
 
 from __future__ import annotations
@@ -40,12 +41,14 @@ SECURE_BOOT_UNKNOWN, SECURE_BOOT_ON, SECURE_BOOT_OFF = "unknown", "enabled", "di
 
 @dataclass(frozen=True)
 class Check:
-    """One line of the report: what was checked, whether it is fine, what was found, how to fix it."""
+    """One line of the report: what was checked, whether it is fine, what was found, how to fix it, and
+    whether the app needs it (False: only an optional part needs it, e.g. one diffusion style's weights)."""
 
     name: str
     ok: bool
     detail: str
     fix: str | None = None
+    required: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -291,7 +294,7 @@ def check_segmentation(config: Config) -> list[Check]:
 
 
 def check_styles(config: Config) -> list[Check]:
-    """Classic styles in one line; each diffusion style on its own line with its download command."""
+    """Classic styles in one line; each diffusion style on its own optional line with its download command."""
     from vcam.styles import list_styles
 
     styles = list_styles(config)
@@ -303,11 +306,22 @@ def check_styles(config: Config) -> list[Check]:
         if info.kind != "diffusion":
             continue
         if info.ready:
-            checks.append(Check(f"style {info.name}", True, f"weights on disk ({info.title})"))
+            checks.append(Check(f"style {info.name}", True, f"weights on disk ({info.title})", required=False))
         else:
             fix = format_command(["vcam", "models", "download", info.name])
-            checks.append(Check(f"style {info.name}", False, f"weights not downloaded ({info.title})", fix))
+            detail = info.detail if info.error is not None else f"weights not downloaded ({info.title})"
+            checks.append(Check(f"style {info.name}", False, detail, fix, required=False))
     return checks
+
+
+def check_tray_host() -> Check:
+    """Whether a system tray can show the tray's icon (`vcam.tray.host`, the tray's own detection)."""
+    from vcam.tray.host import TRAY_HOST_FIX, find_tray_host
+
+    host = find_tray_host()
+    if host is None:
+        return Check("tray host", True, "the menu bar / notification area")
+    return Check("tray host", not host.missing, host.describe(), TRAY_HOST_FIX if host.missing else None)
 
 
 def models_cache_dir(config: Config) -> Path:
@@ -414,6 +428,7 @@ def run_checks(config: Config | None = None, config_path: Path | None = None) ->
         checks += _guarded("virtual camera", check_virtual_camera)
     checks += _guarded("webcam", check_webcam)
     checks += _guarded("segmentation", lambda: check_segmentation(loaded))
+    checks += _guarded("tray host", check_tray_host)
     checks += _guarded("styles", lambda: check_styles(loaded))
     checks += _guarded("free disk", lambda: check_disk(loaded))
     checks += _guarded("log folder", check_log_dir)

@@ -347,6 +347,10 @@ class Runtime:
         with self._lock:
             self._listeners.append(listener)
 
+    def report_problem(self, message: str) -> None:
+        """Show `message` as the status's `last_error` (e.g. a saved setting the camera started without)."""
+        self._set_error(message)
+
     def _set_error(self, message: str) -> None:
         with self._lock:
             self._last_error = message

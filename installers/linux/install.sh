@@ -31,7 +31,19 @@ distro=""
 dry_run=0
 uninstall=0
 
-usage() { sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+#: what to do after a dry run (as yourself: this script asks for sudo for the system parts)
+DRY_RUN_AGAIN="run installers/linux/install.sh again without --dry-run, as yourself (not as root): it asks for sudo for the driver and system packages"
+# The usage is the header comment, up to the first line of code (pure bash: no tool on PATH needed).
+usage() {
+  local line
+  while IFS= read -r line; do
+    case "$line" in
+      '#!'*) ;;
+      '#'*) line=${line#\#}; printf '%s\n' "${line# }" ;;
+      *) return 0 ;;
+    esac
+  done < "${BASH_SOURCE[0]}"
+}
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -95,7 +107,7 @@ if [ "$uninstall" = 1 ]; then
     say "no app in $venv: no menu entry or autostart to remove"
   fi
   if [ "$driver" = 1 ] && [ "$dry_run" = 1 ]; then
-    "$here/setup-virtual-camera.sh" --uninstall "${driver_args[@]}"
+    VCAM_CALLED_BY=install.sh "$here/setup-virtual-camera.sh" --uninstall "${driver_args[@]}"
   elif [ "$driver" = 1 ]; then
     as_root "$here/setup-virtual-camera.sh" --uninstall "${driver_args[@]}"
   fi
@@ -156,7 +168,7 @@ fi
 
 # 5. The virtual camera driver.
 if [ "$driver" = 1 ] && [ "$dry_run" = 1 ]; then
-  "$here/setup-virtual-camera.sh" "${driver_args[@]}"  # its own dry run shows its plan
+  VCAM_CALLED_BY=install.sh "$here/setup-virtual-camera.sh" "${driver_args[@]}"  # its own dry run shows its plan
 elif [ "$driver" = 1 ]; then
   as_root "$here/setup-virtual-camera.sh" "${driver_args[@]}"
 fi
@@ -166,5 +178,5 @@ if [ "$dry_run" = 0 ]; then
   "$vcam" doctor || true
   say "done: start the tray from the app menu ('Live2Diff Camera') or run: $vcam tray"
 else
-  say "dry run finished"
+  say "dry run finished: $DRY_RUN_AGAIN"
 fi

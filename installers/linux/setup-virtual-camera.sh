@@ -26,7 +26,17 @@ label="Live2Diff Camera"
 distro=""
 conf_name="live2diff-vcam.conf"
 
-usage() { sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+# The usage is the header comment, up to the first line of code (pure bash: no tool on PATH needed).
+usage() {
+  local line
+  while IFS= read -r line; do
+    case "$line" in
+      '#!'*) ;;
+      '#'*) line=${line#\#}; printf '%s\n' "${line# }" ;;
+      *) return 0 ;;
+    esac
+  done < "${BASH_SOURCE[0]}"
+}
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -295,7 +305,12 @@ else
   say "exclusive_caps=0: the Zoom snap lists the camera; Chrome and WebRTC apps may not (drop --no-exclusive-caps for them)"
 fi
 if [ "$dry_run" = 1 ]; then
-  say "dry run finished: run it again without --dry-run (as root) to do it"
+  if [ "${VCAM_CALLED_BY:-}" = install.sh ]; then
+    # install.sh runs as the user and calls this script with sudo: its own last line says how to go on
+    say "dry run of the driver set-up finished (install.sh runs it with sudo)"
+  else
+    say "dry run finished: run it again without --dry-run, as root (sudo), to do it"
+  fi
 else
   say "done: pick \"$label\" in your meeting app while vcam is running"
 fi

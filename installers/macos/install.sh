@@ -22,7 +22,17 @@ uninstall=0
 obs_app="${OBS_APP:-/Applications/OBS.app}"
 obs_extension_id="com.obsproject.obs-studio.mac-camera-extension"
 
-usage() { sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+# The usage is the header comment, up to the first line of code (pure bash: no tool on PATH needed).
+usage() {
+  local line
+  while IFS= read -r line; do
+    case "$line" in
+      '#!'*) ;;
+      '#'*) line=${line#\#}; printf '%s\n' "${line# }" ;;
+      *) return 0 ;;
+    esac
+  done < "${BASH_SOURCE[0]}"
+}
 
 while [ $# -gt 0 ]; do
   case "$1" in

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vcam.devices.virtual_cameras import VirtualCamera
 
 
 def add_parser(subparsers: Any) -> None:
@@ -22,7 +25,8 @@ def run(args: argparse.Namespace) -> int:
 
     found = list_cameras()
     cameras = [asdict(camera) if is_dataclass(camera) else dict(camera) for camera in found]  # type: ignore[arg-type]
-    backends = [asdict(backend) for backend in list_virtual_camera_backends()]
+    virtual_cameras = list_virtual_camera_backends()
+    backends = [asdict(backend) for backend in virtual_cameras]
     available, reason = probe_virtual_camera()
     if args.json:
         print(
@@ -47,7 +51,17 @@ def run(args: argparse.Namespace) -> int:
         for camera_format in camera.formats:
             print(f"    {format_summary(camera_format)}")
     print("\nVirtual camera (sink):")
-    for backend in backends:
-        print("  " + ", ".join(f"{key}: {value}" for key, value in backend.items()))
+    for virtual_camera in virtual_cameras:
+        print(f"  {describe_virtual_camera(virtual_camera)}")
     print(f"  {'ready' if available else 'not ready'}: {reason}")  # when not ready, the reason says how to fix it
     return 0
+
+
+def describe_virtual_camera(camera: VirtualCamera) -> str:
+    """One line for a person: the backend, the device and its name when there is one, and whether it is ready."""
+    where = ", ".join(part for part in (camera.device, f'"{camera.name}"' if camera.name else "") if part)
+    head = f"{camera.backend} ({where})" if where else camera.backend
+    if camera.available:
+        use = f"; use --sink vcam:{camera.device}" if camera.device else ""
+        return f"{head}: ready ({camera.detail}){use}" if camera.detail else f"{head}: ready{use}"
+    return f"{head}: not available: {camera.detail}" if camera.detail else f"{head}: not available"

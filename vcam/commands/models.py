@@ -10,6 +10,9 @@ if TYPE_CHECKING:
     from vcam.config import Config
     from vcam.store.store import ModelStore
 
+#: marks a catalogue entry whose names or revisions could not be checked (`vcam styles` marks the current one)
+UNVERIFIED_MARK = "(unverified)"
+
 
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -82,7 +85,7 @@ def list_styles(store: ModelStore, out: TextIO) -> int:
             size = "local"
         else:
             size = f"{style.size_mb / 1000:.1f} GB" if style.size_mb >= 1000 else f"{style.size_mb:.0f} MB"
-        flag = "" if style.verified else " *"
+        flag = "" if style.verified else f" {UNVERIFIED_MARK}"
         rows.append((name, style.title + flag, status, size, style.licence))
     widths = [max(len(row[column]) for row in rows) for column in range(4)]
     for row in rows:
@@ -92,7 +95,10 @@ def list_styles(store: ModelStore, out: TextIO) -> int:
     shared_mb = sum(part.source.size_mb for part in store.catalogue.shared.values())
     out.write(f"\nshared parts (downloaded once with the first style): {shared_mb / 1000:.1f} GB\n")
     if any(not style.verified for style in store.catalogue.styles.values()):
-        out.write("* some names or revisions could not be checked against the model card (see `vcam models verify`)\n")
+        out.write(
+            f"{UNVERIFIED_MARK}: its names or revisions could not be checked against the model card "
+            "(see `vcam models verify`)\n"
+        )
     out.write(f"cache: {store.cache_dir}\n")
     return 0
 

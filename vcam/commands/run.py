@@ -171,11 +171,9 @@ def run(args: argparse.Namespace) -> int:
     from vcam.assemble import build_runtime
     from vcam.cli import STOP_SIGNALS
     from vcam.sinks.file import FileSink
-    from vcam.styles import find_style
 
     config = load_config_from_args(args)
     apply_overrides(config, args)
-    find_style(config.style.name, config)  # an unknown name is an error before anything opens
     if config.remote.url:
         from vcam.serve.token import client_token
 
@@ -184,7 +182,8 @@ def run(args: argparse.Namespace) -> int:
     from vcam.run_settings import RunSettings
 
     settings = RunSettings(config)
-    runtime = build_runtime(config, settings)
+    # a saved style or mode that cannot be used starts without it (saying so); one given here is an error
+    runtime = build_runtime(config, settings, keep=saved_settings(args).keys())
     recordings = [sink for sink in runtime.sinks if isinstance(sink, FileSink)]
     for recording in recordings:
         recording.overwrite = args.overwrite

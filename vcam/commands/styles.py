@@ -9,6 +9,9 @@ from typing import Any
 
 from vcam.commands.common import add_config_argument, load_config_from_args
 
+#: marks the config's style in the list (`vcam models list` marks unverified entries with its own word)
+CURRENT_MARK = "(current)"
+
 
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser("styles", help="list the styles and whether each is ready")
@@ -25,16 +28,16 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([dataclasses.asdict(style) for style in styles], indent=2))
         return 0
-    width = max(len(style.name) for style in styles)
     current = config.style.name
+    names = {style.name: style.name + (f" {CURRENT_MARK}" if style.name == current else "") for style in styles}
+    width = max(len(name) for name in names.values())
     for kind, heading in (("classic", "Classic looks"), ("diffusion", "Diffusion styles"), ("test", "Test styles")):
         group = [style for style in styles if style.kind == kind]
         if not group:
             continue
         print(f"{heading}:")
         for style in group:
-            mark = "*" if style.name == current else " "
             state = "ready" if style.ready else "invalid" if style.error else "not downloaded"
-            print(f" {mark} {style.name:<{width}}  {state:<14}  {style.title}: {style.detail}")
-    print("\n* = your current style; choose with `vcam run --style NAME` (add --save to keep it)")
+            print(f"  {names[style.name]:<{width}}  {state:<14}  {style.title}: {style.detail}")
+    print(f"\n{CURRENT_MARK}: your current style; choose with `vcam run --style NAME` (add --save to keep it)")
     return 0

@@ -68,12 +68,13 @@ def virtual_camera_fix(system: str | None = None) -> str:
     return f"No virtual camera driver is known for this operating system ({system}); use `--sink preview` instead."
 
 
-def no_virtual_camera_message(reasons: str) -> str:
-    """Why no virtual camera can be used, with how to install one and the preview stream as the alternative."""
-    return (
-        f"no virtual camera available: {reasons}\n{virtual_camera_fix()}\n"
-        "Or use the preview stream instead: `--sink preview` (OBS can show it as a Browser Source)."
-    )
+def no_virtual_camera_message(reasons: str, suggest_preview: bool = True) -> str:
+    """Why no virtual camera can be used, with how to install one and (`suggest_preview`: unless the preview
+    stream is what runs instead already) the preview stream as the alternative."""
+    message = f"no virtual camera available: {reasons}\n{virtual_camera_fix()}"
+    if suggest_preview:
+        message += "\nOr use the preview stream instead: `--sink preview` (OBS can show it as a Browser Source)."
+    return message
 
 
 def list_loopback_devices(sysfs: Path | None = None) -> list[LoopbackDevice]:
@@ -169,12 +170,13 @@ def list_virtual_camera_backends() -> list[VirtualCamera]:
     return found
 
 
-def probe_virtual_camera() -> tuple[bool, str]:
-    """Whether a virtual camera driver is present; the text names it, or says why not and how to fix it."""
+def probe_virtual_camera(suggest_preview: bool = True) -> tuple[bool, str]:
+    """Whether a virtual camera driver is present; the text names it, or says why not and how to fix it (and,
+    with `suggest_preview`, that the preview stream works without one)."""
     backends = list_virtual_camera_backends()
     available = [entry for entry in backends if entry.available]
     if available:
         names = ", ".join(f"{entry.backend}: {entry.device or entry.name}" for entry in available)
         return True, f"virtual camera found ({names})"
     reasons = "; ".join(f"{entry.backend}: {entry.detail}" for entry in backends) or "no backend for this OS"
-    return False, no_virtual_camera_message(reasons)
+    return False, no_virtual_camera_message(reasons, suggest_preview)
