@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import deque
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from vcam.model.noise import DEFAULT_NOISE, NOISE_MODES, StreamNoise, check_noise_mode
 from vcam.model.similar_filter import SimilarFrameFilter
+from vcam.model.stage_times import STAGES, StageTimes
 
 from vcam.errors import ConfigError
 from vcam.frame import check_image
@@ -44,11 +45,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NOISE_MODES = ("fixed", "fresh")
+__all__ = ["NOISE_MODES", "STAGES", "StageTimes", "StreamPipeline", "StreamResult", "StreamStepPlan"]
 #: Live2Diff's inference constants: sink slots and cache window
 WARMUP_FRAMES = 8
 WINDOW = 16
-STAGES = ("encode", "depth", "unet", "decode")
 
 
 @dataclass(frozen=True)
@@ -73,11 +73,16 @@ class _InFlight:
 
 @dataclass
 class _Encoded:
-    """An input frame in latent space, kept for the warmup and for a prompt change."""
+    """An input frame in latent space, kept for the warmup and for a prompt change.
+
+    `depth` (normalised per frame) is set for frames that stream; a warmup normalises the `raw_depth` of its
+    frames together, as the reference does.
+    """
 
     index: int
     latent: torch.Tensor  # [4, h, w] clean latent
     depth: torch.Tensor | None  # [4, h, w]
+    raw_depth: torch.Tensor | None = None  # [1, d, d] the depth model's prediction
 
 
 @dataclass
@@ -106,22 +111,6 @@ class _PromptState:
     caches: Any  # vcam.model.stream_attention.StreamCaches
 
 
-@dataclass
-class StageTimes:
-    """Seconds spent per stage since the last `clear()` (CUDA work is synchronised before reading the clock)."""
-
-    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
-    calls: int = 0
-
-    def clear(self) -> None:
-        self.seconds = dict.fromkeys(STAGES, 0.0)
-        self.calls = 0
-
-    def per_call_ms(self) -> dict[str, float]:
-        count = max(self.calls, 1)
-        return {stage: 1000.0 * value / count for stage, value in self.seconds.items()}
-
-
 class StreamPipeline:
     """Live2Diff streaming video-to-video; one `__call__` per new frame, thread-safe.
 
@@ -141,7 +130,7 @@ class StreamPipeline:
         width: int,
         height: int,
         seed: int = 0,
-        noise: str = "fixed",
+        noise: str = DEFAULT_NOISE,
         stream_batch: bool = True,
         similar_filter: SimilarFrameFilter | None = None,
         warmup_frames: int = WARMUP_FRAMES,
@@ -149,8 +138,7 @@ class StreamPipeline:
         unet_lock: threading.Lock | None = None,
     ) -> None:
         """`unet_lock`: shared by every pipeline on the same `unet` (see `sibling`); a new lock when None."""
-        if noise not in NOISE_MODES:
-            raise ConfigError(f"noise mode {noise!r} is not one of {NOISE_MODES}")
+        check_noise_mode(noise)
         if width % 8 or height % 8 or width < 8 or height < 8:
             raise ConfigError(f"model size {width}x{height} is not a positive multiple of 8: use e.g. 512x512")
         self.unet = unet
@@ -383,7 +371,6 @@ class StreamPipeline:
     # stream state
 
     def _reset_stream(self) -> None:
-        import torch
 
         self._next_index = 0
         self._warmed = False
@@ -393,10 +380,8 @@ class StreamPipeline:
         self._order: deque[tuple[int, bool]] = deque()  # (input index, skipped) awaiting output, in order
         self._finished: dict[int, tuple[np.ndarray, torch.Tensor]] = {}
         self._last_output: np.ndarray | None = None
-        self._noise_generator = torch.Generator(device="cpu").manual_seed(self.seed)
-        latent_shape = (self.num_steps, 4, self.height // 8, self.width // 8)
-        fixed = torch.randn(latent_shape, generator=torch.Generator(device="cpu").manual_seed(self.seed))
-        self._fixed_noise = fixed.to(device=self.device, dtype=self.dtype)  # [T, 4, h, w]
+        latent_shape = (4, self.height // 8, self.width // 8)
+        self._stream_noise = StreamNoise(self.noise, self.seed, self.num_steps, latent_shape, self.device, self.dtype)
         if self.similar_filter is not None:
             self.similar_filter.reset()
 
@@ -429,17 +414,8 @@ class StreamPipeline:
     # ----------------------------------------------------------------------------------------------
     # model stages
 
-    @contextmanager
-    def _timed(self, stage: str) -> Iterator[None]:
-        import torch
-
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            self.times.seconds[stage] += time.perf_counter() - start
+    def _timed(self, stage: str) -> AbstractContextManager[None]:
+        return self.times.timed(stage, self.device)
 
     def _to_tensor(self, image: np.ndarray) -> torch.Tensor:
         from vcam.model.vae import images_to_tensor
@@ -447,23 +423,32 @@ class StreamPipeline:
         return images_to_tensor([image], self.codec.device, self.codec.dtype)  # [1, 3, H, W]
 
     def _encode(self, index: int, pixels: torch.Tensor) -> _Encoded:
+        """Step 1: the frame's latent and depth; the depth latent now only for a streaming frame (see `_Encoded`)."""
         with self._timed("encode"):
             latent = self.codec.encode(pixels).to(device=self.device, dtype=self.dtype)  # [1, 4, h, w]
-        depth = None
+        encoded = _Encoded(index=index, latent=latent[0], depth=None)
         if self.depth_encoder is not None:
             with self._timed("depth"):
-                depth = self.depth_encoder(pixels, self.codec).to(device=self.device, dtype=self.dtype)  # [1, 4, h, w]
-        return _Encoded(index=index, latent=latent[0], depth=None if depth is None else depth[0])
+                raw = self.depth_encoder.predict(pixels)  # [1, 1, d, d]
+                encoded.raw_depth = raw[0]
+                if self._warmed:
+                    depth = self.depth_encoder.encode(raw, self.codec, self.height, self.width)  # [1, 4, h, w]
+                    encoded.depth = depth[0].to(device=self.device, dtype=self.dtype)
+        return encoded
 
-    def _noise(self, step: int, count: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Noise for `count` latents at `step`: the step's fixed tensor, or fresh seeded draws."""
+    def _warmup_depth(self, frames: Sequence[_Encoded]) -> torch.Tensor | None:
+        """The warmup frames' depth latents [F, 4, h, w], min-max normalised over the frames together."""
         import torch
 
-        if self.noise == "fixed":
-            return self._fixed_noise[step].expand(count, -1, -1, -1)  # [count, 4, h, w]
-        shape = (count, 4, self.height // 8, self.width // 8)
-        fresh = torch.randn(shape, generator=generator if generator is not None else self._noise_generator)
-        return fresh.to(device=self.device, dtype=self.dtype)  # [count, 4, h, w]
+        if self.depth_encoder is None or frames[0].raw_depth is None:
+            return None
+        raw = torch.stack([frame.raw_depth for frame in frames])  # type: ignore[misc]  # [F, 1, d, d]
+        depth = self.depth_encoder.encode(raw, self.codec, self.height, self.width, batch=True)  # [F, 4, h, w]
+        return depth.to(device=self.device, dtype=self.dtype)
+
+    def _noise(self, step: int, count: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Noise for `count` latents at `step` (`vcam.model.noise`): [count, 4, h, w]."""
+        return self._stream_noise.draw(step, count, generator)
 
     def _decode(self, latents: torch.Tensor) -> list[np.ndarray]:
         from vcam.model.vae import tensor_to_images
@@ -483,7 +468,7 @@ class StreamPipeline:
 
         count = len(frames)
         latents = torch.stack([frame.latent for frame in frames])  # [F, 4, h, w]
-        depth = None if frames[0].depth is None else torch.stack([f.depth for f in frames])  # type: ignore[misc]
+        depth = self._warmup_depth(frames)  # [F, 4, h, w] or None
         sample = self.schedule.add_noise(latents, self._noise(0, count, generator), [0] * count)  # [F, 4, h, w]
         denoised = sample
         for step in range(self.num_steps):
