@@ -64,6 +64,7 @@ class StylePaths:
     prompt: str
     t_index_list: tuple[int, ...]
     clip_skip: int
+    noise: str = "fresh"  # vcam.model.noise.NOISE_MODES
 
 
 def download_command(names: Iterable[str]) -> str:
@@ -323,6 +324,7 @@ class ModelStore:
             prompt=style.prompt,
             t_index_list=style.t_index_list,
             clip_skip=style.clip_skip,
+            noise=style.noise,
         )
 
 
