@@ -466,6 +466,7 @@ def parse_user_style(name: str, table: Any, relative_to: Path | None = None) -> 
         prompt=_parse_prompt(table, where),
         t_index_list=t_index_list,
         clip_skip=_parse_clip_skip(table, where, default=2),
+        noise=_parse_noise(table, where),
         licence=_optional(table, "licence", str, "see the model's own licence", where, "a text"),
         description=_optional(table, "description", str, "your own style", where, "a text"),
         lora=lora,
