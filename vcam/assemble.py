@@ -37,6 +37,7 @@ def build_runtime(config: Config) -> Runtime:
             model_path=config.segment.model or None,
             background_image=config.segment.background_image or None,
             blur_strength=config.segment.blur_strength,
+            face_strength=config.segment.face_strength,
         )
 
     segmentation = make_segmentation(config.segment.mode) if config.segment.mode != "off" else None

@@ -23,6 +23,7 @@ from vcam.errors import ConfigError
 from vcam.model.loading import DEVICES, DTYPES
 from vcam.paths import config_file, runtime_dir
 from vcam.segment.stage import MODES as SEGMENT_MODES
+from vcam.segment.stage import check_face_strength
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ class SegmentConfig:
     model: str = ""  # a .tflite path; empty = the bundled selfie segmentation model
     background_image: str = ""  # for mode "replace"
     blur_strength: int = 35
+    face_strength: float = 0.0  # 0..1: the camera's face mixed back over the styled one (0 = off)
 
 
 @dataclass
@@ -160,6 +162,7 @@ def validate(config: Config) -> None:
         raise ConfigError("style.name = '' is empty: run `vcam styles` to see the names")
     _check_choice("segment.mode", config.segment.mode, SEGMENT_MODES)
     _check_range("segment.blur_strength", config.segment.blur_strength, 1, 201)
+    check_face_strength(config.segment.face_strength)
     _check_choice("models.device", config.models.device, DEVICES)
     _check_choice("models.dtype", config.models.dtype, DTYPES)
     if config.remote.url and not config.remote.url.startswith(("http://", "https://")):
