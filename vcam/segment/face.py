@@ -86,7 +86,9 @@ class FaceDetector:
         height, width = image.shape[:2]
         scale = min(1.0, DETECT_WIDTH / width)
         small = (
-            image if scale == 1.0 else cv2.resize(image, (round(width * scale), round(height * scale)), cv2.INTER_AREA)
+            image
+            if scale == 1.0
+            else cv2.resize(image, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
         )
         frame = self._mediapipe.Image(image_format=self._mediapipe.ImageFormat.SRGB, data=np.ascontiguousarray(small))
         faces = []
@@ -112,8 +114,8 @@ def face_mask(boxes: Sequence[FaceBox], width: int, height: int) -> np.ndarray:
         axes = (max(1, round(FACE_ELLIPSE_AXES[0] * box.width)), max(1, round(FACE_ELLIPSE_AXES[1] * box.height)))
         cv2.ellipse(layer, centre, axes, 0.0, 0.0, 360.0, 1.0, thickness=-1, lineType=cv2.LINE_AA)
         sigma = max(0.5, FACE_FEATHER * box.width)
-        layer = cv2.GaussianBlur(layer, (0, 0), sigmaX=sigma, borderType=cv2.BORDER_CONSTANT)
-        np.maximum(mask, layer, out=mask)
+        feathered = cv2.GaussianBlur(layer, (0, 0), sigmaX=sigma, borderType=cv2.BORDER_CONSTANT)
+        np.maximum(mask, feathered, out=mask)
     return mask
 
 
