@@ -20,9 +20,10 @@ class DepthEncoder:
     """Turns input frames into the depth latents the UNet's mapping network consumes.
 
     For each frame: resize to the DPT's input size (DPT-Hybrid's processor normalises with mean and std
-    0.5, i.e. takes [-1, 1] images as they are), predict relative inverse depth, min-max normalise it per
-    frame to [-1, 1], repeat it to 3 channels, resize to the frame's size and encode it with the VAE
-    (scaled like SD latents).
+    0.5, i.e. takes [-1, 1] images as they are), predict relative inverse depth, min-max normalise it to
+    [-1, 1], repeat it to 3 channels, resize to the frame's size and encode it with the VAE (scaled like SD
+    latents). The min and max are taken per frame (`batch=False`, a streaming frame) or over the whole batch
+    (`batch=True`, the warmup frames, as Live2Diff's reference normalises its warmup batch at once).
     """
 
     def __init__(self, model: DPTForDepthEstimation, input_size: int = DPT_INPUT_SIZE) -> None:
@@ -37,23 +38,39 @@ class DepthEncoder:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
-    def depth_images(self, images: torch.Tensor) -> torch.Tensor:
-        """[B, 3, H, W] in [-1, 1] -> [B, 3, H, W] depth in [-1, 1] (near is 1)."""
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] in [-1, 1] -> the DPT's raw relative inverse depth [B, 1, d, d] float32 (d: input size)."""
         import torch
         import torch.nn.functional as F
 
-        height, width = int(images.shape[2]), int(images.shape[3])
         pixels = images.to(device=self.device, dtype=self.dtype)
         pixels = F.interpolate(pixels, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         with torch.inference_mode():
             depth = self.model(pixel_values=pixels).predicted_depth  # [B, d, d]
-        depth = depth.float()[:, None]  # [B, 1, d, d]
-        low = depth.amin(dim=(1, 2, 3), keepdim=True)  # [B, 1, 1, 1]
-        high = depth.amax(dim=(1, 2, 3), keepdim=True)  # [B, 1, 1, 1]
+        return depth.float()[:, None]  # [B, 1, d, d]
+
+    @staticmethod
+    def normalise(depth: torch.Tensor, height: int, width: int, batch: bool = False) -> torch.Tensor:
+        """Raw depth [B, 1, d, d] -> [B, 3, height, width] in [-1, 1] (near is 1), min-max per frame or per batch."""
+        import torch.nn.functional as F
+
+        dims = (0, 1, 2, 3) if batch else (1, 2, 3)
+        low = depth.amin(dim=dims, keepdim=True)  # [B or 1, 1, 1, 1]
+        high = depth.amax(dim=dims, keepdim=True)  # [B or 1, 1, 1, 1]
         normalised = (depth - low) / (high - low).clamp_min(1e-6) * 2.0 - 1.0  # [B, 1, d, d]
         normalised = F.interpolate(normalised, size=(height, width), mode="bilinear", align_corners=False)
         return normalised.repeat(1, 3, 1, 1).clamp(-1.0, 1.0)  # [B, 3, H, W]
 
-    def __call__(self, images: torch.Tensor, codec: LatentCodec) -> torch.Tensor:
+    def depth_images(self, images: torch.Tensor, batch: bool = False) -> torch.Tensor:
+        """[B, 3, H, W] in [-1, 1] -> [B, 3, H, W] depth in [-1, 1] (near is 1)."""
+        return self.normalise(self.predict(images), int(images.shape[2]), int(images.shape[3]), batch=batch)
+
+    def encode(
+        self, depth: torch.Tensor, codec: LatentCodec, height: int, width: int, batch: bool = False
+    ) -> torch.Tensor:
+        """Raw depth [B, 1, d, d] (from `predict`) -> depth latents [B, 4, H/8, W/8]."""
+        return codec.encode(self.normalise(depth, height, width, batch=batch))
+
+    def __call__(self, images: torch.Tensor, codec: LatentCodec, batch: bool = False) -> torch.Tensor:
         """[B, 3, H, W] in [-1, 1] -> depth latents [B, 4, H/8, W/8]."""
-        return codec.encode(self.depth_images(images))
+        return codec.encode(self.depth_images(images, batch=batch))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vcam.model.noise import DEFAULT_NOISE
 from vcam.model.pipeline import StreamPipeline
 from vcam.model.similar_filter import SimilarFrameFilter
 
@@ -24,6 +25,7 @@ from vcam.errors import ConfigError
 if TYPE_CHECKING:
     import torch
     from vcam.model.depth import DepthEncoder
+    from vcam.model.text_lora import TextEncoderLora
     from vcam.model.unet import StreamUNet
     from vcam.model.vae import LatentCodec
 
@@ -42,7 +44,9 @@ class PipelineSpec:
     base: a single-file SD1.5 checkpoint (.safetensors/.ckpt) or a diffusers folder with unet/ (and maybe
     text_encoder/, vae/); sd15: the SD1.5 diffusers folder (tokenizer/, text_encoder/, vae/, scheduler/);
     motion: live2diff.ckpt (or its safetensors conversion); lcm_lora, style_lora: LoRA files fused into the
-    UNet (style_lora at lora_scale); taesd, depth: folders for AutoencoderTiny and DPTForDepthEstimation.
+    UNet (style_lora at lora_scale; its text-encoder half, if any, is applied while the style's prompts are
+    encoded); taesd, depth: folders for AutoencoderTiny and DPTForDepthEstimation. clip_skip counts as in
+    AUTOMATIC1111 (1 = the last CLIP layer; `vcam.model.text`).
     """
 
     base: Path
@@ -61,7 +65,7 @@ class PipelineSpec:
     width: int = 512
     height: int = 512
     seed: int = 0
-    noise: str = "fixed"
+    noise: str = DEFAULT_NOISE  # "fresh" (Live2Diff's reference) or "fixed" (StreamDiffusion's): vcam.model.noise
     vae: str = "taesd"  # "taesd" (fast, the default) or "kl" (SD's VAE)
     similar_filter: bool = False
     attention: str = "auto"  # temporal attention kernel: auto | math | sdpa | xformers
@@ -232,6 +236,17 @@ def load_pipeline_parts(spec: PipelineSpec, device: torch.device, dtype: torch.d
     return PipelineParts(tokenizer, text_encoder, codec, DepthEncoder(depth_model, input_size=depth_size))
 
 
+def load_text_lora(spec: PipelineSpec, text_encoder: Any) -> TextEncoderLora | None:
+    """The style LoRA's text-encoder half at `lora_scale` (None without a style LoRA or when it has none)."""
+    if spec.style_lora is None:
+        return None
+    from vcam.model.text_lora import text_encoder_lora
+    from vcam.model.weights import load_state_dict_file
+
+    path = _require_path(spec.style_lora, "style LoRA")
+    return text_encoder_lora(load_state_dict_file(path), text_encoder, spec.lora_scale, str(path))
+
+
 def assemble_stream_pipeline(
     spec: PipelineSpec, unet: StreamUNet, parts: PipelineParts, unet_lock: threading.Lock | None = None
 ) -> StreamPipeline:
@@ -243,9 +258,12 @@ def assemble_stream_pipeline(
     from vcam.model.text import PromptEncoder
 
     schedule = build_stream_schedule(spec.t_index_list, build_lcm_scheduler(_scheduler_config(spec)))
+    text_lora = load_text_lora(spec, parts.text_encoder)
     return StreamPipeline(
         unet=unet,
-        prompt_encoder=PromptEncoder(parts.tokenizer, parts.text_encoder, clip_skip=spec.clip_skip),
+        prompt_encoder=PromptEncoder(
+            parts.tokenizer, parts.text_encoder, clip_skip=spec.clip_skip, text_lora=text_lora
+        ),
         codec=parts.codec,
         depth_encoder=parts.depth_encoder,
         schedule=schedule,

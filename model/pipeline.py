@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import deque
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from vcam.model.noise import DEFAULT_NOISE, NOISE_MODES, StreamNoise, check_noise_mode
 from vcam.model.similar_filter import SimilarFrameFilter
+from vcam.model.stage_times import STAGES, StageTimes
+from vcam.model.stream_state import EncodedFrame, InFlight, PromptState, StreamResult, StreamStepPlan
 
 from vcam.errors import ConfigError
 from vcam.frame import check_image
@@ -44,82 +45,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NOISE_MODES = ("fixed", "fresh")
+__all__ = ["NOISE_MODES", "STAGES", "StageTimes", "StreamPipeline", "StreamResult", "StreamStepPlan"]
 #: Live2Diff's inference constants: sink slots and cache window
 WARMUP_FRAMES = 8
 WINDOW = 16
-STAGES = ("encode", "depth", "unet", "decode")
-
-
-@dataclass(frozen=True)
-class StreamResult:
-    """One finished frame: the translation of input number `index` (0, 1, 2, ... since the last reset)."""
-
-    index: int
-    image: np.ndarray  # [H, W, 3] uint8 RGB at the model size
-    skipped: bool = False  # True when the input was skipped as similar and the previous output repeated
-    latent: torch.Tensor | None = None  # [4, h, w] the denoised latent that was decoded (None when skipped)
-
-
-@dataclass
-class _InFlight:
-    """A frame inside the stream batch: its noisy latent at timestep `step` of the schedule."""
-
-    index: int
-    sample: torch.Tensor  # [4, h, w] x_t at timesteps[step]
-    depth: torch.Tensor | None  # [4, h, w]
-    step: int
-
-
-@dataclass
-class _Encoded:
-    """An input frame in latent space, kept for the warmup and for a prompt change."""
-
-    index: int
-    latent: torch.Tensor  # [4, h, w] clean latent
-    depth: torch.Tensor | None  # [4, h, w]
-
-
-@dataclass
-class StreamStepPlan:
-    """A step between `StreamPipeline.begin_step` and `finish_step`: the stream batch's UNet inputs.
-
-    `results` is set instead when the step needed no stream-batch call (it ran whole in `begin_step`).
-    """
-
-    results: list[StreamResult] | None = None
-    entries: list[_InFlight] = field(default_factory=list)
-    samples: torch.Tensor | None = None  # [B, 4, h, w]
-    timesteps: torch.Tensor | None = None  # [B]
-    embeds: torch.Tensor | None = None  # [B, 77, d]
-    depth: torch.Tensor | None = None  # [B, 4, h, w] or None
-    steps: list[int] = field(default_factory=list)  # entry i's denoising step
-    entry_caches: list[Any] = field(default_factory=list)  # entry i's per-layer KV caches (of step steps[i])
-
-
-@dataclass
-class _PromptState:
-    """What a prompt owns: its embedding and its caches (one per denoising step)."""
-
-    prompt: str
-    embeds: torch.Tensor  # [1, 77, d]
-    caches: Any  # vcam.model.stream_attention.StreamCaches
-
-
-@dataclass
-class StageTimes:
-    """Seconds spent per stage since the last `clear()` (CUDA work is synchronised before reading the clock)."""
-
-    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
-    calls: int = 0
-
-    def clear(self) -> None:
-        self.seconds = dict.fromkeys(STAGES, 0.0)
-        self.calls = 0
-
-    def per_call_ms(self) -> dict[str, float]:
-        count = max(self.calls, 1)
-        return {stage: 1000.0 * value / count for stage, value in self.seconds.items()}
 
 
 class StreamPipeline:
@@ -141,7 +70,7 @@ class StreamPipeline:
         width: int,
         height: int,
         seed: int = 0,
-        noise: str = "fixed",
+        noise: str = DEFAULT_NOISE,
         stream_batch: bool = True,
         similar_filter: SimilarFrameFilter | None = None,
         warmup_frames: int = WARMUP_FRAMES,
@@ -149,8 +78,7 @@ class StreamPipeline:
         unet_lock: threading.Lock | None = None,
     ) -> None:
         """`unet_lock`: shared by every pipeline on the same `unet` (see `sibling`); a new lock when None."""
-        if noise not in NOISE_MODES:
-            raise ConfigError(f"noise mode {noise!r} is not one of {NOISE_MODES}")
+        check_noise_mode(noise)
         if width % 8 or height % 8 or width < 8 or height < 8:
             raise ConfigError(f"model size {width}x{height} is not a positive multiple of 8: use e.g. 512x512")
         self.unet = unet
@@ -175,7 +103,7 @@ class StreamPipeline:
         self._unet_lock = unet_lock if unet_lock is not None else threading.Lock()
         self._prompt = self._make_prompt_state(prompt)
         self._switch_generation = 0
-        self._switch_ready: _PromptState | None = None
+        self._switch_ready: PromptState | None = None
         self._switch_thread: threading.Thread | None = None
         self._switch_error: BaseException | None = None
         self._reset_stream()
@@ -383,26 +311,23 @@ class StreamPipeline:
     # stream state
 
     def _reset_stream(self) -> None:
-        import torch
 
         self._next_index = 0
         self._warmed = False
-        self._pending: list[_Encoded] = []
-        self._recent: deque[_Encoded] = deque(maxlen=self.warmup_frames)
-        self._inflight: list[_InFlight] = []
+        self._pending: list[EncodedFrame] = []
+        self._recent: deque[EncodedFrame] = deque(maxlen=self.warmup_frames)
+        self._inflight: list[InFlight] = []
         self._order: deque[tuple[int, bool]] = deque()  # (input index, skipped) awaiting output, in order
         self._finished: dict[int, tuple[np.ndarray, torch.Tensor]] = {}
         self._last_output: np.ndarray | None = None
-        self._noise_generator = torch.Generator(device="cpu").manual_seed(self.seed)
-        latent_shape = (self.num_steps, 4, self.height // 8, self.width // 8)
-        fixed = torch.randn(latent_shape, generator=torch.Generator(device="cpu").manual_seed(self.seed))
-        self._fixed_noise = fixed.to(device=self.device, dtype=self.dtype)  # [T, 4, h, w]
+        latent_shape = (4, self.height // 8, self.width // 8)
+        self._stream_noise = StreamNoise(self.noise, self.seed, self.num_steps, latent_shape, self.device, self.dtype)
         if self.similar_filter is not None:
             self.similar_filter.reset()
 
-    def _make_prompt_state(self, prompt: str) -> _PromptState:
+    def _make_prompt_state(self, prompt: str) -> PromptState:
         caches = self.unet.create_caches(self.num_steps, warmup_frames=self.warmup_frames, window=self.window)
-        return _PromptState(prompt=prompt, embeds=self._embed(prompt), caches=caches)
+        return PromptState(prompt=prompt, embeds=self._embed(prompt), caches=caches)
 
     def _embed(self, prompt: str) -> torch.Tensor:
         return self.prompt_encoder(prompt).to(device=self.device, dtype=self.dtype)  # [1, 77, d]
@@ -429,41 +354,41 @@ class StreamPipeline:
     # ----------------------------------------------------------------------------------------------
     # model stages
 
-    @contextmanager
-    def _timed(self, stage: str) -> Iterator[None]:
-        import torch
-
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            self.times.seconds[stage] += time.perf_counter() - start
+    def _timed(self, stage: str) -> AbstractContextManager[None]:
+        return self.times.timed(stage, self.device)
 
     def _to_tensor(self, image: np.ndarray) -> torch.Tensor:
         from vcam.model.vae import images_to_tensor
 
         return images_to_tensor([image], self.codec.device, self.codec.dtype)  # [1, 3, H, W]
 
-    def _encode(self, index: int, pixels: torch.Tensor) -> _Encoded:
+    def _encode(self, index: int, pixels: torch.Tensor) -> EncodedFrame:
+        """Step 1: the latent and depth of a frame; the depth latent only for a streaming frame (`EncodedFrame`)."""
         with self._timed("encode"):
             latent = self.codec.encode(pixels).to(device=self.device, dtype=self.dtype)  # [1, 4, h, w]
-        depth = None
+        encoded = EncodedFrame(index=index, latent=latent[0], depth=None)
         if self.depth_encoder is not None:
             with self._timed("depth"):
-                depth = self.depth_encoder(pixels, self.codec).to(device=self.device, dtype=self.dtype)  # [1, 4, h, w]
-        return _Encoded(index=index, latent=latent[0], depth=None if depth is None else depth[0])
+                raw = self.depth_encoder.predict(pixels)  # [1, 1, d, d]
+                encoded.raw_depth = raw[0]
+                if self._warmed:
+                    depth = self.depth_encoder.encode(raw, self.codec, self.height, self.width)  # [1, 4, h, w]
+                    encoded.depth = depth[0].to(device=self.device, dtype=self.dtype)
+        return encoded
 
-    def _noise(self, step: int, count: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Noise for `count` latents at `step`: the step's fixed tensor, or fresh seeded draws."""
+    def _warmup_depth(self, frames: Sequence[EncodedFrame]) -> torch.Tensor | None:
+        """The warmup frames' depth latents [F, 4, h, w], min-max normalised over the frames together."""
         import torch
 
-        if self.noise == "fixed":
-            return self._fixed_noise[step].expand(count, -1, -1, -1)  # [count, 4, h, w]
-        shape = (count, 4, self.height // 8, self.width // 8)
-        fresh = torch.randn(shape, generator=generator if generator is not None else self._noise_generator)
-        return fresh.to(device=self.device, dtype=self.dtype)  # [count, 4, h, w]
+        if self.depth_encoder is None or frames[0].raw_depth is None:
+            return None
+        raw = torch.stack([frame.raw_depth for frame in frames])  # type: ignore[misc]  # [F, 1, d, d]
+        depth = self.depth_encoder.encode(raw, self.codec, self.height, self.width, batch=True)  # [F, 4, h, w]
+        return depth.to(device=self.device, dtype=self.dtype)
+
+    def _noise(self, step: int, count: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Noise for `count` latents at `step` (`vcam.model.noise`): [count, 4, h, w]."""
+        return self._stream_noise.draw(step, count, generator)
 
     def _decode(self, latents: torch.Tensor) -> list[np.ndarray]:
         from vcam.model.vae import tensor_to_images
@@ -473,7 +398,7 @@ class StreamPipeline:
             return tensor_to_images(images)
 
     def _run_warmup(
-        self, frames: Sequence[_Encoded], state: _PromptState, generator: torch.Generator | None = None
+        self, frames: Sequence[EncodedFrame], state: PromptState, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """Denoise `frames` together through every step, filling slots 0..F-1 of each step's caches.
 
@@ -483,7 +408,7 @@ class StreamPipeline:
 
         count = len(frames)
         latents = torch.stack([frame.latent for frame in frames])  # [F, 4, h, w]
-        depth = None if frames[0].depth is None else torch.stack([f.depth for f in frames])  # type: ignore[misc]
+        depth = self._warmup_depth(frames)  # [F, 4, h, w] or None
         sample = self.schedule.add_noise(latents, self._noise(0, count, generator), [0] * count)  # [F, 4, h, w]
         denoised = sample
         for step in range(self.num_steps):
@@ -507,7 +432,7 @@ class StreamPipeline:
         self._warmed = True
         log.debug("warmup done on %d frames (%d steps)", len(frames), self.num_steps)
 
-    def _stream_step(self, new: _Encoded | None) -> None:
+    def _stream_step(self, new: EncodedFrame | None) -> None:
         """Step 3: one UNet call over the new frame (step 0) and the frames in flight (their next step)."""
         import torch
 
@@ -520,14 +445,14 @@ class StreamPipeline:
             )  # [B, 4, h, w]
         self._stream_outputs(plan, noise_pred)
 
-    def _stream_inputs(self, new: _Encoded | None) -> StreamStepPlan:
+    def _stream_inputs(self, new: EncodedFrame | None) -> StreamStepPlan:
         """Step 3's UNet inputs: the new frame at step 0 and every frame in flight at its next step."""
         import torch
 
         entries = list(self._inflight)
         if new is not None:
             sample = self.schedule.add_noise(new.latent[None], self._noise(0, 1), [0])[0]  # [4, h, w]
-            entries.insert(0, _InFlight(index=new.index, sample=sample, depth=new.depth, step=0))
+            entries.insert(0, InFlight(index=new.index, sample=sample, depth=new.depth, step=0))
         if not entries:
             return StreamStepPlan(results=[])
         entries.sort(key=lambda entry: entry.step)  # newest (noisiest) first, the oldest last
@@ -548,7 +473,7 @@ class StreamPipeline:
         entries = plan.entries
         steps = [entry.step for entry in entries]
         denoised = self.schedule.denoise(plan.samples, noise_pred, steps)  # [B, 4, h, w]
-        still: list[_InFlight] = []
+        still: list[InFlight] = []
         done: list[int] = []
         for position, entry in enumerate(entries):
             if entry.step == self.num_steps - 1:
@@ -558,14 +483,14 @@ class StreamPipeline:
             renoised = self.schedule.add_noise(
                 denoised[position : position + 1], self._noise(next_step, 1), [next_step]
             )
-            still.append(_InFlight(index=entry.index, sample=renoised[0], depth=entry.depth, step=next_step))
+            still.append(InFlight(index=entry.index, sample=renoised[0], depth=entry.depth, step=next_step))
         self._inflight = still
         if done:
             images = self._decode(denoised[done])
             for position, image in zip(done, images, strict=True):
                 self._finished[entries[position].index] = (image, denoised[position])
 
-    def _sequential_steps(self, new: _Encoded) -> None:
+    def _sequential_steps(self, new: EncodedFrame) -> None:
         """The reference: the new frame runs its T steps as T UNet calls, one after another."""
         import torch
 
@@ -590,7 +515,7 @@ class StreamPipeline:
     # ----------------------------------------------------------------------------------------------
     # prompt switch
 
-    def _prepare_switch(self, prompt: str, frames: list[_Encoded], generation: int) -> None:
+    def _prepare_switch(self, prompt: str, frames: list[EncodedFrame], generation: int) -> None:
         """Background: the new prompt's embeddings, caches and warmup on the most recent frames."""
         import torch
 

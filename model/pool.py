@@ -9,7 +9,8 @@ that determines its weights (paths, LoRA scale, attention kernel, device, dtype)
   t_index_list or clip_skip);
 - another style LoRA on the same base is another UNet key: a fused copy is loaded (measured faster per frame
   than a PEFT adapter switched with `set_adapters`, and safe while two styles run at once), the parts are
-  shared;
+  shared (the LoRA's text-encoder half is fused into the shared text encoder only while that style's prompts
+  are encoded: `vcam.model.text_lora`);
 - another base loads anew; the previous models are dropped from the pool when their last lease is released,
   so after a switch only the new style's models stay resident.
 

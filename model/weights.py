@@ -399,7 +399,8 @@ def lora_unet_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dic
     """A LoRA file in diffusers names (UNet keys under ``unet.``) and its network alphas, if any.
 
     Accepts diffusers/PEFT names and kohya/A1111 names (``lora_unet_*``), which diffusers converts. Text-encoder
-    keys are kept in the dict; ``load_lora_adapter`` uses only the UNet's.
+    keys are kept in the dict; ``load_lora_adapter`` uses only the UNet's (``vcam.model.text_lora`` applies the
+    text-encoder half while a style's prompts are encoded).
     """
     from diffusers.loaders.lora_pipeline import StableDiffusionLoraLoaderMixin
 
@@ -411,8 +412,8 @@ def lora_unet_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dic
     if not any(key.startswith("unet.") for key in converted):
         raise WeightsError(f"{path} holds no UNet LoRA weights (found e.g. {_name_keys(list(converted)[:3])})")
     text_keys = [key for key in converted if not key.startswith("unet.")]
-    if text_keys:
-        logger.warning("%s: %d text-encoder LoRA tensors are not applied (UNet only)", path, len(text_keys))
+    if text_keys:  # applied per prompt encode by vcam.model.text_lora, not here
+        logger.debug("%s: %d text-encoder LoRA tensors left to the prompt encoder", path, len(text_keys))
     return converted, alphas
 
 

@@ -27,7 +27,7 @@ def test_packaged_catalogue_has_six_complete_styles_and_the_shared_parts() -> No
     for name, style in catalogue.styles.items():
         assert style.kind == "catalogue"
         assert style.title and style.prompt and style.licence, name
-        assert 1 <= len(style.t_index_list) <= 4 and style.clip_skip in (1, 2), name
+        assert 1 <= len(style.t_index_list) <= 4 and 1 <= style.clip_skip <= 12, name
         assert isinstance(style.base, HubSource) and style.base.files, name
         assert style.size_mb > 0, name
         if not style.verified:
@@ -61,7 +61,12 @@ def _broken(path: list[str], value: Any, delete: bool = False) -> dict[str, Any]
         (["styles", "alpha", "prompt"], None, True, r"\[styles.alpha\]: missing field 'prompt'"),
         (["styles", "alpha", "t_index_list"], [40, 30], False, r"\[styles.alpha\]: t_index_list = \[40, 30\]"),
         (["styles", "alpha", "t_index_list"], [10, 20, 30, 40, 45], False, r"\[styles.alpha\]: t_index_list"),
-        (["styles", "alpha", "clip_skip"], 3, False, r"\[styles.alpha\]: clip_skip = 3 .*1 .* or 2"),
+        (
+            ["styles", "alpha", "clip_skip"],
+            13,
+            False,
+            r"\[styles.alpha\]: clip_skip = 13 .*1 .*12, counted as in AUTOMATIC1111",
+        ),
         (["styles", "alpha", "colour"], "red", False, r"\[styles.alpha\]: unknown field 'colour'"),
         (["styles", "alpha", "base", "revision"], "main", False, r"\[styles.alpha\].base: revision = 'main'"),
         (["styles", "alpha", "base", "repo"], "noslash", False, r"\[styles.alpha\].base: repo = 'noslash'"),

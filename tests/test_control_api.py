@@ -178,7 +178,7 @@ def test_per_style_settings_are_checked_like_the_config_for_a_diffusion_style(ru
     code, answer = call(run, "POST", "/api/settings", {"t_index_list": [40, 30]})
     assert code == 400 and "style: t_index_list = [40, 30] is not allowed: a list of 1 to" in answer["error"]
     code, answer = call(run, "POST", "/api/settings", {"noise": "loud"})
-    assert code == 400 and "style.noise = 'loud' is not allowed: choose one of fixed, fresh" in answer["error"]
+    assert code == 400 and "style.noise = 'loud' is not allowed: use one of fresh, fixed" in answer["error"]
     code, answer = call(run, "POST", "/api/prompt", {"prompt": "x" * 1001})
     assert code == 400 and "style.prompt is 1001 characters long" in answer["error"]
     code, answer = call(run, "POST", "/api/prompt", {"prompt": "a watercolour portrait"})

@@ -102,7 +102,7 @@ def test_pipeline_renoises_to_the_next_timestep_and_outputs_x0() -> None:
     pipeline.unet.stream = recording  # type: ignore[method-assign]
     frames = moving_frames(11)
     results = [pipeline.step(frame) for frame in frames]
-    noise = pipeline._fixed_noise  # [T, 4, h, w]
+    noise = pipeline._stream_noise._fixed  # [T, 4, h, w]
     assert [call["timesteps"].tolist() for call in calls] == [[399], [399, 199], [399, 199]]
 
     def lcm_x0(sample: torch.Tensor, pred: torch.Tensor, t: int) -> torch.Tensor:

@@ -44,7 +44,7 @@ def test_the_file_and_the_cli_mark_what_the_user_set() -> None:
     [
         ({"style": {"t_index_list": [10, 60]}}, "style: t_index_list = [10, 60] is not allowed"),
         ({"style": {"t_index_list": ["a"]}}, "style.t_index_list = ['a'] must be a list of whole numbers"),
-        ({"style": {"noise": "pink"}}, "style.noise = 'pink' is not allowed: choose one of fixed, fresh"),
+        ({"style": {"noise": "pink"}}, "style.noise = 'pink' is not allowed: use one of fresh, fixed"),
         ({"models": {"vae": "tiny"}}, "models.vae = 'tiny' is not allowed: choose one of taesd, kl"),
         ({"models": {"similar_threshold": 0}}, "models.similar_threshold = 0.0 is not allowed: a number above 0"),
         ({"control": {"port": 80}}, "control.port = 80 is not allowed: ports under 1024"),

@@ -57,6 +57,7 @@ def build_runtime(config: Config, settings: RunSettings | None = None, *, keep: 
             model_path=config.segment.model or None,
             background_image=config.segment.background_image or None,
             blur_strength=config.segment.blur_strength,
+            face_strength=config.segment.face_strength,
         )
 
     segmentation: SegmentationStage | None = None

@@ -21,11 +21,12 @@ from typing import Any
 from vcam.atomic_files import fsync_folder, remove_stale_temporaries, temporary_path
 from vcam.errors import ConfigError
 from vcam.model.loading import DEVICES, DTYPES, VAE_KINDS
-from vcam.model.pipeline import NOISE_MODES
+from vcam.model.noise import check_noise_mode
 from vcam.model.scheduler import check_t_index_list
 from vcam.model.similar_filter import SIMILAR_THRESHOLD, check_similar_threshold
 from vcam.paths import config_file, runtime_dir
 from vcam.segment.stage import MODES as SEGMENT_MODES
+from vcam.segment.stage import check_face_strength
 from vcam.user_settings import Origin, UserSettings
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class SegmentConfig:
     model: str = ""  # a .tflite path; empty = the bundled selfie segmentation model
     background_image: str = ""  # for mode "replace"
     blur_strength: int = 35
+    face_strength: float = 0.0  # 0..1: the camera's face mixed back over the styled one (0 = off)
 
 
 @dataclass
@@ -180,11 +182,8 @@ def validate_style_settings(style: StyleConfig) -> None:
     validate_prompt("style.prompt", style.prompt)
     if style.t_index_list:
         check_t_index_list(style.t_index_list, "style")
-    if style.noise and style.noise not in NOISE_MODES:
-        raise ConfigError(
-            f"style.noise = {style.noise!r} is not allowed: choose one of {', '.join(NOISE_MODES)}"
-            " (or leave it empty for the style's own)"
-        )
+    if style.noise:  # empty: the style's own
+        check_noise_mode(style.noise, "style.noise")
 
 
 def validate_model_settings(models: ModelsConfig) -> None:
@@ -212,6 +211,7 @@ def validate(config: Config) -> None:
     validate_style_settings(config.style)
     _check_choice("segment.mode", config.segment.mode, SEGMENT_MODES)
     _check_range("segment.blur_strength", config.segment.blur_strength, 1, 201)
+    check_face_strength(config.segment.face_strength)
     validate_model_settings(config.models)
     control_problem = preview_port_problem(config.control.port)
     if control_problem is not None:

@@ -40,6 +40,12 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--style", metavar="NAME", help="style name (`vcam styles` lists them)")
     parser.add_argument("--segment", metavar="MODE", help="off | person | background | blur | replace")
     parser.add_argument("--background", metavar="IMAGE", help="background image for --segment replace")
+    parser.add_argument(
+        "--face-strength",
+        type=float,
+        metavar="X",
+        help="with --segment person/replace: mix your real face back over the styled one, 0 (off) to 1",
+    )
     parser.add_argument("--size", type=parse_size, metavar="WxH", help="output (and camera) size, e.g. 1280x720")
     parser.add_argument("--fps", type=float, metavar="N", help="output (and camera) frames per second")
     parser.add_argument("--frames", type=positive_int, metavar="N", help="stop after N output frames")
@@ -134,6 +140,8 @@ def apply_overrides(config: Any, args: argparse.Namespace) -> None:
         user_set.mark("segment.mode", "cli")
     if args.background is not None:
         config.segment.background_image = args.background
+    if getattr(args, "face_strength", None) is not None:
+        config.segment.face_strength = args.face_strength
     if args.size is not None:
         config.output.width, config.output.height = args.size
         config.camera.width, config.camera.height = args.size

@@ -7,6 +7,12 @@ Modes:
 - `blur`: the real person over a blurred background (no translator needed).
 - `replace`: the person (styled when a translator runs, else real) over the user's background image.
 
+With `face_strength` > 0 the face stays recognisable: in the modes that show the styled person (`person`,
+`replace`), the camera's face region (`vcam.segment.face`) is mixed back over the styled image at that
+strength before compositing. The face is found in `composite()`'s `original`, the very input frame the
+styled image was made from (the work thread takes it from its `DelayLine`), so a late translator's output
+gets the face box of its own input.
+
 The mask is computed on a small copy of the frame (the model's input is 256x144 anyway), smoothed
 over time there, feathered, and upsampled to the frame with a guided filter so its edges follow
 the frame's edges. The work thread calls `mask()` on each camera frame and `composite()` with the
@@ -25,6 +31,7 @@ import numpy as np
 from vcam.errors import ConfigError
 from vcam.imaging import fit_cover
 from vcam.segment.compose import blend, blur_image, load_image
+from vcam.segment.face import FaceDetect, FaceDetector, FaceMasker
 from vcam.segment.guided_filter import bilinear_upsample, guided_upsample
 from vcam.segment.segmenter import PersonSegmenter
 from vcam.segment.smoothing import MaskSmoother
@@ -33,6 +40,19 @@ log = logging.getLogger(__name__)
 
 #: the segmentation modes, as the config, the CLI's --segment and the control command spell them
 MODES = ("off", "person", "background", "blur", "replace")
+#: the range of `[segment] face_strength` (0 = off: the styled face as the model made it)
+FACE_STRENGTH_RANGE = (0.0, 1.0)
+
+
+def check_face_strength(value: float) -> float:
+    """`value` as a float when it is in FACE_STRENGTH_RANGE, else ConfigError naming it."""
+    low, high = FACE_STRENGTH_RANGE
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= float(value) <= high:
+        raise ConfigError(
+            f"[segment] face_strength = {value!r} is not allowed: a number from {low:g} (off) to {high:g} "
+            "(the camera's face unchanged)"
+        )
+    return float(value)
 
 
 def check_mode(mode: str) -> str:
@@ -60,6 +80,8 @@ class SegmentationStage:
         refine: upsample the mask with the guided filter (True) or bilinearly (False).
         feather: Gaussian sigma of the mask edge, in pixels of the work-width copy.
         smooth: smooth the mask over time (False passes each frame's mask as the model gives it).
+        face_strength: how much of the camera's face is mixed back over the styled one (0 = off, 1 = all).
+        face_detector: finds faces in a frame (default: the bundled BlazeFace model, loaded when first needed).
     """
 
     def __init__(
@@ -74,6 +96,8 @@ class SegmentationStage:
         refine: bool = True,
         feather: float = 1.0,
         smooth: bool = True,
+        face_strength: float = 0.0,
+        face_detector: FaceDetect | None = None,
     ) -> None:
         if blur_strength < 0:
             raise ConfigError(f"[segment] blur_strength must be >= 0, got {blur_strength}")
@@ -89,6 +113,10 @@ class SegmentationStage:
         self._lock = threading.RLock()
         self._segmenter: PersonSegmenter | None = None
         self._smoother = MaskSmoother() if smooth else MaskSmoother(min_rate=1.0, motion_scale=0.0)
+        self._smooth = smooth
+        self._face_detector = face_detector
+        self._face_masker: FaceMasker | None = None
+        self._face_strength = 0.0
         self._background: np.ndarray | None = None  # [h, w, 3] uint8, as read from the file
         self._background_fitted: np.ndarray | None = None  # [H, W, 3] uint8, fitted to the last frame size
         self._last_timestamp_ms = -1
@@ -98,6 +126,7 @@ class SegmentationStage:
         #: milliseconds the last composite() call took
         self.composite_ms = 0.0
         try:
+            self.set_face_strength(face_strength)
             self.set_mode(mode)
         except BaseException:
             self.close()
@@ -131,10 +160,28 @@ class SegmentationStage:
                 self._smoother.reset()
             self._mode = new_mode
 
+    @property
+    def face_strength(self) -> float:
+        return self._face_strength
+
+    def set_face_strength(self, strength: float) -> None:
+        """How much of the camera's face to mix back (0..1, thread-safe); loads the face detector when first > 0."""
+        value = check_face_strength(strength)
+        if value > 0.0 and self._face_masker is None:
+            detector = self._face_detector if self._face_detector is not None else FaceDetector()
+            masker = FaceMasker(detector, work_width=self.work_width, smooth=self._smooth)
+            with self._lock:
+                if self._face_masker is None:
+                    self._face_detector, self._face_masker = detector, masker
+        with self._lock:
+            self._face_strength = value
+
     def reset(self) -> None:
         """Forget the temporal smoothing's history (a new scene: the source reconnected or changed)."""
         with self._lock:
             self._smoother.reset()
+            if self._face_masker is not None:
+                self._face_masker.reset()
 
     def _ensure_segmenter(self) -> None:
         if self._segmenter is not None:
@@ -217,21 +264,37 @@ class SegmentationStage:
             if mode == "off" or mask is None:
                 result = translated if translated is not None else original
             elif mode == "person":
-                result = original if translated is None else blend(translated, original, mask)
+                result = (
+                    original if translated is None else blend(self._keep_face(original, translated), original, mask)
+                )
             elif mode == "background":
                 result = original if translated is None else blend(original, translated, mask)
             elif mode == "blur":
                 result = blend(original, blur_image(original, self.blur_strength), mask)
             else:  # replace
-                person = translated if translated is not None and self.replace_styled else original
+                styled = translated is not None and self.replace_styled
+                person = self._keep_face(original, translated) if styled and translated is not None else original
                 result = blend(person, self._fitted_background(width, height), mask)
         self.composite_ms = (time.perf_counter() - start) * 1000.0
         return result
 
+    def _keep_face(self, original: np.ndarray, translated: np.ndarray) -> np.ndarray:
+        """The styled image with the camera's face mixed back at `face_strength` (as is when that is 0)."""
+        if self._face_strength <= 0.0 or self._face_masker is None:
+            return translated
+        weight = self._face_masker(original)  # [H, W] from the faces of this very input frame
+        weight *= self._face_strength
+        return blend(original, translated, weight)
+
     def close(self) -> None:
-        """Free the model (the stage can load it again with set_mode)."""
+        """Free the models (the stage can load them again with set_mode / set_face_strength)."""
         with self._lock:
             segmenter, self._segmenter = self._segmenter, None
+            detector, self._face_detector = self._face_detector, None
+            self._face_masker = None
+            self._face_strength = 0.0
             self._mode = "off"
         if segmenter is not None:
             segmenter.close()
+        if isinstance(detector, FaceDetector):
+            detector.close()

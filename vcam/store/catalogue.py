@@ -2,12 +2,16 @@
 
 A diffusion style is a Stable Diffusion 1.5 base (a DreamBooth / fine-tuned checkpoint, or SD1.5 itself),
 an optional LoRA with its scale, a prompt, the denoising steps (`t_index_list`, indices into the 50-step
-LCM schedule) and `clip_skip`. Every style also needs the shared parts (SD1.5 tokenizer, text encoder,
-VAE and configs, the LCM-LoRA, TAESD, the Live2Diff motion checkpoint, the DPT-Hybrid depth model),
-which are downloaded once.
+LCM schedule), `clip_skip` (counted as in AUTOMATIC1111 and on civitai model cards: 1 = CLIP's last layer,
+2 = the penultimate one; Live2Diff's and diffusers' `clip_skip: N` is N + 1 here) and the noise mode
+(`fresh`, Live2Diff's, or `fixed`, StreamDiffusion's: `vcam.model.noise`). Every style also needs the
+shared parts (SD1.5 tokenizer, text encoder, VAE and configs, the LCM-LoRA, TAESD, the Live2Diff motion
+checkpoint, the DPT-Hybrid depth model), which are downloaded once.
 
 Catalogue styles point at public Hugging Face repositories with a pinned revision and the exact file
-names; user styles (`[styles.NAME]` in the config) point at local files. Loading only parses TOML:
+names; user styles (`[styles.NAME]` in the config) point at local files. A `[styles.NAME]` table without
+`base` for a catalogue style's name overrides that style's settings (prompt, t_index_list, clip_skip,
+lora_scale, noise, title, description), validated as a user style's are. Loading only parses TOML:
 nothing here touches the network or imports anything heavy.
 """
 
@@ -17,12 +21,13 @@ import logging
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 from vcam.errors import ConfigError, UnknownStyleError
+from vcam.model.noise import DEFAULT_NOISE, check_noise_mode
 from vcam.model.scheduler import check_t_index_list
 
 log = logging.getLogger(__name__)
@@ -34,6 +39,10 @@ STYLE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 CATALOGUE_PACKAGE = "vcam"
 CATALOGUE_FILE = "data/styles.toml"
+#: clip_skip's range: SD1.5's CLIP text model has 12 layers
+MAX_CLIP_SKIP = 12
+#: what a `[styles.NAME]` table may change of a catalogue style (without `base`: an override, not a new style)
+OVERRIDE_FIELDS = ("prompt", "t_index_list", "clip_skip", "lora_scale", "noise", "title", "description")
 
 BaseFormat = Literal["single_file", "diffusers"]
 StyleKind = Literal["catalogue", "user"]
@@ -119,6 +128,9 @@ class StyleEntry:
     lora_scale: float = 1.0
     verified: bool = True
     note: str = ""
+    noise: str = DEFAULT_NOISE
+    #: the fields a user's `[styles.NAME]` table overrides (a catalogue style; empty when none)
+    overrides: tuple[str, ...] = ()
 
     @property
     def size_mb(self) -> float:
@@ -215,13 +227,20 @@ def _check_unknown(table: Mapping[str, Any], allowed: tuple[str, ...], where: st
 
 
 def _parse_clip_skip(table: Mapping[str, Any], where: str, default: int | None) -> int:
-    what = "1 (the last CLIP layer) or 2 (the one before, usual for anime and cartoon models)"
+    what = (
+        f"1 (CLIP's last layer), 2 (the penultimate one, usual for anime and cartoon models) ... {MAX_CLIP_SKIP},"
+        " counted as in AUTOMATIC1111 (Live2Diff's and diffusers' clip_skip N is N + 1 here)"
+    )
     value = table.get("clip_skip", default)
     if value is None:
         raise ConfigError(f"{where}: missing field 'clip_skip' ({what})")
-    if isinstance(value, bool) or not isinstance(value, int) or value not in (1, 2):
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CLIP_SKIP:
         raise ConfigError(f"{where}: clip_skip = {value!r} is not allowed: {what}")
     return value
+
+
+def _parse_noise(table: Mapping[str, Any], where: str) -> str:
+    return check_noise_mode(table.get("noise", DEFAULT_NOISE), f"{where}: noise")
 
 
 def _parse_scale(table: Mapping[str, Any], where: str) -> float:
@@ -314,6 +333,7 @@ def _parse_catalogue_style(name: str, table: Any) -> StyleEntry:
         "prompt",
         "t_index_list",
         "clip_skip",
+        "noise",
         "licence",
         "base",
         "lora",
@@ -351,6 +371,7 @@ def _parse_catalogue_style(name: str, table: Any) -> StyleEntry:
         prompt=_parse_prompt(table, where),
         t_index_list=check_t_index_list(table.get("t_index_list"), where),
         clip_skip=_parse_clip_skip(table, where, default=None),
+        noise=_parse_noise(table, where),
         licence=_get(table, "licence", str, where, "the licence id from the model card"),
         description=_optional(table, "description", str, "", where, "a text"),
         lora=lora,
@@ -393,7 +414,8 @@ def parse_user_style(name: str, table: Any, relative_to: Path | None = None) -> 
 
     Fields: base (a single-file .safetensors/.ckpt checkpoint or a diffusers folder with unet/), lora (a
     .safetensors file, optional), lora_scale (0..2, default 1), prompt, t_index_list (default [30, 40]),
-    clip_skip (1 or 2, default 2), title and description (optional). Relative paths are taken from the
+    clip_skip (1..12 counted as in AUTOMATIC1111, default 2: the penultimate layer), noise ("fresh", the
+    default, or "fixed"), title and description (optional). Relative paths are taken from the
     config file's folder. Whether the files exist is checked when the style is used, not here.
     """
     where = _where("styles", name)
@@ -401,7 +423,18 @@ def parse_user_style(name: str, table: Any, relative_to: Path | None = None) -> 
         raise ConfigError(f"{where}: the name is not allowed: lowercase letters, digits, '-' and '_', at most 40")
     if not isinstance(table, Mapping):
         raise ConfigError(f"{where}: must be a table with at least base and prompt")
-    allowed = ("base", "lora", "lora_scale", "prompt", "t_index_list", "clip_skip", "title", "description", "licence")
+    allowed = (
+        "base",
+        "lora",
+        "lora_scale",
+        "prompt",
+        "t_index_list",
+        "clip_skip",
+        "noise",
+        "title",
+        "description",
+        "licence",
+    )
     _check_unknown(table, allowed, where)
     base_value = _get(table, "base", str, where, "the path of a .safetensors/.ckpt checkpoint or a diffusers folder")
     if not base_value.strip():
@@ -433,6 +466,7 @@ def parse_user_style(name: str, table: Any, relative_to: Path | None = None) -> 
         prompt=_parse_prompt(table, where),
         t_index_list=t_index_list,
         clip_skip=_parse_clip_skip(table, where, default=2),
+        noise=_parse_noise(table, where),
         licence=_optional(table, "licence", str, "see the model's own licence", where, "a text"),
         description=_optional(table, "description", str, "your own style", where, "a text"),
         lora=lora,
@@ -440,6 +474,39 @@ def parse_user_style(name: str, table: Any, relative_to: Path | None = None) -> 
         verified=True,
         note="",
     )
+
+
+def apply_style_override(style: StyleEntry, table: Any) -> StyleEntry:
+    """A catalogue style with a user's `[styles.NAME]` table (no `base`) merged over it; ConfigError on a bad field.
+
+    Only OVERRIDE_FIELDS may appear; each is validated as in a user style. The files stay the catalogue's.
+    """
+    where = _where("styles", style.name)
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where}: must be a table")
+    for key in table:
+        if key not in OVERRIDE_FIELDS:
+            raise ConfigError(
+                f"{where}: {key!r} cannot be overridden for the catalogue style {style.name!r}: allowed are "
+                f"{', '.join(OVERRIDE_FIELDS)} (or give base = ... to define a style of your own by this name)"
+            )
+    if "lora_scale" in table and style.lora is None:
+        raise ConfigError(f"{where}: lora_scale is not allowed: the catalogue style {style.name!r} has no LoRA")
+    changes: dict[str, Any] = {}
+    if "prompt" in table:
+        changes["prompt"] = _parse_prompt(table, where)
+    if "t_index_list" in table:
+        changes["t_index_list"] = check_t_index_list(table["t_index_list"], where)
+    if "clip_skip" in table:
+        changes["clip_skip"] = _parse_clip_skip(table, where, default=None)
+    if "lora_scale" in table:
+        changes["lora_scale"] = _parse_scale(table, where)
+    if "noise" in table:
+        changes["noise"] = _parse_noise(table, where)
+    for key in ("title", "description"):
+        if key in table:
+            changes[key] = _get(table, key, str, where, "a text")
+    return replace(style, overrides=tuple(key for key in OVERRIDE_FIELDS if key in table), **changes)
 
 
 def load_packaged_data() -> dict[str, Any]:
@@ -456,7 +523,8 @@ def load_catalogue(
 ) -> Catalogue:
     """The packaged catalogue (or `data`), plus the user's `[styles.NAME]` tables (`Config.styles`).
 
-    A user style with the name of a catalogue style replaces it (logged once). A user style that does
+    A user table with the name of a catalogue style overrides that style's settings when it has no `base`
+    (`apply_style_override`), and replaces the style when it has one (logged once). A user table that does
     not parse raises ConfigError, or with `strict=False` is left out and kept in `Catalogue.invalid`
     (so a list of styles still shows every other style, and the bad one with its error).
     """
@@ -466,9 +534,13 @@ def load_catalogue(
     styles = dict(catalogue.styles)
     invalid: dict[str, str] = {}
     for name, table in user_styles.items():
-        if name in styles:
-            log.info("user style %r replaces the catalogue style of the same name", name)
+        catalogue_style = catalogue.styles.get(name)
         try:
+            if catalogue_style is not None and isinstance(table, Mapping) and "base" not in table:
+                styles[name] = apply_style_override(catalogue_style, table)
+                continue
+            if catalogue_style is not None:
+                log.info("user style %r replaces the catalogue style of the same name", name)
             styles[name] = parse_user_style(name, table, relative_to)
         except ConfigError as error:
             if strict:

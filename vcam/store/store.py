@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from vcam.errors import NotDownloadedError
+from vcam.model.noise import DEFAULT_NOISE
 from vcam.store.cache_layout import discard_partial, find_partials, sha256_of
 from vcam.store.catalogue import Catalogue, HubFile, HubSource, StyleEntry, load_catalogue
 
@@ -64,6 +65,7 @@ class StylePaths:
     prompt: str
     t_index_list: tuple[int, ...]
     clip_skip: int
+    noise: str = DEFAULT_NOISE  # vcam.model.noise.NOISE_MODES
 
 
 def download_command(names: Iterable[str]) -> str:
@@ -323,6 +325,7 @@ class ModelStore:
             prompt=style.prompt,
             t_index_list=style.t_index_list,
             clip_skip=style.clip_skip,
+            noise=style.noise,
         )
 
 

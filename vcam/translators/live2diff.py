@@ -133,6 +133,7 @@ def pipeline_spec(paths: StylePaths, **overrides: Any) -> PipelineSpec:
         "prompt": paths.prompt,
         "t_index_list": tuple(paths.t_index_list),
         "clip_skip": int(paths.clip_skip),
+        "noise": paths.noise,
     }
     fields.update(overrides)
     return PipelineSpec(**fields)
