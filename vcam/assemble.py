@@ -14,6 +14,7 @@ from vcam.runtime import Runtime
 
 if TYPE_CHECKING:
     from vcam.config import Config
+    from vcam.profile import ProfileController
     from vcam.segment.stage import SegmentationStage
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,40 @@ def build_runtime(config: Config) -> Runtime:
         translator_loader=lambda name: load_translator(name, config),
         segmentation=segmentation,
         segmentation_factory=make_segmentation,
+        delay_ms=config.output.delay_ms,
+        audio_offset_ms=config.output.audio_offset_ms,
+        profile=build_profile(config),
     )
+
+
+def build_profile(config: Config) -> ProfileController:
+    """The profile controller for a config: `[style] profile` and `target_fps`, styles loaded from the config."""
+    from vcam.profile import ProfileController
+    from vcam.styles import load_translator, style_knobs
+
+    return ProfileController(
+        config.style.profile,
+        lambda name, settings: load_translator(name, config, settings),
+        lambda name: style_knobs(name, config),
+        target_fps=config.style.target_fps,
+        device=lambda name: device_label(name, config),
+    )
+
+
+def device_label(style: str, config: Config) -> str:
+    """The device a style runs on, as the profile cache names it ("cpu", "cuda:NVIDIA H200", ...)."""
+    from vcam.styles import TINY_STYLE_NAME
+
+    if style == TINY_STYLE_NAME:
+        return "cpu"  # the tiny test model always runs on the CPU
+    from vcam.model.loading import resolve_device
+
+    device = resolve_device(config.models.device)
+    if device.type == "cuda":
+        import torch
+
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return device.type
 
 
 def resolve_auto_source(spec: str) -> str:

@@ -20,8 +20,10 @@ from typing import Any
 
 from vcam.atomic_files import fsync_folder, remove_stale_temporaries, temporary_path
 from vcam.errors import ConfigError
+from vcam.latency import MAX_DELAY_MS
 from vcam.model.loading import DEVICES, DTYPES
 from vcam.paths import config_file, runtime_dir
+from vcam.profile import DEFAULT_TARGET_FPS, check_profile
 from vcam.segment.stage import MODES as SEGMENT_MODES
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,8 @@ class OutputConfig:
     width: int = 1280
     height: int = 720
     fps: float = 30.0
+    delay_ms: int = 0  # hold the video at this capture-to-send delay (0: off; `vcam.latency`)
+    audio_offset_ms: int = 0  # added to the measured latency for the advised audio delay (a clap test's result)
 
 
 @dataclass
@@ -59,6 +63,8 @@ class PreviewConfig:
 class StyleConfig:
     name: str = "passthrough"
     seed: int = 0
+    profile: str = "off"  # off | auto | a pinned profile such as "t1-448x256-taesd" (`vcam.profile`)
+    target_fps: float = DEFAULT_TARGET_FPS  # the content frame rate the auto profile holds
 
 
 @dataclass
@@ -95,6 +101,9 @@ class Config:
     styles: dict[str, dict[str, Any]] = field(default_factory=dict)  # user styles, validated by vcam.store.catalogue
     path: Path | None = None  # the file this was read from (None: defaults only)
     remote_token: str | None = None  # `vcam run --token`: never read from or written to the file
+    #: the keys the user set ("section.key", "styles.NAME.key"): from the config file or the CLI. Nothing
+    #: automatic (the auto profile) changes them.
+    user_set: set[str] = field(default_factory=set)
 
 
 SECTIONS: dict[str, type] = {
@@ -154,6 +163,10 @@ def validate(config: Config) -> None:
     port_problem = preview_port_problem(config.preview.port)
     if port_problem is not None:
         raise ConfigError(f"preview.port = {config.preview.port!r} is not allowed: {port_problem}")
+    _check_range("output.delay_ms", config.output.delay_ms, 0, MAX_DELAY_MS)
+    _check_range("output.audio_offset_ms", config.output.audio_offset_ms, -MAX_DELAY_MS, MAX_DELAY_MS)
+    check_profile(config.style.profile)
+    _check_range("style.target_fps", config.style.target_fps, MIN_FPS, MAX_FPS)
     if config.style.seed < 0:
         raise ConfigError(f"style.seed = {config.style.seed!r} must be 0 or more")
     if not config.style.name:
@@ -191,6 +204,7 @@ def config_from_dict(data: dict[str, Any], path: Path | None = None) -> Config:
             if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
                 raise ConfigError("styles must hold one table per style, e.g. [styles.my-style]")
             config.styles = copy.deepcopy(table)
+            config.user_set.update(f"styles.{name}.{key}" for name, style in table.items() for key in style)
             continue
         if section not in SECTIONS:
             allowed = ", ".join([*SECTIONS, "styles"])
@@ -203,6 +217,7 @@ def config_from_dict(data: dict[str, Any], path: Path | None = None) -> Config:
             if key not in names:
                 raise ConfigError(f"unknown config key {section}.{key}: allowed keys are {', '.join(sorted(names))}")
             setattr(target, key, _coerce(f"{section}.{key}", value, getattr(target, key)))
+            config.user_set.add(f"{section}.{key}")
     validate(config)
     return config
 

@@ -257,9 +257,9 @@ class ProfileController:
     """Chooses and adapts the profile of the styles the runtime loads (see the module docstring).
 
     `knobs_for(style)` says what a style offers (None: no knobs, e.g. classic looks or a remote style);
-    `load(style, settings)` builds its translator (settings None: the style's own). `device` names the device
-    the measurements are cached under. Thread-safe: `load` runs on the runtime's load threads, `observe` on
-    its output thread, `set_mode` on any.
+    `load(style, settings)` builds its translator (settings None: the style's own). `device(style)` names the
+    device the style runs on, under which its measurements are cached. Thread-safe: `load` runs on the
+    runtime's load threads, `observe` on its output thread, `set_mode` on any.
     """
 
     def __init__(
@@ -269,7 +269,7 @@ class ProfileController:
         knobs_for: Callable[[str], StyleKnobs | None],
         *,
         target_fps: float = DEFAULT_TARGET_FPS,
-        device: Callable[[], str] = lambda: "cpu",
+        device: Callable[[str], str] = lambda style: "cpu",
         cache: MeasurementCache | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
@@ -322,7 +322,7 @@ class ProfileController:
         return translator
 
     def _cache_key(self, style: str, ladder: Sequence[ProfileSettings]) -> str:
-        return f"{self._device()}|{style}|{ladder[0].id}"
+        return f"{self._device(style)}|{style}|{ladder[0].id}"
 
     def _load_time_choice(
         self, style: str, ladder: list[ProfileSettings], recent: Sequence[np.ndarray]

@@ -86,6 +86,11 @@ def apply_overrides(config: Any, args: argparse.Namespace) -> None:
         config.remote.ice_servers = list(args.ice_server)
     if getattr(args, "token", None) is not None:
         config.remote_token = args.token
+    config.user_set.update(saved_settings(args))  # what the flags set counts as set by the user
+    if args.size is not None:
+        config.user_set.update(("camera.width", "camera.height"))
+    if args.fps is not None:
+        config.user_set.add("camera.fps")
     # an explicit but empty value is a mistake, never "use the default"
     for flag, value in (("--source", args.source), ("--style", args.style), ("--background", args.background)):
         if value is not None and not value.strip():

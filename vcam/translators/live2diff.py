@@ -20,7 +20,7 @@ import numpy as np
 
 from vcam.errors import ConfigError
 from vcam.frame import check_image
-from vcam.model.tiny import TINY_T_INDEX_LIST
+from vcam.model.tiny import TINY_HEIGHT, TINY_T_INDEX_LIST, TINY_WIDTH
 from vcam.styles import TINY_STYLE_NAME
 from vcam.translators.base import Translator
 
@@ -165,6 +165,7 @@ class Live2DiffTranslator(Translator):
         config: Config,
         size: tuple[int, int] | None = None,
         pool: ModelPool | None = None,
+        overrides: dict[str, Any] | None = None,
     ) -> Live2DiffTranslator:
         """Load the diffusion style whose local weights are `paths` (from the model store).
 
@@ -172,14 +173,15 @@ class Live2DiffTranslator(Translator):
         `size` (width, height), by default the base model's native size (its UNet's sample_size x 8: 512 for
         SD1.5) shaped to the output's aspect (512x288 for 1280x720); camera frames are fitted to it and the
         output scaled back. Models come from `pool` (the process's shared pool by default): a style on models
-        already loaded for another style shares them.
+        already loaded for another style shares them. `overrides` replace `PipelineSpec` fields (a profile's
+        `t_index_list` and `vae`).
         """
         from vcam.model.pool import shared_pool
 
         if size is None:
             size = model_size_for_output(native_model_size(paths.base), config.output.width, config.output.height)
         width, height = size
-        spec = pipeline_spec(paths, seed=config.style.seed, width=width, height=height)
+        spec = pipeline_spec(paths, seed=config.style.seed, width=width, height=height, **(overrides or {}))
         pool = pool or shared_pool()
         lease = pool.acquire(spec, device=config.models.device, dtype=config.models.dtype)
         return cls(lease.pipeline, name=paths.name, on_close=lease.release, pool=pool)
@@ -253,10 +255,14 @@ class Live2DiffTranslator(Translator):
 
 
 def build_tiny_translator(
-    seed: int = 0, t_index_list: Sequence[int] = TINY_T_INDEX_LIST, fit: str = "crop"
+    seed: int = 0,
+    t_index_list: Sequence[int] = TINY_T_INDEX_LIST,
+    fit: str = "crop",
+    size: tuple[int, int] = (TINY_WIDTH, TINY_HEIGHT),
+    vae: str = "kl",
 ) -> Translator:
     """The "tiny-random" style: a `Live2DiffTranslator` over `vcam.model.tiny.build_tiny_pipeline(seed)`."""
     from vcam.model.tiny import build_tiny_pipeline
 
-    pipeline = build_tiny_pipeline(seed=seed, t_index_list=t_index_list)
+    pipeline = build_tiny_pipeline(seed=seed, t_index_list=t_index_list, width=size[0], height=size[1], vae=vae)
     return Live2DiffTranslator(pipeline, name=TINY_STYLE_NAME, fit=fit)
