@@ -136,8 +136,8 @@ def test_meter_figures_cover_only_the_window() -> None:
     for n in range(10):  # an old, slow stretch: 500 ms latency at 2 fps
         meter.record(FrameTiming(n * 0.5, n * 0.5, n * 0.5, n * 0.5, n * 0.5), n * 0.5 + 0.5)
     for n in range(21):  # then 20 fps with 100 ms latency
-        capture = 10.0 + n * 0.05
-        meter.record(FrameTiming(capture, capture + 0.01, capture + 0.01, capture + 0.09, capture + 0.09), capture + 0.1)
+        c = 10.0 + n * 0.05
+        meter.record(FrameTiming(c, c + 0.01, c + 0.01, c + 0.09, c + 0.09), c + 0.1)
     figures = meter.figures(now=11.1)
     assert figures.fps_content == pytest.approx(20.0)
     assert figures.latency_ms_p50 == pytest.approx(100.0)
