@@ -151,6 +151,7 @@ class OutputThread:
             steady = not (self._loading or self._pending or self._paused or self._camera_lost)
             steady = steady and not self._translator.warming_up
             fps = self._latency.figures(now).fps_content
-        settings = self._profile.observe(now, fps, steady)
+            call_ms = float(np.median(self._stats.translate_ms)) if self._stats.translate_ms else 0.0
+        settings = self._profile.observe(now, fps, steady, call_ms)
         if settings is not None:
             self.set_style(self._style, settings)

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from vcam.clock import SYSTEM_CLOCK, Clock
 from vcam.errors import ConfigError
+from vcam.model.scheduler import MAX_DENOISING_STEPS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -79,7 +80,7 @@ MEASURE_CALLS = 6
 #: the cache of load-time measurements, in the user cache folder
 CACHE_FILE = "profiles.json"
 
-_RUNG_ID = re.compile(r"^t([1-9])-(\d+)x(\d+)-(" + "|".join(PROFILE_VAES) + r")$")
+_RUNG_ID = re.compile(rf"^t([1-{MAX_DENOISING_STEPS}])-(\d+)x(\d+)-(" + "|".join(PROFILE_VAES) + r")$")
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ class ProfileSettings:
         if match is None or int(match[2]) % 8 or int(match[3]) % 8 or int(match[2]) < 8 or int(match[3]) < 8:
             raise ConfigError(
                 f"style.profile = {text!r} is not allowed: use auto, off, or a profile like t2-512x288-taesd "
-                f"(steps 1-4, model width x height in multiples of 8, vae {' or '.join(PROFILE_VAES)})"
+                f"(steps 1-{MAX_DENOISING_STEPS}, model width x height in multiples of 8, vae {' or '.join(PROFILE_VAES)})"
             )
         return cls(int(match[1]), int(match[2]), int(match[3]), match[4])
 
@@ -385,9 +386,11 @@ class ProfileController:
             return self.mode, self._current.id if self._current is not None else ""
 
     # ------------------------------------------------------------------ adapting
-    def observe(self, now: float, fps_content: float, steady: bool) -> ProfileSettings | None:
+    def observe(self, now: float, fps_content: float, steady: bool, call_ms: float = 0.0) -> ProfileSettings | None:
         """Judge the content rate at `now`; returns the rung to switch to, or None. `steady`: the runtime runs the
-        live style (not loading, warming up, paused or reconnecting)."""
+        live style (not loading, warming up, paused or reconnecting). `call_ms`: the model's time per frame
+        (median), which predicts the other rungs' rates even when the camera's rate caps the content rate
+        (0: predict from the content rate)."""
         with self._lock:
             current, style = self._current, self._style
             settle = now - self._swapped_at < SETTLE_S
@@ -400,7 +403,7 @@ class ProfileController:
         if ladder is None or current not in ladder:
             return None
         index = ladder.index(current)
-        capacity = fps_content * current.cost()
+        capacity = (1000 / call_ms if call_ms > 0 else fps_content) * current.cost()
         with self._lock:
             if fps_content < self.target_fps * DOWN_BELOW:
                 self._over_since = None
