@@ -103,7 +103,8 @@ class ProfileSettings:
         if match is None or int(match[2]) % 8 or int(match[3]) % 8 or int(match[2]) < 8 or int(match[3]) < 8:
             raise ConfigError(
                 f"style.profile = {text!r} is not allowed: use auto, off, or a profile like t2-512x288-taesd "
-                f"(steps 1-{MAX_DENOISING_STEPS}, model width x height in multiples of 8, vae {' or '.join(PROFILE_VAES)})"
+                f"(steps 1-{MAX_DENOISING_STEPS}, model width x height in multiples of 8, "
+                f"vae {' or '.join(PROFILE_VAES)})"
             )
         return cls(int(match[1]), int(match[2]), int(match[3]), match[4])
 
