@@ -229,3 +229,14 @@ def test_the_last_measurement_round_trips_and_a_broken_file_is_ignored(tmp_path:
     assert load_measurement(path) == measurement
     path.write_text("{not json", encoding="utf-8")
     assert load_measurement(path) is None
+
+
+def test_doctor_shows_the_last_measurement_or_how_to_measure() -> None:
+    from vcam.doctor import check_latency
+
+    missing = check_latency()
+    assert missing.ok and "vcam bench latency" in missing.detail
+    save_measurement(Measurement(183.0, 240.0, 14.9, "toon", "demo", "2026-12-01T10:00:00+0000", "vcam run"))
+    shown = check_latency()
+    assert shown.ok and "183 ms p50" in shown.detail and "about 180 ms" in shown.detail
+    assert "Sync Offset" in shown.detail
