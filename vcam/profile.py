@@ -381,10 +381,12 @@ class ProfileController:
             return ladder[best_rung(ladder, capacity, self.target_fps)] if capacity else self._current or ladder[0]
         return ProfileSettings.parse(mode)
 
-    def describe(self) -> tuple[str, str]:
-        """(mode, the live rung's id or "" when the style has no knobs or runs its own settings)."""
+    def describe(self) -> tuple[str, str, tuple[str, ...]]:
+        """(mode, the live rung's id or "" when the style has no knobs or runs its own settings, the live style's
+        rung ids best first)."""
         with self._lock:
-            return self.mode, self._current.id if self._current is not None else ""
+            ladder = self._ladders.get(self._style or "", [])
+            return self.mode, self._current.id if self._current is not None else "", tuple(r.id for r in ladder)
 
     # ------------------------------------------------------------------ adapting
     def observe(self, now: float, fps_content: float, steady: bool, call_ms: float = 0.0) -> ProfileSettings | None:

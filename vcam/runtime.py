@@ -400,7 +400,7 @@ class Runtime(OutputThread):
                 state = "running"
             segment_mode = self._segmentation.mode if self._segmentation is not None else "off"
             figures = {**stats.figures(now), **latency_status(self._latency.figures(now), self._audio_offset_ms)}
-            profile, rung = self._profile.describe() if self._profile is not None else ("off", "")
+            profile, rung, rungs = self._profile.describe() if self._profile is not None else ("off", "", ())
             return Status(
                 state=state,
                 style=self._style,
@@ -411,6 +411,7 @@ class Runtime(OutputThread):
                 delay_ms=self._delay_ms,
                 profile=profile,
                 profile_settings=rung,
+                profiles=rungs,
                 last_error=translator.problem or self._last_error,
                 preview_url=self._preview_url,
                 styles_loading=tuple(sorted(self._loading)),

@@ -28,6 +28,7 @@ class Status:
     delay_ms: int = 0  # the fixed output delay held (`[output] delay_ms`; 0: off)
     profile: str = "off"  # `[style] profile`: off | auto | a pinned rung id
     profile_settings: str = ""  # the live style's rung id ("" when it runs its own settings or has no knobs)
+    profiles: tuple[str, ...] = ()  # the rungs the live style offers, best first (empty: no knobs)
     frames_out: int = 0
     dropped: int = 0  # captured frames the work thread never saw (it was busy)
     repeated: int = 0  # output ticks that re-sent the previous frame
@@ -42,4 +43,5 @@ class Status:
         data = asdict(self)
         data["sinks"] = list(self.sinks)
         data["styles_loading"] = list(self.styles_loading)
+        data["profiles"] = list(self.profiles)
         return data
