@@ -240,3 +240,12 @@ def test_doctor_shows_the_last_measurement_or_how_to_measure() -> None:
     shown = check_latency()
     assert shown.ok and "183 ms p50" in shown.detail and "about 180 ms" in shown.detail
     assert "Sync Offset" in shown.detail
+
+
+def test_a_slow_model_is_measured_over_its_last_frames() -> None:
+    meter = LatencyMeter(window_s=3.0)
+    for n in range(4):  # one frame every 2 s, each 2.5 s late
+        meter.record(FrameTiming(n * 2.0), n * 2.0 + 2.5)
+    figures = meter.figures(now=9.0)  # only one frame in the last 3 s
+    assert figures.fps_content == pytest.approx(0.5)
+    assert figures.latency_ms_p50 == pytest.approx(2500.0)

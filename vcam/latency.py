@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 #: seconds of history behind the latency figures and the content frame rate
 LATENCY_WINDOW_S = 3.0
+#: a slow model shows fewer frames than this in the window: the figures then cover its last `MIN_FRAMES` frames
+#: sent within `MAX_WINDOW_S`
+MIN_FRAMES, MAX_WINDOW_S = 3, 60.0
 #: the stages of a shown frame, in order; their times add up to its capture-to-send latency
 STAGES = ("queue", "segment", "translate", "composite", "send_wait")
 #: the largest fixed output delay (`[output] delay_ms`): the frames held for it cost memory
@@ -97,6 +100,8 @@ class LatencyMeter:
 
     def figures(self, now: float) -> LatencyFigures:
         recent = [entry for entry in self._sent if now - entry[0] <= self.window_s]
+        if len(recent) < MIN_FRAMES:  # a slow model: its last few frames, not nothing
+            recent = [entry for entry in list(self._sent)[-MIN_FRAMES:] if now - entry[0] <= MAX_WINDOW_S]
         latencies = [ms for _, ms, _ in recent]
         fps = 0.0
         if len(recent) >= 2 and recent[-1][0] > recent[0][0]:

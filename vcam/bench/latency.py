@@ -81,7 +81,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "latency_ms_p50": p50,
         "latency_ms_p95": _median([s.latency_ms_p95 for s in samples]),
         "stages_ms": {stage: _median([s.latency_stages_ms.get(stage, 0.0) for s in samples]) for stage in STAGES},
-        "translate_ms_per_call": _median([s.translate_ms for s in samples]),
         "audio_delay_ms": audio_delay_ms(p50, config.output.audio_offset_ms),
     }
     result["audio_delay_hint"] = audio_delay_hint(result["audio_delay_ms"])
