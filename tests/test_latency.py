@@ -249,3 +249,28 @@ def test_a_slow_model_is_measured_over_its_last_frames() -> None:
     figures = meter.figures(now=9.0)  # only one frame in the last 3 s
     assert figures.fps_content == pytest.approx(0.5)
     assert figures.latency_ms_p50 == pytest.approx(2500.0)
+
+
+def test_the_run_log_line_and_the_kept_measurement() -> None:
+    from vcam.commands.run import MIN_FRAMES_MEASURED, keep_measurement, latency_line
+
+    status = Status(
+        style="toon",
+        source="demo",
+        fps_out=30.0,
+        fps_content=14.6,
+        latency_ms_p50=183.0,
+        latency_ms_p95=240.0,
+        latency_stages_ms={"queue": 5.0, "translate": 170.0},
+        audio_delay_ms=180,
+        profile="auto",
+        profile_settings="t1-448x256-taesd",
+        frames_out=MIN_FRAMES_MEASURED,
+    )
+    assert latency_line(status) == (
+        "14.6 styled fps (30 sent); latency p50 183 ms, p95 240 ms (queue 5, translate 170 ms); "
+        "audio delay to set: 180 ms; profile t1-448x256-taesd"
+    )
+    keep_measurement(status)
+    kept = load_measurement()
+    assert kept is not None and (kept.latency_ms_p50, kept.style, kept.how) == (183.0, "toon", "vcam run")
