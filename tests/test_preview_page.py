@@ -95,3 +95,34 @@ def test_the_page_shows_camera_stopped_and_recovers_by_itself(feeder: Feeder, pa
     finally:
         feeder.sink = None
         sink.close()
+
+
+def test_the_page_shows_the_latency_line_from_the_status(feeder: Feeder) -> None:
+    from vcam.status import Status
+
+    status = Status(
+        state="running",
+        fps_out=30.0,
+        fps_content=14.6,
+        latency_ms_p50=183.0,
+        latency_stages_ms={"queue": 5.0, "segment": 8.0, "translate": 150.0, "composite": 4.0, "send_wait": 16.0},
+        audio_delay_ms=180,
+        profile="auto",
+        profile_settings="t1-448x256-taesd",
+    )
+    sink = PreviewSink(port=0)
+    sink.bind_status(status.to_dict)
+    sink.open(WIDTH, HEIGHT, 20)
+    feeder.sink = sink
+    try:
+        with Chromium() as browser:
+            browser.open(f"http://127.0.0.1:{sink.port}/")
+            browser.wait_for("document.getElementById('latency-line').textContent.includes('ms late')")
+            text = browser.evaluate("document.getElementById('latency-line').textContent")
+    finally:
+        feeder.sink = None
+        sink.close()
+    assert text == (
+        "14.6 new styled fps of 30 · 183 ms late (queue 5, segment 8, translate 150, composite 4, send wait 16 ms)"
+        " · delay your audio by 180 ms (OBS: Advanced Audio Properties, Sync Offset) · profile auto: t1-448x256-taesd"
+    )

@@ -62,7 +62,17 @@ def saved_config(home: Path) -> dict[str, Any]:
 
 def test_the_fake_and_the_in_process_camera_have_every_method_of_the_handle() -> None:
     methods = {name for name in dir(CameraHandle) if not name.startswith("_")}
-    assert methods == {"start", "stop", "set_style", "set_segment", "pause", "resume", "status", "add_status_listener"}
+    assert methods == {
+        "start",
+        "stop",
+        "set_style",
+        "set_segment",
+        "set_profile",
+        "pause",
+        "resume",
+        "status",
+        "add_status_listener",
+    }
     for camera_class in (FakeCamera, InProcessCamera):
         assert all(callable(getattr(camera_class, name, None)) for name in methods), camera_class
 

@@ -116,6 +116,10 @@ class FakeCamera:
         self._check_accepted("set_segment")
         self._update(("set_segment", mode), segment=mode)
 
+    def set_profile(self, mode: str) -> None:
+        self._check_accepted("set_profile")
+        self._update(("set_profile", mode), profile=mode)
+
     def pause(self) -> None:
         self._update(("pause",), state="paused")
 

@@ -12,11 +12,13 @@ from vcam.tray.menu import (
     LABEL_AUTOSTART,
     LABEL_PAUSE,
     LABEL_PREVIEW,
+    LABEL_PROFILE,
     LABEL_QUIT,
     LABEL_RESTART,
     LABEL_SEGMENT,
     LABEL_SETTINGS,
     LABEL_STYLE,
+    PROFILE_LABELS,
     SEGMENT_LABELS,
     MenuState,
     build_menu,
@@ -29,6 +31,9 @@ from vcam.status import Status
 
 with dummy_pystray_backend():
     import pystray
+
+
+RUNGS = ("t2-512x288-taesd", "t1-448x256-taesd")
 
 
 class Harness:
@@ -261,3 +266,30 @@ def test_tooltip_shows_style_and_fps() -> None:
     failed = dataclasses.replace(running, runtime_failed="x" * 300)
     assert tooltip(failed).startswith("Live2Diff Camera: error: xxx")
     assert len(tooltip(failed)) == 127
+
+
+def test_the_profile_menu_shows_the_live_styles_rungs_and_pins_one() -> None:
+    harness = Harness()
+    assert LABEL_PROFILE not in top_labels(harness.menu)  # a look without model settings: no profile menu
+    harness.set_status(style="anime", profile="auto", profile_settings="t1-448x256-taesd", profiles=RUNGS)
+    assert LABEL_PROFILE in top_labels(harness.menu)
+    items = list(harness.item(LABEL_PROFILE).submenu)
+    assert [item.text for item in items] == [
+        PROFILE_LABELS["auto"],
+        PROFILE_LABELS["off"],
+        "t2-512x288-taesd",
+        "t1-448x256-taesd (now)",
+    ]
+    assert [item.checked for item in items] == [True, False, False, False] and all(item.radio for item in items)
+    harness.click(LABEL_PROFILE, "t2-512x288-taesd")
+    assert harness.runtime.calls == [("set_profile", "t2-512x288-taesd")]
+    assert harness.actions.calls == [("save_setting", "style.profile", "t2-512x288-taesd")]
+    assert harness.item(LABEL_PROFILE, "t2-512x288-taesd").checked
+
+
+def test_the_tooltip_shows_the_styled_rate_the_latency_and_the_audio_delay() -> None:
+    status = Status(
+        state="running", style="cartoon", fps_out=30.0, fps_content=14.6, latency_ms_p50=183.0, audio_delay_ms=180
+    )
+    state = MenuState(status=status, styles=(FakeStyle("cartoon", "Cartoon"),))
+    assert tooltip(state) == "Live2Diff Camera: Cartoon, 15 new of 30 fps, 183 ms late (delay audio 180 ms)"

@@ -71,6 +71,9 @@ class InProcessCamera:
     def set_segment(self, mode: str) -> None:
         self.runtime.set_segment(mode)
 
+    def set_profile(self, mode: str) -> None:
+        self.runtime.set_profile(mode)
+
     def pause(self) -> None:
         self.runtime.pause()
 
@@ -423,6 +426,10 @@ class TrayController:
             f"config file: {self.config_path or 'the default one'}",
             f"camera: {tooltip(state)}",
         ]
+        if state.status.latency_ms_p50 > 0:
+            from vcam.latency import audio_delay_hint
+
+            lines += ["", audio_delay_hint(state.status.audio_delay_ms), ""]
         if state.runtime_failed:
             lines.append(f"camera error: {state.runtime_failed}")
         if state.status.last_error:

@@ -11,6 +11,7 @@ everything else (downloads, the background image, opening folders, autostart, di
     ---
     Style >            radio items; missing weights say so and download on click
     Segmentation >     off / person / background / blur / replace (asks for the image when none is set)
+    Profile >          automatic / the style's own settings / each rung (only for styles with model settings)
     Pause camera       check item; the default action (a click on the icon where supported)
     ---
     Open preview
@@ -61,6 +62,9 @@ STATE_WORDS: dict[str, str] = {
 LABEL_RESTART = "Restart camera"
 LABEL_STYLE = "Style"
 LABEL_SEGMENT = "Segmentation"
+LABEL_PROFILE = "Profile"
+#: the Profile submenu's fixed items: `[style] profile` value -> label
+PROFILE_LABELS: dict[str, str] = {"auto": "Automatic (hold the frame rate)", "off": "The style's own settings"}
 LABEL_PAUSE = "Pause camera"
 LABEL_PREVIEW = "Open preview"
 LABEL_SETTINGS = "Open settings folder"
@@ -75,6 +79,8 @@ class RuntimeControl(Protocol):
     def set_style(self, name: str) -> None: ...
 
     def set_segment(self, mode: str) -> None: ...
+
+    def set_profile(self, mode: str) -> None: ...
 
     def pause(self) -> None: ...
 
@@ -153,6 +159,8 @@ class MenuState:
             status.style,
             status.segment,
             status.styles_loading,
+            status.profile,
+            status.profiles,
             status.last_error,
             status.preview_url,
             tuple((style.name, style.title, style.ready) for style in self.styles),
@@ -229,6 +237,27 @@ def build_menu(
         elif runtime_command(lambda runtime: runtime.set_segment(mode), f"set segmentation to {mode!r}"):
             actions.save_setting("segment.mode", mode)
 
+    def choose_profile(mode: str) -> None:
+        runtime_command(lambda runtime: runtime.set_profile(mode), f"set the profile to {mode!r}")
+        actions.save_setting("style.profile", mode)
+
+    def profile_item(mode: str, label: str) -> pystray.MenuItem:
+        return pystray.MenuItem(
+            label,
+            lambda icon, item: choose_profile(mode),
+            checked=lambda item: get_state().status.profile == mode,
+            radio=True,
+            enabled=lambda item: get_state().runtime_usable,
+        )
+
+    def profile_items() -> Iterator[pystray.MenuItem]:
+        status = get_state().status
+        for mode in (*PROFILE_LABELS, *status.profiles):
+            label = PROFILE_LABELS.get(mode, mode)
+            if mode == status.profile_settings and status.profile == "auto":
+                label += " (now)"
+            yield profile_item(mode, label)
+
     def toggle_pause() -> None:
         if get_state().status.state == "paused":
             runtime_command(lambda runtime: runtime.resume(), "resume the camera")
@@ -279,6 +308,9 @@ def build_menu(
             LABEL_SEGMENT, pystray.Menu(*(segment_item(mode, label) for mode, label in SEGMENT_LABELS.items()))
         ),
         pystray.MenuItem(
+            LABEL_PROFILE, pystray.Menu(profile_items), visible=lambda item: bool(get_state().status.profiles)
+        ),
+        pystray.MenuItem(
             LABEL_PAUSE,
             lambda icon, item: toggle_pause(),
             checked=lambda item: get_state().status.state == "paused",
@@ -326,10 +358,16 @@ TOOLTIP_MAX = 127
 
 
 def tooltip(state: MenuState) -> str:
-    """The icon's tooltip: the state, the style and the output fps."""
+    """The icon's tooltip: the state, the style, the frame rate (new styled frames of those sent, once measured),
+    the latency and the audio delay to set."""
     status = state.status
     title = style_title(state, status.style)
     fps = f"{status.fps_out:.0f} fps"
+    if status.fps_content > 0 and status.latency_ms_p50 > 0:
+        fps = (
+            f"{status.fps_content:.0f} new of {status.fps_out:.0f} fps, {status.latency_ms_p50:.0f} ms late "
+            f"(delay audio {status.audio_delay_ms} ms)"
+        )
     if state.runtime_failed is not None:
         text = f"{APP_TITLE}: error: {state.runtime_failed}"
     elif status.state == "paused":

@@ -20,6 +20,7 @@ from vcam.runtime import FALLBACK_STYLE, Runtime
 
 if TYPE_CHECKING:
     from vcam.config import Config
+    from vcam.profile import ProfileController
     from vcam.run_settings import RunSettings
     from vcam.segment.stage import SegmentationStage
 
@@ -83,6 +84,9 @@ def build_runtime(config: Config, settings: RunSettings | None = None, *, keep: 
         translator_loader=lambda name: load_translator(name, config, run_settings),
         segmentation=segmentation,
         segmentation_factory=make_segmentation,
+        delay_ms=config.output.delay_ms,
+        audio_offset_ms=config.output.audio_offset_ms,
+        profile=build_profile(config, run_settings),
     )
     if notices:
         message = "; ".join(notices)
@@ -107,6 +111,37 @@ def usable_style(config: Config, keep: Collection[str], notices: list[str]) -> s
         )
         return FALLBACK_STYLE
     return config.style.name
+
+
+def build_profile(config: Config, settings: RunSettings | None = None) -> ProfileController:
+    """The profile controller for a config: `[style] profile` and `target_fps`, styles loaded from the config
+    with the run's user `settings`."""
+    from vcam.profile import ProfileController
+    from vcam.styles import load_translator, style_knobs
+
+    return ProfileController(
+        config.style.profile,
+        lambda name, profile: load_translator(name, config, settings, profile),
+        lambda name: style_knobs(name, config, settings),
+        target_fps=config.style.target_fps,
+        device=lambda name: device_label(name, config),
+    )
+
+
+def device_label(style: str, config: Config) -> str:
+    """The device a style runs on, as the profile cache names it ("cpu", "cuda:NVIDIA H200", ...)."""
+    from vcam.styles import TINY_STYLE_NAME
+
+    if style == TINY_STYLE_NAME:
+        return "cpu"  # the tiny test model always runs on the CPU
+    from vcam.model.loading import resolve_device
+
+    device = resolve_device(config.models.device)
+    if device.type == "cuda":
+        import torch
+
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return device.type
 
 
 def resolve_auto_source(spec: str) -> str:

@@ -20,11 +20,13 @@ from typing import Any
 
 from vcam.atomic_files import fsync_folder, remove_stale_temporaries, temporary_path
 from vcam.errors import ConfigError
+from vcam.latency import MAX_DELAY_MS
 from vcam.model.loading import DEVICES, DTYPES, VAE_KINDS
 from vcam.model.noise import check_noise_mode
 from vcam.model.scheduler import check_t_index_list
 from vcam.model.similar_filter import SIMILAR_THRESHOLD, check_similar_threshold
 from vcam.paths import config_file, runtime_dir
+from vcam.profile import DEFAULT_TARGET_FPS, check_profile
 from vcam.segment.stage import MODES as SEGMENT_MODES
 from vcam.segment.stage import check_face_strength
 from vcam.user_settings import Origin, UserSettings
@@ -57,6 +59,8 @@ class OutputConfig:
     width: int = 1280
     height: int = 720
     fps: float = 30.0
+    delay_ms: int = 0  # hold the video at this capture-to-send delay (0: off; `vcam.latency`)
+    audio_offset_ms: int = 0  # added to the measured latency for the advised audio delay (a clap test's result)
 
 
 @dataclass
@@ -72,6 +76,8 @@ class StyleConfig:
     prompt: str = ""
     t_index_list: list[int] = field(default_factory=list)  # the strength: indices into the 50-step schedule
     noise: str = ""  # fixed | fresh
+    profile: str = "off"  # off | auto | a pinned profile such as "t1-448x256-taesd" (`vcam.profile`)
+    target_fps: float = DEFAULT_TARGET_FPS  # the content frame rate the auto profile holds
 
 
 @dataclass
@@ -204,6 +210,10 @@ def validate(config: Config) -> None:
     port_problem = preview_port_problem(config.preview.port)
     if port_problem is not None:
         raise ConfigError(f"preview.port = {config.preview.port!r} is not allowed: {port_problem}")
+    _check_range("output.delay_ms", config.output.delay_ms, 0, MAX_DELAY_MS)
+    _check_range("output.audio_offset_ms", config.output.audio_offset_ms, -MAX_DELAY_MS, MAX_DELAY_MS)
+    check_profile(config.style.profile)
+    _check_range("style.target_fps", config.style.target_fps, MIN_FPS, MAX_FPS)
     if config.style.seed < 0:
         raise ConfigError(f"style.seed = {config.style.seed!r} must be 0 or more")
     if not config.style.name:

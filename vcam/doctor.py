@@ -394,6 +394,24 @@ def check_log_dir() -> Check:
 # --- all of them -------------------------------------------------------------------------------------
 
 
+def check_latency() -> Check:
+    """The last measured latency and the audio delay it asks for, or how to measure it (never a problem)."""
+    from vcam.latency import MEASURE_COMMAND, audio_delay_ms, last_measurement_path, load_measurement
+
+    measurement = load_measurement()
+    if measurement is None:
+        return Check("latency", True, f"not measured yet: run `{MEASURE_COMMAND}` (or `vcam run` for a while)")
+    delay = audio_delay_ms(measurement.latency_ms_p50)
+    return Check(
+        "latency",
+        True,
+        f"{measurement.latency_ms_p50:.0f} ms p50, {measurement.latency_ms_p95:.0f} ms p95 at "
+        f"{measurement.fps_content:.1f} styled fps ({measurement.style}, {measurement.how}, "
+        f"{measurement.measured_at}; {last_measurement_path()}): delay your microphone by about {delay} ms "
+        "(OBS: Advanced Audio Properties > Sync Offset), plus [output] audio_offset_ms",
+    )
+
+
 def _guarded(name: str, check: Callable[[], Check | list[Check]]) -> list[Check]:
     """Run one check; a check that cannot run becomes a failed line instead of an exception."""
     try:
@@ -432,4 +450,5 @@ def run_checks(config: Config | None = None, config_path: Path | None = None) ->
     checks += _guarded("styles", lambda: check_styles(loaded))
     checks += _guarded("free disk", lambda: check_disk(loaded))
     checks += _guarded("log folder", check_log_dir)
+    checks += _guarded("latency", check_latency)
     return checks

@@ -35,15 +35,17 @@ from vcam.clock import SYSTEM_CLOCK, Clock
 from vcam.errors import SourceUnavailable, UserError
 from vcam.frame_stats import FrameStats
 from vcam.gc_policy import CollectorPause, freeze_survivors
-from vcam.imaging import fit_cover, slate
+from vcam.imaging import fit_cover
+from vcam.latency import FrameTiming, LatencyMeter, history_length, latency_status
+from vcam.output_thread import OutputThread
 from vcam.segment.delay import DelayLine
 from vcam.sources.base import Source
-from vcam.sources.pacing import FramePacer
 from vcam.status import State, Status
 from vcam.translators.base import Translator
 from vcam.translators.passthrough import PassthroughTranslator
 
 if TYPE_CHECKING:
+    from vcam.profile import ProfileController, ProfileSettings
     from vcam.segment.stage import SegmentationStage
     from vcam.sinks.base import Sink
 
@@ -68,11 +70,11 @@ class _Published:
     """The newest finished frame, as the output thread sees it."""
 
     image: np.ndarray  # [h, w, 3] uint8 RGB, output size
-    capture_time: float  # monotonic time its input was captured
+    timing: FrameTiming  # of the input it derives from: its capture time and stage times
     serial: int  # increments with every new frame
 
 
-class Runtime:
+class Runtime(OutputThread):
     """Runs a source through a translator into sinks; see the module docstring."""
 
     def __init__(
@@ -89,7 +91,14 @@ class Runtime:
         segmentation_factory: Callable[[str], SegmentationStage] | None = None,
         fallback_style: str = FALLBACK_STYLE,
         clock: Clock = SYSTEM_CLOCK,
+        delay_ms: int = 0,
+        audio_offset_ms: int = 0,
+        profile: ProfileController | None = None,
     ) -> None:
+        """`clock` paces the output and times every figure (sources stamp frames on the same scale); `delay_ms`
+        holds the output at that capture-to-send delay (0: send the newest frame); `audio_offset_ms` is added to the
+        measured latency for the audio delay the status advises (`vcam.latency`); `profile` chooses and adapts
+        the model settings of the styles loaded (`vcam.profile`)."""
         if not sinks:
             raise ValueError("a runtime needs at least one sink")
         self.source = source
@@ -102,7 +111,9 @@ class Runtime:
         self._segmentation_factory = segmentation_factory
         self._fallback_style = fallback_style
         self._initial_style = style
-        self._clock = clock  # paces the output thread (tests inject one and drive time themselves)
+        self._clock = clock  # paces the output thread and times the figures (tests inject one and drive it)
+        self._delay_ms, self._audio_offset_ms = delay_ms, audio_offset_ms
+        self._profile = profile
 
         self._stop = threading.Event()
         self._done = threading.Event()  # set when the output thread has sent `max_frames` or stopped
@@ -113,11 +124,12 @@ class Runtime:
         self._stopped = False
 
         # capture -> work
-        self._latest_input: tuple[np.ndarray, float] | None = None  # (image, capture time)
+        self._latest_input: tuple[np.ndarray, FrameTiming] | None = None  # (image, its times so far)
         self._camera_lost = False
         self._recent_inputs: deque[np.ndarray] = deque(maxlen=RECENT_FRAMES)
         # work -> output
         self._published: _Published | None = None
+        self._history: deque[_Published] = deque(maxlen=history_length(delay_ms, fps))  # for `delay_ms`
         # control
         self._translator: Translator = PassthroughTranslator()
         self._style = "passthrough"
@@ -132,6 +144,7 @@ class Runtime:
         self._crossfade_step = 0
         self._max_frames: int | None = None
         self._stats = FrameStats()
+        self._latency = LatencyMeter()
         self._listeners: list[StatusListener] = []
         self._last_notified: tuple[Any, ...] | None = None
         self._preview_url: str | None = None
@@ -255,23 +268,27 @@ class Runtime:
         self._done.set()
 
     # ------------------------------------------------------------------ control
-    def set_style(self, name: str) -> None:
-        """Load style `name` in the background; the current style keeps running until it is ready."""
+    def set_style(self, name: str, settings: ProfileSettings | None = None) -> None:
+        """Load style `name` in the background (at the profile `settings`, else as the profile mode says); the
+        current style keeps running until it is ready."""
         with self._lock:
             self._load_generation += 1
             generation = self._load_generation
             self._loading.add(name)
         recent = list(self._recent_inputs)
         thread = threading.Thread(
-            target=self._load_style, args=(generation, name, recent), name=f"vcam-load-{name}", daemon=True
+            target=self._load_style, args=(generation, name, recent, settings), name=f"vcam-load-{name}", daemon=True
         )
         thread.start()
         self._notify()
 
-    def _load_style(self, generation: int, name: str, recent: list[np.ndarray]) -> None:
+    def _load_style(
+        self, generation: int, name: str, recent: list[np.ndarray], settings: ProfileSettings | None = None
+    ) -> None:
         try:
             with CollectorPause():
-                translator = self._loader(name)
+                profile = self._profile
+                translator = profile.load(name, settings, recent) if profile is not None else self._loader(name)
                 if recent:
                     translator.warmup(recent)  # fill the new style's temporal state on the latest camera frames
         except Exception as error:
@@ -294,6 +311,8 @@ class Runtime:
 
     def _style_failed(self, generation: int, name: str, message: str) -> None:
         log.warning("style %r could not be loaded: %s", name, message)
+        if self._profile is not None:
+            self._profile.request_failed()
         fall_back = False
         with self._lock:
             self._loading.discard(name)
@@ -310,6 +329,14 @@ class Runtime:
                 self._clears_style_error = False  # the fallback keeps saying how to get the style
             self.set_style(self._fallback_style)
         self._notify()
+
+    def set_profile(self, mode: str) -> None:
+        """Pin a profile (a rung id such as "t1-448x256-taesd"), or "auto", or "off" (the style's own settings); the
+        live style reloads through the same no-stall switch as a style change."""
+        if self._profile is None:
+            raise UserError("profiles are not available in this runtime")
+        settings = self._profile.set_mode(mode)  # ConfigError (a UserError) for a bad name
+        self.set_style(self._style, settings)
 
     def set_segment(self, mode: str) -> None:
         """Switch the segmentation mode (off | person | background | blur | replace)."""
@@ -358,7 +385,7 @@ class Runtime:
 
     # ------------------------------------------------------------------ status
     def status(self) -> Status:
-        now = time.monotonic()
+        now = self._clock.now()
         with self._lock:
             stats = self._stats
             translator = self._translator
@@ -381,13 +408,19 @@ class Runtime:
             else:
                 state = "running"
             segment_mode = self._segmentation.mode if self._segmentation is not None else "off"
+            figures = {**stats.figures(now), **latency_status(self._latency.figures(now), self._audio_offset_ms)}
+            profile, rung, rungs = self._profile.describe() if self._profile is not None else ("off", "", ())
             return Status(
                 state=state,
                 style=self._style,
                 segment=segment_mode,
                 source=self.source.description,
                 sinks=tuple(sink.description for sink in self.sinks if sink not in self._failed_sinks),
-                **stats.figures(now),
+                **figures,
+                delay_ms=self._delay_ms,
+                profile=profile,
+                profile_settings=rung,
+                profiles=rungs,
                 last_error=translator.problem or self._last_error,
                 preview_url=self._preview_url,
                 styles_loading=tuple(sorted(self._loading)),
@@ -427,8 +460,8 @@ class Runtime:
             with self._lock:
                 if self._latest_input is not None:
                     self._stats.dropped += 1  # the work thread never saw the previous one
-                self._latest_input = (frame.image, frame.timestamp)
-                self._stats.captured.append(time.monotonic())
+                self._latest_input = (frame.image, FrameTiming(capture=frame.timestamp))
+                self._stats.captured.append(self._clock.now())
                 self._new_frame.notify_all()
 
     def _reconnect(self, error: Exception, backoff: Any) -> None:
@@ -458,7 +491,7 @@ class Runtime:
             return
 
     # ------------------------------------------------------------------ work thread
-    def _take_input(self) -> tuple[np.ndarray, float] | None:
+    def _take_input(self) -> tuple[np.ndarray, FrameTiming] | None:
         with self._lock:
             while self._latest_input is None and not self._stop.is_set():
                 self._new_frame.wait(0.1)
@@ -467,7 +500,8 @@ class Runtime:
             if self._latest_input is None:
                 return None
             taken, self._latest_input = self._latest_input, None
-            return taken
+        taken[1].work_start = self._clock.now()
+        return taken
 
     def _swap_pending(self) -> None:
         with self._lock:
@@ -484,6 +518,8 @@ class Runtime:
                 self._crossfade_from = self._published.image
                 self._crossfade_step = 0
             self._delay_line.clear()
+        if self._profile is not None:
+            self._profile.on_swap(translator, self._clock.now())
         log.info("style is now %r", name)
         if old is not translator:
             self._close_quietly(old)
@@ -496,7 +532,7 @@ class Runtime:
             taken = self._take_input()
             if taken is None:
                 continue
-            raw, capture_time = taken
+            raw, timing = taken
             image = fit_cover(raw, self.width, self.height)  # [h, w, 3] at the output size
             self._recent_inputs.append(image)
             if self._paused:
@@ -505,47 +541,53 @@ class Runtime:
                 with self._lock:
                     self._forget_stream = False
                 self._translator.reset()  # the translator's temporal state must not blend across the gap
-            result = self._process(image, capture_time)
+            result = self._process(image, timing)
             if result is None:
                 continue
-            out, out_capture_time = result
+            out, out_timing = result
             out = self._crossfade(out)
             with self._lock:
+                out_timing.composited = now = self._clock.now()
                 serial = self._published.serial + 1 if self._published else 1
-                self._published = _Published(out, out_capture_time, serial)
-                self._stats.finished.append(time.monotonic())
+                self._published = _Published(out, out_timing, serial)
+                self._history.append(self._published)
+                self._stats.finished.append(now)
         self._notify()
 
-    def _process(self, image: np.ndarray, capture_time: float) -> tuple[np.ndarray, float] | None:
-        """Segment, translate and composite one frame; returns the output and its input's capture time."""
-        stage = self._segmentation
+    def _process(self, image: np.ndarray, timing: FrameTiming) -> tuple[np.ndarray, FrameTiming] | None:
+        """Segment, translate and composite one frame; returns the output and the timing of its input."""
+        clock, stage = self._clock, self._segmentation
         mask = None
         if stage is not None and stage.mode != "off":
-            start = time.perf_counter()
-            mask = stage.mask(image, capture_time)
-            self._stats.segment_ms.append((time.perf_counter() - start) * 1000)
+            start = clock.now()
+            mask = stage.mask(image, timing.capture)
+            self._stats.segment_ms.append((clock.now() - start) * 1000)
+        timing.segmented = clock.now()
         translator = self._translator
         if stage is not None and stage.mode != "off" and not stage.needs_translation:
-            return stage.composite(image, None, mask), capture_time
-        start = time.perf_counter()
+            timing.translated = timing.segmented
+            return stage.composite(image, None, mask), timing
         translated = translator(image)
-        self._stats.translate_ms.append((time.perf_counter() - start) * 1000)
+        end = clock.now()
+        self._stats.translate_ms.append((end - timing.segmented) * 1000)
         # the translation of the input `latency_frames` calls ago: composite it with that input's mask
         if translator.latency_frames >= self._delay_line.capacity:
             self._delay_line.resize(translator.latency_frames + 1)
-        self._delay_line.push(image, mask, capture_time)
+        self._delay_line.push(image, mask, timing.capture, timing)
         if translated is None:
             if self._published is None or self._style == "passthrough":
-                return image, capture_time  # nothing styled yet: show the camera rather than nothing
+                timing.translated = end
+                return image, timing  # nothing styled yet: show the camera rather than nothing
             return None
         entry = self._delay_line.get(translator.latency_frames)
-        if entry is None:  # a translator that answers before it has seen `latency_frames` inputs
+        if entry is None or entry.timing is None:  # a translator that answers before it saw `latency_frames` inputs
             return None
+        entry.timing.translated = end
         if translated.shape != entry.image.shape:
             translated = fit_cover(translated, self.width, self.height)
         if stage is not None and stage.mode != "off":
-            return stage.composite(entry.image, translated, entry.mask), entry.timestamp
-        return translated, entry.timestamp
+            return stage.composite(entry.image, translated, entry.mask), entry.timing
+        return translated, entry.timing
 
     def _crossfade(self, image: np.ndarray) -> np.ndarray:
         if self._crossfade_from is None:
@@ -557,69 +599,3 @@ class Runtime:
             return image
         blended = self._crossfade_from.astype(np.float32) * (1 - alpha) + image.astype(np.float32) * alpha
         return blended.astype(np.uint8)
-
-    # ------------------------------------------------------------------ output thread
-    def _frame_to_send(self, last_serial: int) -> tuple[np.ndarray, int, float | None]:
-        """The image for this tick, its serial (0 for slates) and its capture time if it is new."""
-        with self._lock:
-            paused, lost, published = self._paused, self._camera_lost, self._published
-        if paused:
-            return slate(self.width, self.height, "Camera paused", "privacy mode: your camera is not shown"), 0, None
-        if lost:
-            return slate(self.width, self.height, "Camera unavailable", "reconnecting..."), 0, None
-        if published is None:
-            return slate(self.width, self.height, "Starting camera", "live2diff-vcam"), 0, None
-        is_new = published.serial != last_serial
-        return published.image, published.serial, published.capture_time if is_new else None
-
-    def _output_loop(self) -> None:
-        pacer = FramePacer(self.fps, self._clock, stop=self._stop)  # far behind (suspended?): it restarts the clock
-        tick = 0
-        last_serial = -1
-        while not self._stop.is_set():
-            if not pacer.wait(tick):
-                break
-            image, serial, capture_time = self._frame_to_send(last_serial)
-            self._send_to_sinks(image)
-            if self._stop.is_set():
-                break
-            now = time.monotonic()
-            with self._lock:
-                stats = self._stats
-                stats.frames_out += 1
-                stats.sent.append(now)
-                if capture_time is not None:
-                    stats.latency_ms.append((now - capture_time) * 1000)
-                elif serial != 0:
-                    stats.repeated += 1
-                done = self._max_frames is not None and stats.frames_out >= self._max_frames
-            last_serial = serial
-            tick += 1
-            if tick % 15 == 0 or tick == 1:
-                self._notify()
-            if done:
-                self._done.set()
-                return
-
-    def _send_to_sinks(self, image: np.ndarray) -> None:
-        """Send to every working sink; a failing sink is closed and dropped, the others keep going."""
-        for sink in self.sinks:
-            if sink in self._failed_sinks:
-                continue
-            try:
-                sink.send(image)
-            except Exception as error:
-                self._drop_sink(sink, error)
-        if len(self._failed_sinks) == len(self.sinks):
-            self._fail(f"every output failed; the last: {self._last_error}")
-
-    def _drop_sink(self, sink: Sink, error: Exception) -> None:
-        log.error(
-            "output %s failed and was stopped: %s", sink.description, error, exc_info=not isinstance(error, UserError)
-        )
-        with self._lock:
-            self._failed_sinks.append(sink)
-        self._close_quietly(sink)
-        others = [s.description for s in self.sinks if s not in self._failed_sinks]
-        still = f"; still sending to {', '.join(others)}" if others else ""
-        self._set_error(f"output {sink.description} failed and was stopped: {error}{still}")

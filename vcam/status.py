@@ -20,8 +20,15 @@ class Status:
     fps_in: float = 0.0  # frames captured per second (last few seconds)
     fps_out: float = 0.0  # frames sent to the sinks per second
     fps_model: float = 0.0  # frames the translator finished per second
-    latency_ms_p50: float = 0.0  # capture -> send of the frame's translation
+    fps_content: float = 0.0  # new frames sent per second (the styled rate a viewer sees; repeats not counted)
+    latency_ms_p50: float = 0.0  # capture -> send of the frame's translation (last few seconds)
     latency_ms_p95: float = 0.0
+    latency_stages_ms: dict[str, float] = field(default_factory=dict)  # stage -> median ms (`vcam.latency.STAGES`)
+    audio_delay_ms: int = 0  # the audio delay that puts the voice in sync (`vcam.latency.audio_delay_ms`)
+    delay_ms: int = 0  # the fixed output delay held (`[output] delay_ms`; 0: off)
+    profile: str = "off"  # `[style] profile`: off | auto | a pinned rung id
+    profile_settings: str = ""  # the live style's rung id ("" when it runs its own settings or has no knobs)
+    profiles: tuple[str, ...] = ()  # the rungs the live style offers, best first (empty: no knobs)
     frames_out: int = 0
     dropped: int = 0  # captured frames the work thread never saw (it was busy)
     repeated: int = 0  # output ticks that re-sent the previous frame
@@ -36,6 +43,7 @@ class Status:
         data = asdict(self)
         data["sinks"] = list(self.sinks)
         data["styles_loading"] = list(self.styles_loading)
+        data["profiles"] = list(self.profiles)
         return data
 
     @classmethod

@@ -15,6 +15,7 @@ from vcam.errors import ConfigError, UnknownStyleError
 
 if TYPE_CHECKING:
     from vcam.config import Config
+    from vcam.profile import ProfileSettings, StyleKnobs
     from vcam.run_settings import RunSettings
     from vcam.translators.base import Translator
 
@@ -91,9 +92,13 @@ def find_style(name: str, config: Config) -> StyleInfo:
     raise UnknownStyleError(f"unknown style {name!r}: choose one of {names} (`vcam styles` lists them)")
 
 
-def load_translator(name: str, config: Config, settings: RunSettings | None = None) -> Translator:
+def load_translator(
+    name: str, config: Config, settings: RunSettings | None = None, profile: ProfileSettings | None = None
+) -> Translator:
     """Build the translator for style `name` (slow for diffusion styles: call it off the frame loop), with what
-    the user set in `settings` (the run's changeable settings; None: the config's)."""
+    the user set in `settings` (the run's changeable settings; None: the config's), at the automatic `profile`
+    when given (`vcam.profile`: it changes only what the user left unset, and keeps the strength when the
+    number of steps changes)."""
     from vcam.translators.classic import CLASSIC_STYLES, ClassicTranslator
     from vcam.translators.passthrough import PassthroughTranslator
 
@@ -117,13 +122,51 @@ def load_translator(name: str, config: Config, settings: RunSettings | None = No
             ice_servers=config.remote.ice_servers,
             ca_file=config.remote.ca_file or None,
         )
+    from vcam.profile import t_index_list_for_steps
+
     if info.kind == "test":
+        from vcam.model.tiny import TINY_T_INDEX_LIST
         from vcam.translators.live2diff import build_tiny_translator
 
-        return build_tiny_translator(seed=config.style.seed, settings=settings)
+        if profile is None:
+            return build_tiny_translator(seed=config.style.seed, settings=settings)
+        steps = t_index_list_for_steps(TINY_T_INDEX_LIST, profile.steps)
+        size = (profile.width, profile.height)
+        return build_tiny_translator(
+            seed=config.style.seed, t_index_list=steps, size=size, vae=profile.vae, settings=settings
+        )
     from vcam.store.store import ModelStore
     from vcam.translators.live2diff import Live2DiffTranslator
 
     store = ModelStore.from_config(config, strict=False)  # another style's bad table must not block this one
     paths = store.path(name)  # NotDownloadedError (a UserError) with the exact download command
-    return Live2DiffTranslator.from_style(paths, config, settings=settings)
+    if profile is None:
+        return Live2DiffTranslator.from_style(paths, config, settings=settings)
+    overrides = {"t_index_list": t_index_list_for_steps(paths.t_index_list, profile.steps), "vae": profile.vae}
+    size = (profile.width, profile.height)
+    return Live2DiffTranslator.from_style(paths, config, size=size, overrides=overrides, settings=settings)
+
+
+def style_knobs(name: str, config: Config, settings: RunSettings | None = None) -> StyleKnobs | None:
+    """What style `name` offers the auto profile (its own settings, the knobs the user pinned: in the config, on
+    the command line, or through the control API when `settings` is the run's); None for looks without model
+    settings (passthrough, classic looks, styles that run on a remote server)."""
+    from vcam.profile import ProfileSettings, StyleKnobs, pinned_knobs
+    from vcam.translators.classic import CLASSIC_STYLES
+
+    if name == "passthrough" or name in CLASSIC_STYLES or config.remote.url:
+        return None
+    info = find_style(name, config)
+    pinned = pinned_knobs(settings.user_set if settings is not None else config.user_set, name)
+    if info.kind == "test":
+        from vcam.model.tiny import TINY_HEIGHT, TINY_T_INDEX_LIST, TINY_WIDTH
+
+        return StyleKnobs(ProfileSettings(len(TINY_T_INDEX_LIST), TINY_WIDTH, TINY_HEIGHT, "kl"), pinned)
+    from vcam.model.loading import PipelineSpec
+    from vcam.store.store import ModelStore
+    from vcam.translators.live2diff import model_size_for_output, native_model_size
+
+    paths = ModelStore.from_config(config, strict=False).path(name)
+    width, height = model_size_for_output(native_model_size(paths.base), config.output.width, config.output.height)
+    vae = PipelineSpec.__dataclass_fields__["vae"].default
+    return StyleKnobs(ProfileSettings(len(paths.t_index_list), width, height, str(vae)), pinned)

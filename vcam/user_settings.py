@@ -35,6 +35,9 @@ class UserSettings:
         with self._lock:
             return key in self._origins
 
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.is_set(key)
+
     def origin(self, key: str) -> Origin | None:
         with self._lock:
             return self._origins.get(key)

@@ -8,6 +8,7 @@ pass it as `capture_factory=` or monkeypatch `create_capture` with it. Devices c
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,10 @@ class FakeCamera:
     plugged: bool = True
     busy: bool = False
     frames_sent: int = 0
+    #: seconds between the driver filling a buffer and `read()` returning it; None: no driver timestamps
+    #: (CAP_PROP_POS_MSEC reads 0, as on backends without them); else V4L2's CLOCK_MONOTONIC milliseconds
+    buffer_age_s: float | None = None
+    last_buffer_time: float = 0.0
 
 
 class FakeCameraWorld:
@@ -92,6 +97,8 @@ class FakeVideoCapture:
             cv2.CAP_PROP_FPS: fps,
             cv2.CAP_PROP_FOURCC: float(fourcc_code(fourcc)),
         }
+        if self.camera is not None and self.camera.buffer_age_s is not None:
+            values[cv2.CAP_PROP_POS_MSEC] = self.camera.last_buffer_time * 1000
         return values.get(prop_id, 0.0)
 
     def read(self) -> tuple[bool, np.ndarray | None]:
@@ -102,6 +109,8 @@ class FakeVideoCapture:
         image[:] = (FAKE_BLUE, FAKE_GREEN, FAKE_RED)
         image[0, 0, 0] = self.camera.frames_sent % 256
         self.camera.frames_sent += 1
+        if self.camera.buffer_age_s is not None:
+            self.camera.last_buffer_time = time.monotonic() - self.camera.buffer_age_s
         return True, image
 
     def release(self) -> None:

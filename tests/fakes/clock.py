@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 #: deadlines computed as start + n / fps may miss the sum of n advances by a rounding error
 _EPSILON = 1e-9
@@ -20,6 +21,7 @@ class ManualClock:
         self._now = start
         self.auto_advance = auto_advance
         self.waits: list[float] = []  # every wait asked for, in seconds
+        self._deadlines: list[float] = []  # of the waits in progress
         self._changed = threading.Condition()
 
     def now(self) -> float:
@@ -37,8 +39,36 @@ class ManualClock:
             deadline = self._now + seconds
             if self.auto_advance:
                 self._now = max(self._now, deadline)
-            while self._now < deadline - _EPSILON:
-                if stop is not None and stop.is_set():
-                    return True
-                self._changed.wait(0.01)  # real time, only to notice `stop`
+            self._deadlines.append(deadline)
+            self._changed.notify_all()
+            try:
+                while self._now < deadline - _EPSILON:
+                    if stop is not None and stop.is_set():
+                        return True
+                    self._changed.wait(0.01)  # real time, only to notice `stop`
+            finally:
+                self._deadlines.remove(deadline)
+                self._changed.notify_all()
         return stop is not None and stop.is_set()
+
+    def wait_for_waiters(self, count: int | Callable[[], int], timeout: float = 10.0) -> float:
+        """Block (real time) until exactly `count` threads wait on this clock, none of them due yet: every thread
+        driven by the clock has done what was due. `count` may be a function (of the test's fakes), evaluated
+        whenever a wait begins or ends. Returns the earliest deadline among them."""
+        expected = count if callable(count) else lambda: count
+        with self._changed:
+            ready = self._changed.wait_for(
+                lambda: len(self._deadlines) == expected() and min(self._deadlines) > self._now + _EPSILON, timeout
+            )
+            if not ready:
+                raise AssertionError(
+                    f"timed out waiting for {expected()} threads to wait on the clock at {self._now}: "
+                    f"waits in progress until {sorted(self._deadlines)}"
+                )
+            return min(self._deadlines)
+
+    def advance_to(self, when: float) -> None:
+        """Set the time to `when` (never back)."""
+        with self._changed:
+            self._now = max(self._now, when)
+            self._changed.notify_all()

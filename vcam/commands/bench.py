@@ -10,6 +10,7 @@ from typing import Any
 #: target -> module under vcam/bench/ with add_arguments(parser) and run(args) -> dict
 TARGETS = {
     "runtime": "frame loop overhead and output pacing (demo source, passthrough)",
+    "latency": "capture-to-send latency, content fps and stage times of a style (demo source), audio delay to set",
     "unet": "streaming UNet: KV cache vs full-window recompute, SDPA vs plain attention",
     "model": "streaming pipeline: pipelined vs sequential steps, per-stage breakdown",
     "segment": "segmentation and compositing per mode at 1280x720",

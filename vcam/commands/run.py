@@ -7,14 +7,21 @@ import logging
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from vcam.commands.common import add_config_argument, load_config_from_args, parse_size, positive_int
 from vcam.serve.token import TOKEN_ENV
+from vcam.status import Status
 from vcam.user_settings import UserSettings
 
 log = logging.getLogger(__name__)
+
+#: seconds between two figure lines in the log (`vcam -v run`)
+REPORT_EVERY_S = 5.0
+#: output frames a run must have sent before its latency is kept for `vcam doctor`
+MIN_FRAMES_MEASURED = 150
 
 SOURCE_HELP = "webcam[:N|NAME] | file:PATH | screen[:N] | demo | auto (default: the webcam if there is one, else demo)"
 SINK_HELP = (
@@ -153,6 +160,13 @@ def apply_overrides(config: Any, args: argparse.Namespace) -> None:
         config.remote.ice_servers = list(args.ice_server)
     if getattr(args, "token", None) is not None:
         config.remote_token = args.token
+    for key in saved_settings(args):  # what the flags set counts as set by the user
+        user_set.mark(key, "cli")
+    if args.size is not None:
+        for key in ("camera.width", "camera.height"):
+            user_set.mark(key, "cli")
+    if args.fps is not None:
+        user_set.mark("camera.fps", "cli")
     # an explicit but empty value is a mistake, never "use the default"
     for flag, value in (("--source", args.source), ("--style", args.style), ("--background", args.background)):
         if value is not None and not value.strip():
@@ -173,6 +187,36 @@ def saved_settings(args: argparse.Namespace) -> dict[str, Any]:
     if args.fps is not None:
         changes["output.fps"] = args.fps
     return changes
+
+
+def latency_line(status: Status) -> str:
+    """One line of figures: content rate, latency, stages, the audio delay to set, the profile."""
+    stages = ", ".join(f"{stage} {ms:.0f}" for stage, ms in status.latency_stages_ms.items())
+    profile = f"; profile {status.profile_settings or status.profile}" if status.profile != "off" else ""
+    return (
+        f"{status.fps_content:.1f} styled fps ({status.fps_out:.0f} sent); "
+        f"latency p50 {status.latency_ms_p50:.0f} ms, p95 {status.latency_ms_p95:.0f} ms ({stages} ms); "
+        f"audio delay to set: {status.audio_delay_ms} ms{profile}"
+    )
+
+
+def keep_measurement(status: Status) -> None:
+    """Keep a run's last latency figures for `vcam doctor` (once it sent styled frames for a while)."""
+    from vcam.latency import Measurement, now_text, save_measurement
+
+    if status.latency_ms_p50 <= 0 or status.frames_out < MIN_FRAMES_MEASURED:
+        return
+    save_measurement(
+        Measurement(
+            status.latency_ms_p50,
+            status.latency_ms_p95,
+            status.fps_content,
+            status.style,
+            status.source,
+            now_text(),
+            "vcam run",
+        )
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -219,18 +263,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"vcam: control API at {endpoint.url}api/ (address and token in {control.path})", file=sys.stderr)
         if args.frames is None:
             print("vcam: running; press Ctrl-C to stop", file=sys.stderr)
+        next_report = time.monotonic() + REPORT_EVERY_S
         while not stop_requested.is_set():
             if runtime.wait(frames=args.frames, timeout=0.2) and args.frames is not None:
                 break
             if not runtime.running:
                 break
+            if time.monotonic() >= next_report:  # `vcam -v run` shows the figures
+                next_report += REPORT_EVERY_S
+                log.info("%s", latency_line(runtime.status()))
     except KeyboardInterrupt:
         log.info("interrupted: stopping")
     finally:
         control.close()
+        last = runtime.status()
         runtime.stop()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+    keep_measurement(last)
     status = runtime.status()
     print(
         f"vcam: sent {status.frames_out} frames (repeated {status.repeated}, dropped {status.dropped})",

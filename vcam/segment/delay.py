@@ -9,19 +9,24 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from vcam.latency import FrameTiming
 
 
 @dataclass(frozen=True)
 class DelayedEntry:
     """One pushed input: the camera image, its mask (None when segmentation is off), its push count
-    and its capture time (monotonic seconds; the runtime measures latency from it)."""
+    its capture time (monotonic seconds) and its `FrameTiming` (the runtime measures latency from them)."""
 
     image: np.ndarray  # [h, w, 3] uint8 RGB
     mask: np.ndarray | None  # [h, w] float32
     index: int  # 0 for the first push after creation or clear()
     timestamp: float = 0.0
+    timing: FrameTiming | None = None
 
 
 class DelayLine:
@@ -40,9 +45,13 @@ class DelayLine:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def push(self, image: np.ndarray, mask: np.ndarray | None, timestamp: float = 0.0) -> None:
+    def push(
+        self, image: np.ndarray, mask: np.ndarray | None, timestamp: float = 0.0, timing: FrameTiming | None = None
+    ) -> None:
         """Remember one input frame and its mask (the oldest entry goes when the line is full)."""
-        self._entries.append(DelayedEntry(image=image, mask=mask, index=self._pushed, timestamp=timestamp))
+        self._entries.append(
+            DelayedEntry(image=image, mask=mask, index=self._pushed, timestamp=timestamp, timing=timing)
+        )
         self._pushed += 1
 
     def get(self, delay: int) -> DelayedEntry | None:

@@ -32,6 +32,27 @@ MAX_FAILED_READS = 5
 FIRST_FRAME_ATTEMPTS = 10
 #: above this many pixels Linux asks for MJPG
 MJPG_ABOVE_PIXELS = 640 * 480
+#: a driver timestamp older than this (seconds) is not on the monotonic clock: the time of read is used
+MAX_DRIVER_TIMESTAMP_AGE_S = 1.0
+
+
+def capture_time(capture: VideoCaptureLike, read_time: float) -> float:
+    """When the frame just read was captured, on `time.monotonic()`'s scale.
+
+    OpenCV's V4L2 backend reports the driver's buffer timestamp as CAP_PROP_POS_MSEC, on CLOCK_MONOTONIC
+    (the clock `time.monotonic()` reads on Linux): it is used when it is plausible, i.e. not after the read
+    and less than `MAX_DRIVER_TIMESTAMP_AGE_S` before it. Other backends report a stream position or
+    nothing there; then the time of the read is the capture time.
+    """
+    import cv2
+
+    try:
+        driver = float(capture.get(cv2.CAP_PROP_POS_MSEC)) / 1000
+    except Exception:  # a backend that cannot answer: the time of read
+        return read_time
+    if 0.0 <= read_time - driver <= MAX_DRIVER_TIMESTAMP_AGE_S:
+        return driver
+    return read_time
 
 
 def _fourcc_text(value: float) -> str:
@@ -233,7 +254,7 @@ class WebcamSource(Source):
                         "sending frames: unplugged or taken by another application"
                     )
                 time.sleep(0.01)
-        timestamp = time.monotonic()
+        timestamp = capture_time(self._capture, time.monotonic())
         rgb = _to_rgb(np.asarray(image))
         self._size = (int(rgb.shape[1]), int(rgb.shape[0]))
         frame = Frame(image=rgb, timestamp=timestamp, index=self._index)

@@ -20,7 +20,7 @@ import numpy as np
 
 from vcam.errors import ConfigError
 from vcam.frame import check_image
-from vcam.model.tiny import TINY_T_INDEX_LIST
+from vcam.model.tiny import TINY_HEIGHT, TINY_T_INDEX_LIST, TINY_WIDTH
 from vcam.styles import TINY_STYLE_NAME
 from vcam.translators.base import Translator
 
@@ -194,6 +194,7 @@ class Live2DiffTranslator(Translator):
         size: tuple[int, int] | None = None,
         pool: ModelPool | None = None,
         settings: RunSettings | None = None,
+        overrides: dict[str, Any] | None = None,
     ) -> Live2DiffTranslator:
         """Load the diffusion style whose local weights are `paths` (from the model store).
 
@@ -201,23 +202,26 @@ class Live2DiffTranslator(Translator):
         `size` (width, height), by default the base model's native size (its UNet's sample_size x 8: 512 for
         SD1.5) shaped to the output's aspect (512x288 for 1280x720); camera frames are fitted to it and the
         output scaled back. Models come from `pool` (the process's shared pool by default): a style on models
-        already loaded for another style shares them. What the user set in `settings` (prompt, strength, noise,
-        VAE, compile) overrides the style's own.
+        already loaded for another style shares them. `overrides` replace `PipelineSpec` fields (a profile's
+        `t_index_list` and `vae`); what the user set in `settings` (prompt, strength, noise, VAE, compile)
+        overrides both the style's own and the profile's.
         """
         from vcam.model.pool import shared_pool
 
         if size is None:
             size = model_size_for_output(native_model_size(paths.base), config.output.width, config.output.height)
         width, height = size
-        overrides = settings.spec_overrides(paths.name) if settings is not None else {}
-        if overrides.get("compile"):
+        spec_overrides = dict(overrides or {})
+        if settings is not None:
+            spec_overrides.update(settings.spec_overrides(paths.name))  # the user's values win
+        if spec_overrides.get("compile"):
             from vcam.model.loading import resolve_device
 
             device = resolve_device(config.models.device)
             if device.type != "cuda":
                 log.warning("models.compile applies on CUDA only: running %s without it on %s", paths.name, device)
-                overrides["compile"] = False
-        spec = pipeline_spec(paths, seed=config.style.seed, width=width, height=height, **overrides)
+                spec_overrides["compile"] = False
+        spec = pipeline_spec(paths, seed=config.style.seed, width=width, height=height, **spec_overrides)
         pool = pool or shared_pool()
         lease = pool.acquire(spec, device=config.models.device, dtype=config.models.dtype)
         return cls(lease.pipeline, name=paths.name, on_close=lease.release, pool=pool, settings=settings)
@@ -296,13 +300,16 @@ def build_tiny_translator(
     t_index_list: Sequence[int] = TINY_T_INDEX_LIST,
     fit: str = "crop",
     settings: RunSettings | None = None,
+    size: tuple[int, int] = (TINY_WIDTH, TINY_HEIGHT),
+    vae: str = "kl",
 ) -> Translator:
     """The "tiny-random" style: a `Live2DiffTranslator` over `vcam.model.tiny.build_tiny_pipeline(seed)`, with
     what the user set in `settings` (prompt, strength, noise, VAE; compile does not apply on the CPU)."""
     from vcam.model.tiny import build_tiny_pipeline
 
-    overrides = settings.spec_overrides(TINY_STYLE_NAME) if settings is not None else {}
+    overrides: dict[str, Any] = {"t_index_list": t_index_list, "width": size[0], "height": size[1], "vae": vae}
+    if settings is not None:
+        overrides.update(settings.spec_overrides(TINY_STYLE_NAME))  # the user's values win
     overrides.pop("compile", None)
-    overrides.setdefault("t_index_list", t_index_list)
     pipeline = build_tiny_pipeline(seed=seed, **overrides)
     return Live2DiffTranslator(pipeline, name=TINY_STYLE_NAME, fit=fit, settings=settings)

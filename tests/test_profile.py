@@ -1,0 +1,209 @@
+"""The auto profile: the ladder of settings, the precedence of what the user set, the load-time measurement and
+its cache, and the adaptive loop under a scripted load (a fake model whose cost follows the settings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.fakes.clock import ManualClock
+from tests.waiting import wait_for
+from vcam.config import config_from_dict
+from vcam.errors import ConfigError
+from vcam.profile import (
+    DOWN_AFTER_S,
+    MEASURE_CALLS,
+    UP_AFTER_S,
+    MeasurementCache,
+    ProfileController,
+    ProfileSettings,
+    StyleKnobs,
+    build_ladder,
+    pinned_knobs,
+    t_index_list_for_steps,
+)
+from vcam.runtime import Runtime
+from vcam.sinks.null import NullSink
+from vcam.sources.demo import DemoSource
+from vcam.translators.base import Translator
+
+STYLE = "sketchy"
+DEFAULT = ProfileSettings(2, 512, 288, "taesd")
+TARGET = 15.0
+SOURCE_FPS = 30.0
+#: seconds between two judgements (the runtime judges every 15 output ticks: 0.5 s at 30 fps)
+STEP_S = 0.5
+#: seconds a reload takes before the new settings are live
+LOAD_S = 1.0
+
+
+class FakeModel(Translator):
+    """A model at some settings (it only remembers them; the simulation times it)."""
+
+    name = STYLE
+
+    def __init__(self, settings: ProfileSettings | None) -> None:
+        self.settings = settings
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        return image
+
+
+def controller(tmp_path: Path, capacity: float | None, mode: str = "auto") -> ProfileController:
+    cache = MeasurementCache(tmp_path / "profiles.json")
+    made = ProfileController(
+        mode,
+        lambda style, settings: FakeModel(settings),
+        lambda style: StyleKnobs(DEFAULT) if style == STYLE else None,
+        target_fps=TARGET,
+        cache=cache,
+    )
+    if capacity is not None:
+        cache.put(f"cpu|{STYLE}|{build_ladder(StyleKnobs(DEFAULT))[0].id}", capacity, DEFAULT.id)
+    return made
+
+
+def simulate(profile: ProfileController, capacity_at: dict[float, float], seconds: float) -> list[str]:
+    """Run a camera whose model's time per frame is its rung's cost / capacity (`capacity_at`: from a time on), the
+    content rate capped by the camera's 30 fps; each change reloads after `LOAD_S`. Returns the rungs switched to."""
+    live = profile.load(STYLE, None, [np.zeros((8, 8, 3), np.uint8)])
+    profile.on_swap(live, 0.0)
+    pending: tuple[float, Translator] | None = None
+    now = 0.0
+    while now < seconds:
+        now = round(now + STEP_S, 6)
+        if pending is not None and now >= pending[0]:
+            profile.on_swap(pending[1], now)
+            live, pending = pending[1], None
+        capacity = capacity_at[max(t for t in capacity_at if t <= now)]
+        settings = live.settings if isinstance(live, FakeModel) and live.settings else DEFAULT
+        call_ms = 1000 * settings.cost() / capacity
+        fps = min(SOURCE_FPS, 1000 / call_ms)
+        change = profile.observe(now, fps, steady=pending is None, call_ms=call_ms)
+        if change is not None:
+            pending = (now + LOAD_S, profile.load(STYLE, change, []))
+    return [rung for _, rung, _ in profile.changes]
+
+
+def test_fewer_steps_keep_the_strength() -> None:
+    assert t_index_list_for_steps((30, 40), 1) == (30,)
+    assert t_index_list_for_steps((30, 40), 2) == (30, 40)
+    assert t_index_list_for_steps((20, 30, 40, 45), 2) == (20, 45)
+    assert t_index_list_for_steps((20, 30, 40, 45), 3) == (20, 32, 45)
+    assert t_index_list_for_steps((45, 49), 1) == (45,)
+
+
+def test_the_ladder_goes_from_best_to_fastest_and_keeps_what_the_user_set() -> None:
+    ladder = [rung.id for rung in build_ladder(StyleKnobs(DEFAULT))]
+    assert ladder == ["t2-512x288-kl", "t2-512x288-taesd", "t2-448x256-taesd", "t1-448x256-taesd", "t1-384x216-taesd"]
+    costs = [rung.cost() for rung in build_ladder(StyleKnobs(DEFAULT))]
+    assert costs == sorted(costs, reverse=True)
+    steps_pinned = [rung.id for rung in build_ladder(StyleKnobs(DEFAULT, frozenset({"steps"})))]
+    assert steps_pinned == ["t2-512x288-kl", "t2-512x288-taesd", "t2-448x256-taesd", "t2-384x216-taesd"]
+    all_pinned = build_ladder(StyleKnobs(DEFAULT, frozenset({"steps", "size", "vae"})))
+    assert all_pinned == [DEFAULT]
+
+
+def test_the_config_records_what_the_user_set_and_checks_the_profile() -> None:
+    config = config_from_dict(
+        {"style": {"name": STYLE, "profile": "auto"}, "styles": {STYLE: {"t_index_list": [25, 35]}}}
+    )
+    assert {"style.name", "style.profile", f"styles.{STYLE}.t_index_list"} <= config.user_set.as_dict().keys()
+    assert "output.fps" not in config.user_set
+    assert pinned_knobs(config.user_set, STYLE) == {"steps"}
+    assert pinned_knobs(config.user_set, "other") == frozenset()
+    assert config_from_dict({"style": {"profile": "t1-448x256-taesd"}}).style.profile == "t1-448x256-taesd"
+    for bad in ("fast", "t9-448x256-taesd", "t1-450x256-taesd", "t1-448x256-vqgan"):
+        with pytest.raises(ConfigError, match="style.profile"):
+            config_from_dict({"style": {"profile": bad}})
+    with pytest.raises(ConfigError, match="output.delay_ms"):
+        config_from_dict({"output": {"delay_ms": 5000}})
+
+
+def test_a_scripted_slowdown_gives_exactly_the_expected_changes(tmp_path: Path) -> None:
+    """At 20 fps on the style's own settings (t2-512x288-taesd), the model slows to half at 30 s, to a quarter at
+    60 s and recovers at 90 s. The profile drops to the best rung predicted to hold 15 fps, then to the fastest,
+    and after 10 s of headroom goes back to the best rung that holds (a rung left for being too slow is retried only
+    with 1.25x the capacity it was left at)."""
+    capacity = 20 * DEFAULT.cost()
+    profile = controller(tmp_path, capacity)
+    changes = simulate(profile, {0.0: capacity, 30.0: capacity / 2, 60.0: capacity / 4, 90.0: capacity}, 200)
+    assert changes == ["t1-448x256-taesd", "t1-384x216-taesd", "t2-512x288-taesd"]
+    times = [when for when, _, _ in profile.changes]
+    assert 30 + DOWN_AFTER_S <= times[0] <= 30 + DOWN_AFTER_S + 2 * STEP_S  # under for a few seconds, not at once
+    assert 60 + DOWN_AFTER_S <= times[1] <= 60 + DOWN_AFTER_S + 2 * STEP_S
+    assert 90 + UP_AFTER_S <= times[2] <= 90 + UP_AFTER_S + 2 * STEP_S
+
+
+@pytest.mark.parametrize("load", [6.0, 11.0, 17.0, 24.0, 40.0, 80.0])
+@pytest.mark.parametrize("measured_error", [0.7, 1.0, 1.4])
+def test_a_constant_load_changes_the_profile_at_most_once(tmp_path: Path, load: float, measured_error: float) -> None:
+    """`load`: the fps the style's own settings would run at; the load-time measurement was off by
+    `measured_error`. Whatever the start, one change at most reaches a rung that holds, and it stays."""
+    capacity = load * DEFAULT.cost()
+    profile = controller(tmp_path, capacity * measured_error)
+    changes = simulate(profile, {0.0: capacity}, 300)
+    assert len(changes) <= 1, profile.changes
+    if measured_error == 1.0:
+        assert changes == []  # an accurate measurement starts at the right rung
+
+
+def test_the_load_time_measurement_is_cached_per_device_and_style(tmp_path: Path) -> None:
+    """No cached figure: the style is loaded at its own settings, timed for a few calls on the camera's frames (a
+    model that takes 1/12 s per call at that cost), and the best rung predicted to hold 15 fps is loaded."""
+    clock = ManualClock(auto_advance=True)
+    loads: list[ProfileSettings | None] = []
+
+    class TimedModel(FakeModel):
+        def __call__(self, image: np.ndarray) -> np.ndarray:
+            clock.wait(1 / 12)
+            return image
+
+    def load(style: str, settings: ProfileSettings | None) -> Translator:
+        loads.append(settings)
+        return TimedModel(settings)
+
+    cache = MeasurementCache(tmp_path / "profiles.json")
+    profile = ProfileController(
+        "auto", load, lambda style: StyleKnobs(DEFAULT), target_fps=TARGET, cache=cache, clock=clock
+    )
+    frames = [np.zeros((8, 8, 3), np.uint8)] * 4
+    translator = profile.load(STYLE, None, frames)
+    capacity = 12 * DEFAULT.cost()
+    assert clock.waits == [1 / 12] * MEASURE_CALLS
+    assert cache.get(f"cpu|{STYLE}|t2-512x288-kl") == pytest.approx(capacity)
+    expected = next(rung for rung in build_ladder(StyleKnobs(DEFAULT)) if capacity / rung.cost() >= 16.5)
+    assert loads == [DEFAULT, expected] and isinstance(translator, FakeModel) and translator.settings == expected
+    again = ProfileController("auto", load, lambda style: StyleKnobs(DEFAULT), target_fps=TARGET, cache=cache)
+    again.load(STYLE, None, frames)
+    assert loads[2:] == [expected]  # from the cache: no measurement
+
+
+def test_set_profile_pins_a_rung_through_the_style_switch(tmp_path: Path) -> None:
+    loaded: list[ProfileSettings | None] = []
+
+    def load(style: str, settings: ProfileSettings | None) -> Translator:
+        loaded.append(settings)
+        return FakeModel(settings)
+
+    profile = ProfileController(
+        "off", load, lambda style: StyleKnobs(DEFAULT) if style == STYLE else None, cache=MeasurementCache(tmp_path)
+    )
+    runtime = Runtime(DemoSource(64, 48, 30), [NullSink()], width=64, height=48, fps=30, style=STYLE, profile=profile)
+    runtime.start()
+    try:
+        wait_for(lambda: runtime.status().style == STYLE, what="the style")
+        assert (runtime.status().profile, runtime.status().profile_settings) == ("off", "")
+        runtime.set_profile("t1-384x216-taesd")
+        wait_for(lambda: runtime.status().profile_settings == "t1-384x216-taesd", what="the pinned profile")
+        assert runtime.status().profile == "t1-384x216-taesd" and runtime.status().style == STYLE
+        with pytest.raises(ConfigError, match="style.profile"):
+            runtime.set_profile("fastest")
+        runtime.set_style("passthrough")  # a look without knobs: no profile applies
+        wait_for(lambda: runtime.status().style == "passthrough", what="passthrough")
+        assert runtime.status().profile_settings == ""
+    finally:
+        runtime.stop()
+    assert loaded == [None, ProfileSettings.parse("t1-384x216-taesd"), None]  # passthrough: loaded as it is
