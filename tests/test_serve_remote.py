@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,43 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.serve_process import TOKEN, ServerProcess, free_port, post
 from tests.waiting import wait_until
 
 pytest.importorskip("aiortc")
-
-TOKEN = "test-token-0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class ServerProcess:
-    def __init__(self, home: Path, port: int) -> None:
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "VCAM_HOME": str(home), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-        self.log = home / f"serve-{port}-{time.monotonic_ns()}.log"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "vcam", "serve", "--port", str(port), "--token", TOKEN, "--style", "tiny-random"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=self.log.open("w"),
-        )
-        assert wait_until(self._up, timeout=120), self.log.read_text()
-
-    def _up(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.url + "/", timeout=2) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
 
 
 @pytest.fixture
@@ -60,18 +22,6 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
     running = ServerProcess(tmp_path, free_port())
     yield running
     running.stop()
-
-
-def post(url: str, body: bytes, token: str | None, content_type: str = "application/sdp") -> tuple[int, str]:
-    headers = {"Content-Type": content_type}
-    if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return int(response.status), response.read().decode()
-    except urllib.error.HTTPError as error:
-        return int(error.code), error.read().decode()
 
 
 def test_wrong_or_missing_token_is_401_and_bad_sdp_is_400(server: ServerProcess) -> None:
