@@ -78,6 +78,16 @@ def test_client_gets_styled_frames_and_reconnects_after_a_server_restart(tmp_pat
             assert min(np.abs(image.astype(int) - frame.astype(int)).mean() for frame in frames) > 10
         assert translator.problem is None
 
+        connection = translator.connection  # strength over the data channel, then the status shows the steps
+        assert connection.server_status["t_index_list"] == [30, 40]
+        connection.control({"strength": 0.8})
+        assert wait_until(lambda: connection.server_status.get("t_index_list") == [10, 40], 30)
+        assert connection.server_status["strength"] == 0.8
+        assert len(drive(translator, frames, until=5, timeout=120)) == 5  # styled frames on the new steps
+        connection.control({"t_index_list": [40, 30]})
+        assert wait_until(lambda: connection.server_error is not None, 30)
+        assert "t_index_list = [40, 30] is not allowed" in str(connection.server_error)
+
         server.stop()  # the server goes away: plain frames, a clear problem, no stall
         assert wait_until(lambda: translator.problem is not None and "unavailable" in translator.problem, 30)
         assert translator(frames[0]) is frames[0]  # the plain look, at once
@@ -89,6 +99,22 @@ def test_client_gets_styled_frames_and_reconnects_after_a_server_restart(tmp_pat
         assert translator.connection.connects >= 2
     finally:
         translator.close()
+        server.stop()
+
+
+def test_a_killed_client_is_dropped_freed_and_the_next_one_served(tmp_path: Path) -> None:
+    """SIGKILLed clients (no DELETE, no DTLS close): the idle watchdog drops each, the next is served (one
+    client at most), and the server's memory settles (`vcam bench serve --cycles 50` runs the long version)."""
+    from vcam.bench.serve_cycles import connect_kill_cycles
+
+    server = ServerProcess(tmp_path, free_port(), extra=("--max-clients", "1", "--idle-timeout", "2"))
+    try:
+        figures = connect_kill_cycles(server.url, TOKEN, server.process.pid, cycles=4, drop_timeout=60)
+        assert len(figures.drop_s) == 4  # each client was served, so the one killed before it had been freed
+        first, last = figures.rss_kib[0], figures.rss_kib[-1]
+        assert abs(last - first) / first < 0.05, figures.rss_kib
+        assert server.process.poll() is None
+    finally:
         server.stop()
 
 
@@ -165,6 +191,9 @@ async def _whip_and_whep(url: str) -> None:
     delete = urllib.request.Request(url + location, method="DELETE", headers={"Authorization": f"Bearer {TOKEN}"})
     with await loop.run_in_executor(None, lambda: urllib.request.urlopen(delete, timeout=30)) as done:
         assert done.status == 200
+    assert len(whep.removeprefix("/whep/")) == 43  # secrets.token_urlsafe(32)
+    status, _ = await loop.run_in_executor(None, post, url + whep, viewer.localDescription.sdp.encode(), TOKEN)
+    assert status == 404  # the WHEP resource went with its publisher
     feeding = False
     await feeder
     await viewer.close()

@@ -53,6 +53,7 @@ class RemoteConnection:
         self.problem: str | None = "connecting"
         self.connected = False
         self.server_status: dict[str, Any] = {}
+        self.server_error: str | None = None  # the last error message the server sent on the data channel
         self.connects = 0
         self._lock = threading.Lock()
         self._newest: tuple[np.ndarray, int] | None = None
@@ -92,7 +93,7 @@ class RemoteConnection:
         return newest
 
     def control(self, message: dict[str, Any]) -> None:
-        """Send a control message (style, prompt) when connected."""
+        """Send a control message (style, prompt, strength, t_index_list: `vcam.serve.control`) when connected."""
         self._loop.call_soon_threadsafe(self._send_control, message)
 
     # -- the loop --------------------------------------------------------------------------------------------
@@ -201,7 +202,8 @@ class RemoteConnection:
         if data.get("type") == "status":
             self.server_status = data
         elif data.get("type") == "error":
-            log.warning("remote server: %s", data.get("message"))
+            self.server_error = str(data.get("message"))
+            log.warning("remote server: %s", self.server_error)
 
     def _send_control(self, message: dict[str, Any]) -> None:
         channel = getattr(self, "_channel", None)
