@@ -133,6 +133,7 @@ class RemoteConnection:
 
         pc = RTCPeerConnection(rtc_configuration(self.ice_servers))
         resource: str | None = None
+        receivers: list[asyncio.Task[None]] = []
         self._channel: Any = None
         try:
             track = FrameQueueTrack.create(self._loop)
@@ -146,7 +147,7 @@ class RemoteConnection:
             @pc.on("track")
             def on_track(remote_track: Any) -> None:
                 if remote_track.kind == "video":
-                    asyncio.ensure_future(self._receive(remote_track, ended))
+                    receivers.append(asyncio.ensure_future(self._receive(remote_track, ended)))
 
             await pc.setLocalDescription(await pc.createOffer())
             loop = asyncio.get_running_loop()
@@ -165,6 +166,9 @@ class RemoteConnection:
         finally:
             self.connected = False
             self._track = None
+            for receiver in receivers:
+                receiver.cancel()
+            await asyncio.gather(*receivers, return_exceptions=True)  # none left pending when the loop closes
             await pc.close()
             if resource is not None:
                 await asyncio.get_running_loop().run_in_executor(None, self._delete, resource)
