@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from typing import Any
 
 #: the browser's command, or None where it is not installed (tests skip with a reason)
@@ -22,7 +23,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shuti
 class Chromium:
     """One headless browser process; use as a context manager."""
 
-    def __init__(self) -> None:
+    def __init__(self, extra_args: Sequence[str] = ()) -> None:
+        """`extra_args`: more command-line switches (fake camera, WebRTC policies)."""
         if CHROMIUM is None:
             raise RuntimeError("chromium is not installed")
         self._profile = tempfile.TemporaryDirectory(prefix="vcam-chromium-")
@@ -48,6 +50,7 @@ class Chromium:
                 "--disable-background-timer-throttling",
                 "--disable-renderer-backgrounding",
                 f"--user-data-dir={self._profile.name}",
+                *extra_args,
                 "about:blank",
             ],
             stdin=subprocess.DEVNULL,

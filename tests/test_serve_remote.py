@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,43 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.serve_process import TOKEN, ServerProcess, free_port, post
 from tests.waiting import wait_until
 
 pytest.importorskip("aiortc")
-
-TOKEN = "test-token-0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class ServerProcess:
-    def __init__(self, home: Path, port: int) -> None:
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "VCAM_HOME": str(home), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-        self.log = home / f"serve-{port}-{time.monotonic_ns()}.log"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "vcam", "serve", "--port", str(port), "--token", TOKEN, "--style", "tiny-random"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=self.log.open("w"),
-        )
-        assert wait_until(self._up, timeout=120), self.log.read_text()
-
-    def _up(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.url + "/", timeout=2) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
 
 
 @pytest.fixture
@@ -60,18 +22,6 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
     running = ServerProcess(tmp_path, free_port())
     yield running
     running.stop()
-
-
-def post(url: str, body: bytes, token: str | None, content_type: str = "application/sdp") -> tuple[int, str]:
-    headers = {"Content-Type": content_type}
-    if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return int(response.status), response.read().decode()
-    except urllib.error.HTTPError as error:
-        return int(error.code), error.read().decode()
 
 
 def test_wrong_or_missing_token_is_401_and_bad_sdp_is_400(server: ServerProcess) -> None:
@@ -128,6 +78,16 @@ def test_client_gets_styled_frames_and_reconnects_after_a_server_restart(tmp_pat
             assert min(np.abs(image.astype(int) - frame.astype(int)).mean() for frame in frames) > 10
         assert translator.problem is None
 
+        connection = translator.connection  # strength over the data channel, then the status shows the steps
+        assert connection.server_status["t_index_list"] == [30, 40]
+        connection.control({"strength": 0.8})
+        assert wait_until(lambda: connection.server_status.get("t_index_list") == [10, 40], 30)
+        assert connection.server_status["strength"] == 0.8
+        assert len(drive(translator, frames, until=5, timeout=120)) == 5  # styled frames on the new steps
+        connection.control({"t_index_list": [40, 30]})
+        assert wait_until(lambda: connection.server_error is not None, 30)
+        assert "t_index_list = [40, 30] is not allowed" in str(connection.server_error)
+
         server.stop()  # the server goes away: plain frames, a clear problem, no stall
         assert wait_until(lambda: translator.problem is not None and "unavailable" in translator.problem, 30)
         assert translator(frames[0]) is frames[0]  # the plain look, at once
@@ -139,6 +99,22 @@ def test_client_gets_styled_frames_and_reconnects_after_a_server_restart(tmp_pat
         assert translator.connection.connects >= 2
     finally:
         translator.close()
+        server.stop()
+
+
+def test_a_killed_client_is_dropped_freed_and_the_next_one_served(tmp_path: Path) -> None:
+    """SIGKILLed clients (no DELETE, no DTLS close): the idle watchdog drops each, the next is served (one
+    client at most), and the server's memory settles (`vcam bench serve --cycles 50` runs the long version)."""
+    from vcam.bench.serve_cycles import connect_kill_cycles
+
+    server = ServerProcess(tmp_path, free_port(), extra=("--max-clients", "1", "--idle-timeout", "2"))
+    try:
+        figures = connect_kill_cycles(server.url, TOKEN, server.process.pid, cycles=4, drop_timeout=60)
+        assert len(figures.drop_s) == 4  # each client was served, so the one killed before it had been freed
+        first, last = figures.rss_kib[0], figures.rss_kib[-1]
+        assert abs(last - first) / first < 0.05, figures.rss_kib
+        assert server.process.poll() is None
+    finally:
         server.stop()
 
 
@@ -215,6 +191,9 @@ async def _whip_and_whep(url: str) -> None:
     delete = urllib.request.Request(url + location, method="DELETE", headers={"Authorization": f"Bearer {TOKEN}"})
     with await loop.run_in_executor(None, lambda: urllib.request.urlopen(delete, timeout=30)) as done:
         assert done.status == 200
+    assert len(whep.removeprefix("/whep/")) == 43  # secrets.token_urlsafe(32)
+    status, _ = await loop.run_in_executor(None, post, url + whep, viewer.localDescription.sdp.encode(), TOKEN)
+    assert status == 404  # the WHEP resource went with its publisher
     feeding = False
     await feeder
     await viewer.close()

@@ -38,6 +38,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a number above 0")
+    return value
+
+
 def require(condition: bool, message: str) -> None:
     """Raise UserError(message) unless condition (for checks on user input; never `assert`)."""
     if not condition:

@@ -9,7 +9,8 @@ import sys
 import threading
 from typing import Any
 
-from vcam.commands.common import add_config_argument, load_config_from_args, positive_int
+from vcam.commands.common import add_config_argument, load_config_from_args, positive_float, positive_int
+from vcam.serve import IDLE_TIMEOUT_S
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,13 @@ def add_parser(subparsers: Any) -> None:
         "--ice-server", metavar="URL", action="append", default=[], help="stun:HOST[:PORT] or turn:USER:PASS@HOST"
     )
     parser.add_argument("--no-batch", action="store_true", help="one UNet call per client (no stacking)")
+    parser.add_argument(
+        "--idle-timeout",
+        type=positive_float,
+        default=IDLE_TIMEOUT_S,
+        metavar="S",
+        help=f"drop a client that sends no frame for S seconds (default {IDLE_TIMEOUT_S:g})",
+    )
     add_config_argument(parser)
     parser.set_defaults(handler=serve)
 
@@ -82,6 +90,7 @@ def serve(args: argparse.Namespace) -> int:
         certfile=args.cert,
         keyfile=args.key,
         batch=not args.no_batch,
+        idle_timeout_s=args.idle_timeout,
     )
     server = RemoteServer(options, Engine(factory, max_clients=args.max_clients, batch=options.batch))
     server.start()

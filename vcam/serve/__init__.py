@@ -8,3 +8,7 @@
 - `client`: the laptop side's connection, used by `vcam.translators.remote.RemoteTranslator`;
 - `token`: the access token and its 0600 files.
 """
+
+#: seconds a client may send no frame before the server drops it and frees its state (its process killed,
+#: its network gone: ICE consent and RTCP stop with the frames); `vcam serve --idle-timeout`
+IDLE_TIMEOUT_S = 6.0

@@ -53,6 +53,7 @@ class RemoteConnection:
         self.problem: str | None = "connecting"
         self.connected = False
         self.server_status: dict[str, Any] = {}
+        self.server_error: str | None = None  # the last error message the server sent on the data channel
         self.connects = 0
         self._lock = threading.Lock()
         self._newest: tuple[np.ndarray, int] | None = None
@@ -92,7 +93,7 @@ class RemoteConnection:
         return newest
 
     def control(self, message: dict[str, Any]) -> None:
-        """Send a control message (style, prompt) when connected."""
+        """Send a control message (style, prompt, strength, t_index_list: `vcam.serve.control`) when connected."""
         self._loop.call_soon_threadsafe(self._send_control, message)
 
     # -- the loop --------------------------------------------------------------------------------------------
@@ -132,6 +133,7 @@ class RemoteConnection:
 
         pc = RTCPeerConnection(rtc_configuration(self.ice_servers))
         resource: str | None = None
+        receivers: list[asyncio.Task[None]] = []
         self._channel: Any = None
         try:
             track = FrameQueueTrack.create(self._loop)
@@ -145,7 +147,7 @@ class RemoteConnection:
             @pc.on("track")
             def on_track(remote_track: Any) -> None:
                 if remote_track.kind == "video":
-                    asyncio.ensure_future(self._receive(remote_track, ended))
+                    receivers.append(asyncio.ensure_future(self._receive(remote_track, ended)))
 
             await pc.setLocalDescription(await pc.createOffer())
             loop = asyncio.get_running_loop()
@@ -164,6 +166,9 @@ class RemoteConnection:
         finally:
             self.connected = False
             self._track = None
+            for receiver in receivers:
+                receiver.cancel()
+            await asyncio.gather(*receivers, return_exceptions=True)  # none left pending when the loop closes
             await pc.close()
             if resource is not None:
                 await asyncio.get_running_loop().run_in_executor(None, self._delete, resource)
@@ -201,7 +206,8 @@ class RemoteConnection:
         if data.get("type") == "status":
             self.server_status = data
         elif data.get("type") == "error":
-            log.warning("remote server: %s", data.get("message"))
+            self.server_error = str(data.get("message"))
+            log.warning("remote server: %s", self.server_error)
 
     def _send_control(self, message: dict[str, Any]) -> None:
         channel = getattr(self, "_channel", None)

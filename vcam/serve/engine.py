@@ -8,12 +8,14 @@ A client whose style fails is told so (its `error`) and keeps getting its own fr
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from vcam.errors import RemoteError
+from vcam.serve.control import BadControl, t_index_list_for_strength
 from vcam.serve.streams import ClientStream, StyledFrame, StyleState
 
 if TYPE_CHECKING:
@@ -46,11 +48,14 @@ class StyleFactory:
 
         find_style(name, self.config)
 
-    def make(self, name: str) -> StyleState:
+    def make(self, name: str, t_index_list: tuple[int, ...] | None = None) -> StyleState:
+        """A new stream state on style `name`; `t_index_list` replaces a diffusion style's own steps."""
         from vcam.styles import find_style
         from vcam.translators.classic import CLASSIC_STYLES
 
         if name == "passthrough" or name in CLASSIC_STYLES:
+            if t_index_list is not None:
+                raise BadControl(f"style {name!r} is not a diffusion style: it has no strength or t_index_list")
             from vcam.styles import load_translator
 
             return StyleState(name=name, translator=load_translator(name, self.config))
@@ -63,13 +68,21 @@ class StyleFactory:
                     from vcam.model.tiny import build_tiny_pipeline
 
                     self._tiny = build_tiny_pipeline(seed=self.config.style.seed)
-                pipeline = self._tiny.sibling()
+                if t_index_list is None:
+                    pipeline = self._tiny.sibling()
+                else:
+                    from vcam.model.scheduler import build_stream_schedule
+
+                    pipeline = self._tiny.sibling(schedule=build_stream_schedule(t_index_list))
             return StyleState(name=name, pipeline=pipeline, fitter=FrameFitter(pipeline.width, pipeline.height))
         from vcam.store.store import ModelStore
         from vcam.translators.live2diff import Live2DiffTranslator
 
         store = ModelStore.from_config(self.config, strict=False)
-        translator = Live2DiffTranslator.from_style(store.path(name), self.config)
+        paths = store.path(name)
+        if t_index_list is not None:
+            paths = dataclasses.replace(paths, t_index_list=t_index_list)  # the pool shares the UNet still
+        translator = Live2DiffTranslator.from_style(paths, self.config)
         return StyleState(name=name, pipeline=translator.pipeline, translator=translator, fitter=translator.fitter)
 
 
@@ -120,17 +133,35 @@ class Engine:
             stream.close()
             log.info("client %s left; %d clients", client_id[:8], len(self._clients))
 
-    def set_style(self, client_id: str, name: str) -> None:
-        """Switch one client's style (loads now: call it off the network loop)."""
+    def set_style(self, client_id: str, name: str, t_index_list: tuple[int, ...] | None = None) -> StyleState:
+        """Switch one client's style (loads now: call it off the network loop); it takes effect at the client's
+        next step. `t_index_list`: other steps than the style's own. Returns the new state."""
         self.factory.check(name)
-        state = self.factory.make(name)
-        with self._lock:
-            stream = self._clients.get(client_id)
-            if stream is None:
-                state.close()
-                return
-            old, stream.style = stream.style, state
-        old.close()
+        state = self.factory.make(name, t_index_list)
+        stream = self.client(client_id)
+        if stream is None:
+            state.close()
+            return state
+        stream.replace_style(state)
+        return state
+
+    def set_steps(
+        self, client_id: str, strength: float | None = None, t_index_list: tuple[int, ...] | None = None
+    ) -> StyleState:
+        """Restart one client's diffusion style with a `strength` or a `t_index_list` (its prompt kept)."""
+        stream = self.client(client_id)
+        if stream is None:
+            raise BadControl("this client is gone")
+        current = stream.style
+        if current.pipeline is None:
+            raise BadControl(f"style {current.name!r} is not a diffusion style: it has no strength or t_index_list")
+        if strength is not None:
+            t_index_list = t_index_list_for_strength(strength, current.pipeline.schedule.t_index_list)
+        state = self.factory.make(current.name, t_index_list)
+        if state.pipeline is not None and state.pipeline.prompt != current.pipeline.prompt:
+            state.pipeline.set_prompt(current.pipeline.prompt, background=False)  # not warmed up yet: at once
+        stream.replace_style(state)
+        return state
 
     def client(self, client_id: str) -> ClientStream | None:
         with self._lock:

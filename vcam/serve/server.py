@@ -8,6 +8,7 @@ no detail):
 - `POST /whep/KEY`: pull the styled video of one published stream; KEY is unguessable and returned to its
   publisher only (`Link: </whep/KEY>; rel="vcam-whep"`).
 - `DELETE` on a resource URL (the `Location` of a 201 answer) ends it.
+- `GET /status`: the server's clients as JSON (how many, the most, the default style), for monitoring.
 - `GET /`: the page that sends the browser's camera and shows it styled.
 
 The stdlib's threading HTTP server answers requests; the peer connections live on one asyncio loop in its
@@ -30,6 +31,8 @@ from importlib import resources
 from typing import Any
 
 from vcam.errors import UserError
+from vcam.serve import IDLE_TIMEOUT_S
+from vcam.serve.control import ControlRequest, parse_control
 from vcam.serve.engine import Engine, TooManyClients
 from vcam.serve.rtc import (
     MAX_SDP_BYTES,
@@ -45,13 +48,13 @@ from vcam.serve.token import tokens_match
 
 log = logging.getLogger(__name__)
 
-#: seconds a client may send no frame before it is dropped (ICE consent or RTCP gone)
-IDLE_TIMEOUT_S = 6.0
 #: seconds a new connection may take to send its first frame
 FIRST_FRAME_TIMEOUT_S = 30.0
 #: seconds an offer may take to answer (a style that loads counts)
 ANSWER_TIMEOUT_S = 300.0
 STATUS_INTERVAL_S = 1.0
+#: random bytes in a resource URL's key (a session, a WHEP stream): unguessable, 43 URL-safe characters
+RESOURCE_KEY_BYTES = 32
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
@@ -79,7 +82,7 @@ class Session:
         self.stream: ClientStream | None = None
         self.output_tracks: list[Any] = []  # tracks that send this session's styled frames
         self.viewers: dict[str, Session] = {}
-        self.whep_key = secrets.token_urlsafe(24) if kind != "whep" else ""
+        self.whep_key = secrets.token_urlsafe(RESOURCE_KEY_BYTES) if kind != "whep" else ""
         self.channel: Any = None
         self.created = time.monotonic()
         self.closed = False
@@ -99,6 +102,7 @@ class RemoteServer:
         self._lock = threading.Lock()
         self._http: ThreadingHTTPServer | None = None
         self._http_thread: threading.Thread | None = None
+        self._watchdog_future: Any = None
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -121,7 +125,7 @@ class RemoteServer:
         self.engine.start()
         self._http_thread = threading.Thread(target=self._http.serve_forever, name="vcam-serve-http", daemon=True)
         self._http_thread.start()
-        self.call(self._watchdog(), timeout=None)
+        self._watchdog_future = asyncio.run_coroutine_threadsafe(self._watchdog(), self.loop)
 
     def stop(self) -> None:
         if self._http is not None:
@@ -129,6 +133,8 @@ class RemoteServer:
             self._http.server_close()
         for session in list(self.sessions.values()):
             self.call(self._close(session), timeout=10)
+        if self._watchdog_future is not None:
+            self._watchdog_future.cancel()
         self.engine.stop()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._loop_thread.join(timeout=10)
@@ -161,7 +167,7 @@ class RemoteServer:
             if style is not None:
                 self.engine.factory.check(style)
         pc = RTCPeerConnection(rtc_configuration(self.options.ice_servers))
-        session = Session(secrets.token_urlsafe(24), pc, kind)
+        session = Session(secrets.token_urlsafe(RESOURCE_KEY_BYTES), pc, kind)
         if kind != "whep":
             self._listen(session, pc)  # before setRemoteDescription, which fires the track events
         try:
@@ -233,29 +239,33 @@ class RemoteServer:
 
     def _on_message(self, session: Session, message: Any) -> None:
         try:
-            data = json.loads(message)
-            if not isinstance(data, dict):
-                raise ValueError("not an object")
+            request = parse_control(json.loads(message))
         except ValueError:
             self._send(session, {"type": "error", "message": "control messages are JSON objects"})
             return
-        asyncio.ensure_future(self._control(session, data))
+        except UserError as error:
+            self._send(session, {"type": "error", "message": str(error)})
+            return
+        asyncio.ensure_future(self._control(session, request))
 
-    async def _control(self, session: Session, data: dict[str, Any]) -> None:
+    async def _control(self, session: Session, request: ControlRequest) -> None:
         loop = asyncio.get_running_loop()
+        engine = self.engine
         try:
-            unknown = sorted(set(data) - {"style", "prompt"})
-            if unknown:
-                raise UserError(f"unknown control key(s) {', '.join(unknown)}: use style or prompt")
-            if "style" in data:
-                await loop.run_in_executor(None, self.engine.set_style, session.session_id, str(data["style"]))
-                self._send(session, {"type": "style", "style": str(data["style"])})
-            if "prompt" in data:
+            if request.style is not None:
+                state = await loop.run_in_executor(None, engine.set_style, session.session_id, request.style)
+                self._send(session, {"type": "style", **state.settings()})
+            if request.strength is not None or request.t_index_list is not None:
+                state = await loop.run_in_executor(
+                    None, engine.set_steps, session.session_id, request.strength, request.t_index_list
+                )
+                self._send(session, {"type": "steps", **state.settings()})
+            if request.prompt is not None:
                 pipeline = session.stream.style.pipeline if session.stream is not None else None
                 if pipeline is None:
                     raise UserError("this style has no prompt: choose a diffusion style first")
-                pipeline.set_prompt(str(data["prompt"]))
-                self._send(session, {"type": "prompt", "prompt": str(data["prompt"])})
+                pipeline.set_prompt(request.prompt)
+                self._send(session, {"type": "prompt", "prompt": request.prompt})
         except UserError as error:
             self._send(session, {"type": "error", "message": str(error)})
         except Exception as error:
@@ -273,7 +283,7 @@ class RemoteServer:
             if stream is not None:
                 status = {
                     "type": "status",
-                    "style": stream.style.name,
+                    **stream.style.settings(),
                     "clients": len(self.engine.clients()),
                     "frames_in": stream.frames_in,
                     "frames_out": stream.frames_out,
@@ -326,6 +336,15 @@ class RemoteServer:
             if task is not asyncio.current_task():
                 task.cancel()
         await session.pc.close()
+
+    def status(self) -> dict[str, Any]:
+        """What `GET /status` answers: the clients now, the most at once, the default style."""
+        return {
+            "clients": len(self.engine.clients()),
+            "max_clients": self.engine.max_clients,
+            "style": self.options.style,
+            "batch": self.engine.batch,
+        }
 
     def end(self, session_id: str, kind: str) -> bool:
         """DELETE: end a session of `kind`; False when there is none."""
@@ -402,6 +421,11 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         if self.path.split("?", 1)[0] in ("/", "/index.html"):
             self._reply(200, page_html().encode("utf-8"), "text/html; charset=utf-8")
+            return
+        if self.path.split("?", 1)[0] == "/status":
+            if self._authorized():
+                body = json.dumps(self.server.remote.status()).encode("utf-8")
+                self._reply(200, body, "application/json")
             return
         self._text(404, "not found")
 

@@ -59,6 +59,17 @@ class StyleState:
             if self.on_close is not None:
                 self.on_close()
 
+    def settings(self) -> dict[str, Any]:
+        """What the status message says of the style: its name and, for a diffusion style, its steps."""
+        if self.pipeline is None:
+            return {"style": self.name}
+        schedule = self.pipeline.schedule
+        return {
+            "style": self.name,
+            "t_index_list": list(schedule.t_index_list),
+            "strength": round(schedule.strength, 3),
+        }
+
 
 class ClientStream:
     """One client's stream state; `push` from the network side, `take`/`finish` from the engine thread."""
@@ -80,6 +91,8 @@ class ClientStream:
         self._latencies: deque[float] = deque(maxlen=120)
         self.closed = False
         self.error: str | None = None
+        self._next_style: StyleState | None = None  # a style change, applied by the engine thread
+        self._first_call_of_style = 0  # the call index of the current style's first input
 
     # -- network side ----------------------------------------------------------------------------------------
 
@@ -95,10 +108,27 @@ class ClientStream:
 
     # -- engine side -----------------------------------------------------------------------------------------
 
-    def take(self) -> tuple[np.ndarray, int, float] | None:
-        """The oldest waiting input, or None."""
+    def replace_style(self, state: StyleState) -> None:
+        """Switch to `state` before the next step (the engine thread swaps it in and closes the old one)."""
+        dropped: StyleState | None = state
         with self._lock:
-            return self._inputs.popleft() if self._inputs else None
+            if not self.closed:
+                dropped, self._next_style = self._next_style, state
+        if dropped is not None:
+            dropped.close()  # a change that never took effect, or one that came after the close
+
+    def take(self) -> tuple[np.ndarray, int, float] | None:
+        """The oldest waiting input, or None. Engine thread: first applies a pending style change."""
+        with self._lock:
+            old: StyleState | None = None
+            if self._next_style is not None:
+                old, self.style, self._next_style = self.style, self._next_style, None
+                self._first_call_of_style = self._calls  # the new pipeline counts its inputs from 0
+                self.error = None
+            taken = self._inputs.popleft() if self._inputs else None
+        if old is not None:
+            old.close()
+        return taken
 
     def model_input(self, image: np.ndarray) -> np.ndarray:
         """The image the pipeline gets (fitted to the model size)."""
@@ -117,7 +147,10 @@ class ClientStream:
     def finish_pipeline(self, image: np.ndarray, results: list[StreamResult]) -> None:
         """Deliver a pipeline's finished results (model size) at the size of `image`, the call's input."""
         height, width = image.shape[:2]
-        outputs = [(result.index, self.style.fitter.from_model(result.image, width, height)) for result in results]
+        base = self._first_call_of_style
+        outputs = [
+            (base + result.index, self.style.fitter.from_model(result.image, width, height)) for result in results
+        ]
         self._finish(image, outputs)
 
     def finish_translator(self, image: np.ndarray, output: np.ndarray | None, latency_frames: int) -> None:
@@ -151,11 +184,14 @@ class ClientStream:
     def close(self) -> None:
         if self.closed:
             return
-        self.closed = True
         with self._lock:
+            self.closed = True
             self._inputs.clear()
+            pending, self._next_style = self._next_style, None
         self._labels.clear()
-        try:
-            self.style.close()
-        except Exception:
-            log.exception("closing client %s's style failed", self.client_id)
+        for state in (self.style, pending):
+            try:
+                if state is not None:
+                    state.close()
+            except Exception:
+                log.exception("closing client %s's style failed", self.client_id)
