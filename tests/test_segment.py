@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from vcam.errors import ConfigError, MissingDependencyError, UserError
-from vcam.segment import MODES, DelayLine, SegmentationStage, check_mode
+from vcam.segment import SEGMENT_MODES, DelayLine, SegmentationStage, check_mode
 from vcam.segment.segmenter import BUNDLED_MODEL_PATH, SEGMENT_EXTRA_HINT
 
 pytest.importorskip("mediapipe", reason="the segment extra (mediapipe) is not installed")
@@ -221,7 +221,7 @@ def test_modes_needs_translation_and_off() -> None:
         assert segmentation.mask(image, 1.0) is not None and segmentation.last_ms > 0.0
     finally:
         segmentation.close()
-    assert MODES == ("off", "person", "background", "blur", "replace")
+    assert SEGMENT_MODES == ("off", "person", "background", "blur", "replace")
     assert check_mode(" Blur ") == "blur"
 
 
@@ -405,7 +405,7 @@ def test_benchmark_reports_every_mode() -> None:
     bench.add_arguments(parser)
     result = bench.run(parser.parse_args(["--size", "320x180", "--frames", "3", "--warmup", "1"]))
     assert result["size"] == "320x180" and result["model"] == BUNDLED_MODEL_PATH.name
-    assert set(result["modes"]) == set(MODES)
+    assert set(result["modes"]) == set(SEGMENT_MODES)
     for mode in ("person", "background", "blur", "replace"):
         assert result["modes"][mode]["mask_ms"] > 0.0 and result["modes"][mode]["composite_ms"] > 0.0
     assert result["modes"]["off"]["mask_ms"] == 0.0

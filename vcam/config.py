@@ -27,8 +27,7 @@ from vcam.model.scheduler import check_t_index_list
 from vcam.model.similar_filter import SIMILAR_THRESHOLD, check_similar_threshold
 from vcam.paths import config_file, runtime_dir
 from vcam.profile import DEFAULT_TARGET_FPS, check_profile
-from vcam.segment.stage import MODES as SEGMENT_MODES
-from vcam.segment.stage import check_face_strength
+from vcam.segment.stage import SEGMENT_MODES, check_face_strength
 from vcam.user_settings import Origin, UserSettings
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from vcam.segment.stage import MODES
+from vcam.segment.stage import SEGMENT_MODES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         background = Path(folder) / "background.png"
         ramp = np.linspace(0, 255, 1920, dtype=np.uint8)[None, :, None]  # [1, 1920, 1]
         cv2.imwrite(str(background), np.broadcast_to(ramp, (1080, 1920, 3)).copy())
-        for mode in MODES:
+        for mode in SEGMENT_MODES:
             modes[mode] = _run_mode(mode, frames, styled, args.warmup, args.model, args.work_width, background)
         refine = {
             name: _run_mode("blur", frames, styled, args.warmup, args.model, args.work_width, background, flag, truths)

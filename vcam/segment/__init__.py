@@ -5,6 +5,6 @@ is frames late with the mask of its input. mediapipe is imported only when a mod
 """
 
 from vcam.segment.delay import DelayedEntry, DelayLine
-from vcam.segment.stage import MODES, SegmentationStage, check_mode
+from vcam.segment.stage import SEGMENT_MODES, SegmentationStage, check_mode
 
-__all__ = ["MODES", "DelayLine", "DelayedEntry", "SegmentationStage", "check_mode"]
+__all__ = ["SEGMENT_MODES", "DelayLine", "DelayedEntry", "SegmentationStage", "check_mode"]

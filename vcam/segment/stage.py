@@ -39,7 +39,7 @@ from vcam.segment.smoothing import MaskSmoother
 log = logging.getLogger(__name__)
 
 #: the segmentation modes, as the config, the CLI's --segment and the control command spell them
-MODES = ("off", "person", "background", "blur", "replace")
+SEGMENT_MODES = ("off", "person", "background", "blur", "replace")
 #: the range of `[segment] face_strength` (0 = off: the styled face as the model made it)
 FACE_STRENGTH_RANGE = (0.0, 1.0)
 
@@ -58,8 +58,10 @@ def check_face_strength(value: float) -> float:
 def check_mode(mode: str) -> str:
     """Return `mode` normalised (lower case, stripped), or raise ConfigError listing the modes."""
     normalised = str(mode).strip().lower()
-    if normalised not in MODES:
-        raise ConfigError(f"[segment] mode: unknown segmentation mode {mode!r}; use one of: {', '.join(MODES)}")
+    if normalised not in SEGMENT_MODES:
+        raise ConfigError(
+            f"[segment] mode: unknown segmentation mode {mode!r}; use one of: {', '.join(SEGMENT_MODES)}"
+        )
     return normalised
 
 
@@ -71,7 +73,7 @@ class SegmentationStage:
     constructor for such a mode, so a missing mediapipe or model fails at start-up).
 
     Args:
-        mode: one of MODES.
+        mode: one of SEGMENT_MODES.
         model_path: a .tflite segmentation model; None or "" for the bundled Selfie Segmentation model.
         background_image: the image behind the person in `replace` mode (cover-fitted to the frame).
         blur_strength: about the Gaussian's size in frame pixels for `blur` mode.

@@ -29,7 +29,7 @@ BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 30.0
 #: seconds without a styled frame before a connection counts as dropped (the first may take a style load)
 STALL_TIMEOUT_S = 5.0
-FIRST_FRAME_TIMEOUT_S = 120.0
+FIRST_STYLED_FRAME_TIMEOUT_S = 120.0
 HTTP_TIMEOUT_S = 150.0
 UNAVAILABLE = "remote style unavailable"
 
@@ -160,7 +160,7 @@ class RemoteConnection:
             received_before = self.connects
             while not self._stop.is_set() and not ended.is_set():
                 await asyncio.sleep(0.1)
-                limit = STALL_TIMEOUT_S if self.connects > received_before else FIRST_FRAME_TIMEOUT_S
+                limit = STALL_TIMEOUT_S if self.connects > received_before else FIRST_STYLED_FRAME_TIMEOUT_S
                 if time.monotonic() - self._last_frame_time > limit:
                     break
         finally:

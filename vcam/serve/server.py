@@ -49,7 +49,7 @@ from vcam.serve.token import tokens_match
 log = logging.getLogger(__name__)
 
 #: seconds a new connection may take to send its first frame
-FIRST_FRAME_TIMEOUT_S = 30.0
+FIRST_CLIENT_FRAME_TIMEOUT_S = 30.0
 #: seconds an offer may take to answer (a style that loads counts)
 ANSWER_TIMEOUT_S = 300.0
 STATUS_INTERVAL_S = 1.0
@@ -311,7 +311,7 @@ class RemoteServer:
                     continue
                 last = stream.last_input_time
                 idle = now - last if last is not None else now - session.created
-                limit = self.options.idle_timeout_s if last is not None else FIRST_FRAME_TIMEOUT_S
+                limit = self.options.idle_timeout_s if last is not None else FIRST_CLIENT_FRAME_TIMEOUT_S
                 if idle > limit:
                     log.info("client %s sent no frame for %.0f s: dropped", session.session_id[:8], idle)
                     await self._close(session)

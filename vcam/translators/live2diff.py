@@ -21,6 +21,7 @@ import numpy as np
 from vcam.errors import ConfigError
 from vcam.frame import check_image
 from vcam.model.tiny import TINY_HEIGHT, TINY_T_INDEX_LIST, TINY_WIDTH
+from vcam.model.vae import VAE_SCALE_FACTOR
 from vcam.styles import TINY_STYLE_NAME
 from vcam.translators.base import Translator
 
@@ -37,7 +38,6 @@ log = logging.getLogger(__name__)
 #: how a camera frame of another aspect ratio is fitted to the model size
 FIT_MODES = ("crop", "stretch")
 #: pixels per latent cell of SD's autoencoders
-VAE_SCALE_FACTOR = 8
 
 
 class FrameFitter:
