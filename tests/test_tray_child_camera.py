@@ -33,6 +33,7 @@ from vcam.tray.restart_policy import RestartPolicy
 
 from tests.fakes.clock import ManualClock
 from tests.test_tray_fakes import FAKE_STYLES
+from tests.test_tray_xvfb import child_env, exit_report, xvfb  # noqa: F401  (xvfb: the fixture `display` uses)
 from tests.waiting import wait_for
 from vcam.config import Config
 from vcam.control.client import ControlClient
@@ -378,3 +379,80 @@ def test_the_tray_commands_a_real_camera_child_and_loads_no_torch(tmp_path: Path
     log = Path(report["log"])
     assert log.parent == tmp_path / "vcam" / "log" and log.name.startswith("camera-")
     assert "vcam: demo" in log.read_text(encoding="utf-8") or "control API" in log.read_text(encoding="utf-8")
+
+
+# ---------------------------------------------------------------------- the real tray under Xvfb
+RESTORE_CHILD = r"""
+import faulthandler, json, os, signal, sys, time
+from pathlib import Path
+faulthandler.dump_traceback_later(170, exit=True)  # a hung tray shows where it hangs, then ends
+from tests.waiting import wait_until
+from vcam.control.control_file import process_alive
+from vcam.tray.app import run_tray
+
+
+def on_ready(app):
+    report = {}
+    try:
+        controller = app.controller
+        camera = controller.camera()
+        report["running"] = wait_until(lambda: controller.check().status.state == "running", timeout=60)
+        first = camera.pid
+        report["first"] = first
+        states = []
+
+        def restored():
+            status = controller.check().status
+            states.append(status.state)
+            return camera.pid not in (None, first) and status.state == "running" and status.frames_out > 0
+
+        os.kill(first, signal.SIGKILL)
+        report["restored"] = wait_until(restored, timeout=90, interval=0.02)
+        report["second"] = camera.pid
+        report["states"] = sorted(set(states))
+        report["first_alive"] = process_alive(first)
+        report["restarts"] = camera.restarts
+        report["crash"] = camera.last_crash().reason
+        report["failed"] = controller.state().runtime_failed
+    finally:
+        print("REPORT " + json.dumps(report), flush=True)
+        app.quit()
+
+
+code = run_tray(Path(sys.argv[1]), on_ready=on_ready)
+print("EXIT " + json.dumps({"code": code}), flush=True)
+sys.exit(code)
+"""
+
+
+@pytest.fixture
+def display(request: pytest.FixtureRequest) -> str:
+    """The DISPLAY of tests/test_tray_xvfb.py's private Xvfb server (skips where Xvfb is missing)."""
+    return str(request.getfixturevalue("xvfb"))
+
+
+def test_the_real_tray_restores_a_camera_killed_with_sigkill(display: str, tmp_path: Path) -> None:
+    """The tray under Xvfb (xorg backend) with a real `vcam run --source demo --sink null` child: kill -9 of
+    the child; the tray starts a new one (a new pid, running, sending frames) and Quit leaves neither."""
+    config_path = tmp_path / "config.toml"
+    write_demo_config(config_path)
+    env = child_env(display, tmp_path, "xorg")
+    result = subprocess.run(
+        [sys.executable, "-c", RESTORE_CHILD, str(config_path)],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
+    reports = [line[len("REPORT ") :] for line in result.stdout.splitlines() if line.startswith("REPORT ")]
+    assert reports, f"no report; exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    report = json.loads(reports[0])
+    assert report["running"] and report["restored"], report
+    assert report["second"] != report["first"] and not report["first_alive"]
+    assert "restarting" in report["states"]
+    assert (report["restarts"], report["crash"], report["failed"]) == (1, "killed by signal SIGKILL", None)
+    assert exit_report(result) == {"code": 0}
+    assert not process_alive(report["second"])  # Quit left no camera behind
+    logs = sorted((tmp_path / "vcam" / "log").glob("camera-*.log"))
+    assert len(logs) == 2  # one per run
