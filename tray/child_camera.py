@@ -8,9 +8,10 @@ The child: `python -m vcam -v run [--config PATH] --control-file PATH`, in its o
 in the tray's terminal reaches the tray, which stops the child), its stdout and stderr in a per-run log
 file `camera-<timestamp>.log` in the user log folder (the newest KEEP_LOGS are kept). It writes its control
 API's address and token into the 0600 control file (never on a command line); every command and status goes
-through `ControlClient`. Every restart runs the same command with the same config file, so the new child
-opens the same virtual camera with the same name (the meeting app keeps it selected); while the child is down
-the virtual camera gets no frames and the status says "restarting".
+through `ControlClient`, Quit's stop request included: the graceful path on every system (Windows has no
+SIGTERM: there `terminate()` and `kill()` are both TerminateProcess). Every restart runs the same command with
+the same config file, so the new child opens the same virtual camera with the same name (the meeting app keeps
+it selected); while the child is down the virtual camera gets no frames and the status says "restarting".
 
 What ends a child, by `vcam run`'s exit codes:
 - 0 (a clean stop: `POST /api/stop` from a script, SIGTERM): not a crash, not restarted (state "stopped");
@@ -165,7 +166,7 @@ def error_line(tail: Sequence[str]) -> str | None:
 def _process_options() -> dict[str, object]:
     """Popen options: the child in its own process group, and no console window on Windows."""
     if os.name == "nt":
-        flags = subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW  # type: ignore[attr-defined]
+        flags = subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW  # type: ignore[attr-defined,unused-ignore]
         return {"creationflags": flags}
     return {"start_new_session": True}
 
@@ -381,6 +382,14 @@ class ChildCamera:
             target=self._wait_for_exit, args=(process,), name="vcam-tray-camera-wait", daemon=True
         ).start()
 
+    def _remove_stale_control_file(self, pid: int) -> None:
+        """Remove the control file a killed child `pid` left (one that stopped cleanly removed its own)."""
+        try:
+            if read_control_file(self.control_file).pid == pid:
+                self.control_file.unlink()
+        except (ControlError, OSError):
+            pass
+
     def _wait_for_exit(self, process: subprocess.Popen[bytes]) -> None:
         process.wait()
         self._wake.set()
@@ -412,6 +421,8 @@ class ChildCamera:
                     process.kill()
                     process.wait()
             log.info("camera (pid %d) ended: %s", process.pid, exit_reason(process.returncode))
+        if process is not None:
+            self._remove_stale_control_file(process.pid)
         supervisor = self._supervisor
         if supervisor is not None and supervisor is not threading.current_thread():
             supervisor.join()
