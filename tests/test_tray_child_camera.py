@@ -103,6 +103,11 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fake]:
         assert [pid for pid in harness.pids() if process_alive(pid)] == []  # nothing left behind, ever
 
 
+def supervisor_ended(camera: ChildCamera) -> bool:
+    """The supervisor thread ended (after a final exit it must not spin on the dead child)."""
+    return camera._supervisor is not None and not camera._supervisor.is_alive()
+
+
 def wait_up(camera: ChildCamera, starts: int) -> None:
     wait_for(lambda: camera.starts == starts and camera.phase == "up", timeout=30, what=f"child {starts} up")
 
@@ -212,6 +217,8 @@ def test_a_crash_loop_stops_after_five_restarts_with_the_error_state_and_the_log
     fake.cue("crash", {"code": 1})
     wait_for(lambda: camera.phase == "failed", timeout=60, what="the crash loop's end")
     assert (camera.starts, camera.restarts) == (6, 5)
+    wait_for(lambda: supervisor_ended(camera), what="the supervisor's end")
+    assert [status.state for status in fake.statuses].count("error") == 1  # said once
     assert fake.clock.waits == [0.5, 1.0, 2.0, 4.0, 8.0]
     state = controller.check()
     log_path = camera.log_path()
@@ -259,6 +266,7 @@ def test_a_child_that_never_writes_its_control_file_is_a_hang(fake: Fake, tmp_pa
     with pytest.raises(CameraProcessError, match=r"crashed 2 times .*last: hung: no control API within 0.5 s"):
         camera.start()
     assert camera.starts == 2
+    wait_for(lambda: supervisor_ended(camera), what="the supervisor's end")
 
 
 @pytest.mark.parametrize("how", ["stop request", "SIGTERM"])
@@ -273,6 +281,8 @@ def test_a_clean_exit_is_not_restarted(fake: Fake, how: str) -> None:
         ControlClient.from_file(fake.control_file).stop()
     wait_for(lambda: camera.phase == "exited", timeout=30, what="the clean exit")
     assert (camera.starts, camera.restarts, fake.clock.waits) == (1, 0, [])
+    wait_for(lambda: supervisor_ended(camera), what="the supervisor's end")
+    assert [status.state for status in fake.statuses].count("stopped") == 1
     status = camera.status()
     assert (status.state, status.last_error) == ("stopped", "the camera was stopped (by a stop request or a signal)")
     assert not fake.control_file.exists()  # the fake removed its control file as `vcam run` does
@@ -285,6 +295,8 @@ def test_bad_input_exit_2_is_shown_as_its_line_and_not_retried(fake: Fake) -> No
     controller.start_camera()
     camera = fake.cameras[0]
     assert (camera.starts, camera.restarts, camera.phase) == (1, 0, "failed")
+    wait_for(lambda: supervisor_ended(camera), what="the supervisor's end")
+    assert [status.state for status in fake.statuses].count("error") == 1
     assert controller.state().runtime_failed == f"the camera could not start: {BAD_LINE}"
     assert camera.last_crash() is None  # not a crash
     assert listener == [f'the camera could not start: {BAD_LINE}. Use "Restart camera" in the menu after fixing it.']

@@ -436,14 +436,15 @@ class ChildCamera:
     # ------------------------------------------------------------------ the supervisor
     def _supervise(self) -> None:
         try:
-            while not self._stopping.is_set():
-                self._watch_child()
+            while not self._stopping.is_set() and self._watch_child():
+                pass
         except Exception:
             log.exception("the camera's supervisor failed")
             self._set_phase("failed", "the tray's camera supervisor failed: see the tray's log")
 
-    def _watch_child(self) -> None:
-        """Watch the current child until it ends or hangs, then decide what happens next (restart or not)."""
+    def _watch_child(self) -> bool:
+        """Watch the current child until it ends or hangs, then decide what happens next; True when a new child
+        was started (to watch next)."""
         with self._lock:
             process = self._process
         assert process is not None
@@ -477,9 +478,9 @@ class ChildCamera:
                 break
             self._wake.wait(self.health_interval_s)
         if self._stopping.is_set():
-            return
+            return False
         code = process.wait()
-        self._child_ended(process.pid, code, hung)
+        return self._child_ended(process.pid, code, hung)
 
     def _connect(self, process: subprocess.Popen[bytes]) -> ControlClient | None:
         """The new child's client once its control file names it (an older file is another child's)."""
@@ -521,8 +522,9 @@ class ChildCamera:
         log.info("camera (pid %d) is up", client.endpoint.pid)
         self._set_phase("up")
 
-    def _child_ended(self, pid: int, code: int, hung: str | None) -> None:
-        """A child ended by itself (or was killed as hung): a clean stop, bad input, or a crash to restart."""
+    def _child_ended(self, pid: int, code: int, hung: str | None) -> bool:
+        """A child ended by itself (or was killed as hung): a clean stop, bad input, or a crash to restart; True
+        when a new child was started."""
         with self._lock:
             self._client = None
             log_path = self._log_path
@@ -530,12 +532,12 @@ class ChildCamera:
         if hung is None and code == EXIT_CLEAN:
             log.info("the camera (pid %d) stopped by itself (exit code 0): not restarting it", pid)
             self._set_phase("exited", "the camera was stopped (by a stop request or a signal)")
-            return
+            return False
         if hung is None and code == EXIT_BAD_INPUT:
             line = error_line(tail) or f"the camera refused its settings (exit code 2): see {log_path}"
             log.warning("the camera (pid %d) refused its input: %s", pid, line)
             self._set_phase("failed", line)
-            return
+            return False
         reason = hung if hung is not None else exit_reason(code)
         when = datetime.datetime.now().isoformat(timespec="seconds")
         with self._lock:
@@ -549,17 +551,18 @@ class ChildCamera:
             )
             log.error("%s; not restarting it", message)
             self._set_phase("failed", message)
-            return
+            return False
         log.warning("the camera (pid %d) crashed (%s); restarting it in %g s", pid, reason, delay)
         self._set_phase("restarting", f"the camera crashed ({reason}); restarting it")
         if self.clock.wait(delay, self._stopping):
-            return
+            return False
         with self._lock:
             if self._stopping.is_set():
-                return
+                return False
             self.restarts += 1
             self._spawn()
         self._changed_now()
+        return True
 
 
 def _wait(process: subprocess.Popen[bytes], timeout: float) -> bool:
