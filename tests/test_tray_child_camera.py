@@ -269,6 +269,14 @@ def test_a_child_that_never_writes_its_control_file_is_a_hang(fake: Fake, tmp_pa
     wait_for(lambda: supervisor_ended(camera), what="the supervisor's end")
 
 
+def test_a_log_folder_that_cannot_be_written_does_not_stop_the_camera(fake: Fake, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the log folder should be\n", encoding="utf-8")
+    camera = fake.camera(log_folder=blocker)
+    camera.start()
+    assert camera.phase == "up" and camera.log_path() is None
+
+
 @pytest.mark.parametrize("how", ["stop request", "SIGTERM"])
 def test_a_clean_exit_is_not_restarted(fake: Fake, how: str) -> None:
     camera = fake.camera()

@@ -360,7 +360,11 @@ class ChildCamera:
             self.control_file.unlink()  # the previous child's (ours): never read it as the new one's
         if self._log_stream is not None:
             self._log_stream.close()
-        self._log_path, self._log_stream = open_run_log(self.log_folder)
+        try:
+            self._log_path, self._log_stream = open_run_log(self.log_folder)
+        except OSError as error:  # the camera matters more than its log
+            log.warning("cannot write the camera's log in %s (%s); running it without one", self.log_folder, error)
+            self._log_path, self._log_stream = None, None
         command = [*self.program, "-v", "run"]
         if self.config_path is not None:
             command += ["--config", str(self.config_path)]
@@ -370,7 +374,7 @@ class ChildCamera:
         self._process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
-            stdout=self._log_stream,
+            stdout=self._log_stream if self._log_stream is not None else subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
             env=environment,
             **_process_options(),  # type: ignore[call-overload]
@@ -406,7 +410,7 @@ class ChildCamera:
             asked = False
             if client is not None:
                 try:
-                    ControlClient(client.endpoint, self.request_timeout_s).stop()
+                    client.stop()
                     asked = True
                 except (OSError, ControlError) as error:
                     log.info("the camera did not take the stop request (%s); terminating it", error)
