@@ -263,3 +263,12 @@ def test_the_client_reports_a_refusal_with_the_servers_message(run: Run) -> None
     with pytest.raises(ControlError, match="segment.mode = 'glitter' is not allowed"):
         client.set_segment("glitter")
     assert client.status().source.startswith("demo")
+
+
+def test_the_profile_is_pinned_through_the_api_and_checked_like_the_config(run: Run) -> None:
+    code, answer = call(run, "POST", "/api/profile", {"mode": "fast"})
+    assert code == 400 and "style.profile" in answer["error"]
+    code, answer = call(run, "POST", "/api/profile", {"mode": "off"})
+    assert code == 200 and answer["profile"] == "off"
+    code, answer = call(run, "POST", "/api/profile", {})
+    assert code == 400 and "/api/profile needs mode" in answer["error"]

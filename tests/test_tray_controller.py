@@ -311,7 +311,7 @@ def test_diagnostics_report_the_backend_the_camera_and_what_doctor_says(monkeypa
 
 
 def test_the_in_process_camera_runs_the_real_runtime(tmp_path: Path) -> None:
-    """The default camera: the runtime built from the config, commanded through the handle (demo -> null)."""
+    """The in-process camera: the runtime built from the config, commanded through the handle (demo -> null)."""
     config_path = tmp_path / "config.toml"
     config_path.write_text(
         '[camera]\nsource = "demo"\nwidth = 160\nheight = 96\nfps = 30\n'
@@ -319,7 +319,7 @@ def test_the_in_process_camera_runs_the_real_runtime(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     listener = Listener()
-    controller = TrayController(config_path, notify=listener.notify, on_change=listener.on_change)
+    controller = TrayController(config_path, InProcessCamera, notify=listener.notify, on_change=listener.on_change)
     controller.start_camera()
     try:
         camera = controller.camera()

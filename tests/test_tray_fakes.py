@@ -157,6 +157,9 @@ class FakeActions:
     def restart_runtime(self) -> None:
         self.calls.append(("restart_runtime",))
 
+    def open_log(self) -> None:
+        self.calls.append(("open_log",))
+
     def open_preview(self) -> None:
         self.calls.append(("open_preview",))
 

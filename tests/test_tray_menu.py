@@ -10,6 +10,7 @@ import pytest
 from vcam.tray.menu import (
     LABEL_ABOUT,
     LABEL_AUTOSTART,
+    LABEL_OPEN_LOG,
     LABEL_PAUSE,
     LABEL_PREVIEW,
     LABEL_PROFILE,
@@ -205,14 +206,15 @@ def test_a_failed_runtime_offers_restart_and_disables_the_camera_commands() -> N
     assert styles["Cartoon"] is False
     assert styles["Anime (diffusion) (not downloaded: click to download)"] is True  # downloads still work
     harness.click(LABEL_RESTART)
-    assert harness.actions.calls == [("restart_runtime",)]
+    harness.click(LABEL_OPEN_LOG)
+    assert harness.actions.calls == [("restart_runtime",), ("open_log",)]
 
 
 def test_restart_is_hidden_while_the_runtime_is_healthy_and_shown_when_it_dies() -> None:
     harness = Harness()
-    assert LABEL_RESTART not in top_labels(harness.menu)
+    assert LABEL_RESTART not in top_labels(harness.menu) and LABEL_OPEN_LOG not in top_labels(harness.menu)
     harness.runtime.crash("work thread failed: boom")
-    assert LABEL_RESTART in top_labels(harness.menu)
+    assert LABEL_RESTART in top_labels(harness.menu) and LABEL_OPEN_LOG in top_labels(harness.menu)
 
 
 def test_without_a_runtime_commands_are_dropped_not_raised(caplog: pytest.LogCaptureFixture) -> None:

@@ -59,7 +59,7 @@ class TrayApp:
 
     Args:
         config_path: the config file (None: the user's default file).
-        camera_factory: builds the camera from the config (default: `vcam.tray.controller.InProcessCamera`).
+        camera_factory: builds the camera from the config (default: `vcam.tray.child_camera.ChildCamera`).
         backend: the chosen pystray backend (for the "no menu" warning and the diagnostics).
         autostart_home: the home folder the "Start at login" item writes into (None: the user's).
     """
@@ -137,6 +137,15 @@ class TrayApp:
 
     def restart_runtime(self) -> None:
         self.controller.restart_camera()
+
+    def open_log(self) -> None:
+        """Open the camera's log file (its process's, else the log folder)."""
+        from vcam.tray.opener import open_path
+
+        from vcam.paths import log_dir
+
+        path = self.controller.log_path() or log_dir()
+        self.controller.spawn(lambda: open_path(path), "open-log")
 
     def open_preview(self) -> None:
         from vcam.tray.opener import open_url

@@ -1,9 +1,10 @@
 """The tray's camera supervisor, without any UI import: starts the camera, notices when it dies, restarts it,
 downloads style weights with progress, saves menu choices in the config file, and writes the diagnostics text.
 
-The controller talks to the camera only through `CameraHandle`. Today's one implementation,
-`InProcessCamera`, runs the runtime in this process; a camera in a child process behind the run's local
-control API is a second implementation of the same interface, and nothing else here changes for it.
+The controller talks to the camera only through `CameraHandle`. The tray's camera is `ChildCamera`
+(`vcam.tray.child_camera`): `vcam run` as a child process behind its local control API, restarted with backoff
+when it crashes, so this process loads no torch and a crash of the camera never takes the icon down.
+`InProcessCamera` runs the runtime in this process instead (tests, development).
 
 The icon (`vcam.tray.app`) owns the controller and hears from it through two callbacks: `notify(message)`
 for what the user must see, and `on_change()` whenever the state the icon shows may have changed; a third,
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from vcam.tray.child_camera import ChildCamera, CrashReport, CrashReporting
 from vcam.tray.menu import APP_TITLE, MenuState, RuntimeControl, StyleEntry, style_title, tooltip
 
 from vcam.status import Status
@@ -119,7 +121,7 @@ class TrayController:
 
     Args:
         config_path: the config file (None: the user's default file).
-        camera_factory: builds the camera from the config (default: `InProcessCamera`).
+        camera_factory: builds the camera from the config (default: `ChildCamera`, a supervised child process).
         notify: shows a message to the user (the icon's notification; default: the log only).
         on_change: called whenever the state may have changed (the icon's watcher wakes on it).
         ask_image: asks the user for a background image, given why one is needed; returns the file or None
@@ -137,7 +139,7 @@ class TrayController:
     ) -> None:
         self.config_path = config_path
         self._ask_image = ask_image
-        self._camera_factory: CameraFactory = camera_factory or InProcessCamera
+        self._camera_factory: CameraFactory = camera_factory or ChildCamera
         self._notify = notify
         self._on_change = on_change
         self._lock = threading.RLock()
@@ -148,6 +150,8 @@ class TrayController:
         self._downloads: dict[str, float] = {}
         self._download_errors: dict[str, str] = {}
         self._last_error_seen: str | None = None
+        self._last_crash: CrashReport | None = None  # of a camera that was since replaced
+        self._last_log: Path | None = None
         self._closing = threading.Event()
         self._starting = threading.Lock()  # one start or restart at a time
         self._threads: list[threading.Thread] = []
@@ -276,6 +280,9 @@ class TrayController:
         """Stop the camera, if there is one (blocks until it stopped)."""
         with self._lock:
             camera, self._camera = self._camera, None
+        if isinstance(camera, CrashReporting):
+            self._last_crash = camera.last_crash() or self._last_crash
+            self._last_log = camera.log_path() or self._last_log
         if camera is not None:
             try:
                 camera.stop()
@@ -412,6 +419,18 @@ class TrayController:
             self.save_setting("style.name", name)
 
     # ------------------------------------------------------------------ diagnostics
+    def last_crash(self) -> CrashReport | None:
+        """The camera process's last crash (of this camera or the one before a restart), if any."""
+        camera = self._camera
+        report = camera.last_crash() if isinstance(camera, CrashReporting) else None
+        return report or self._last_crash
+
+    def log_path(self) -> Path | None:
+        """The log file of the camera process now (or of the last one); None for an in-process camera."""
+        camera = self._camera
+        path = camera.log_path() if isinstance(camera, CrashReporting) else None
+        return path or self._last_log
+
     def diagnostics_text(self, backend: BackendChoice) -> str:
         """The About / diagnostics report: versions, the tray's `backend`, the camera, and what `vcam doctor`
         checks."""
@@ -434,6 +453,13 @@ class TrayController:
             lines.append(f"camera error: {state.runtime_failed}")
         if state.status.last_error:
             lines.append(f"last error: {state.status.last_error}")
+        log_path = self.log_path()
+        if log_path is not None:
+            lines.append(f"camera log: {log_path}")
+        crash = self.last_crash()
+        if crash is not None:
+            lines.append(f"last camera crash: {crash.reason} at {crash.when}; its log: {crash.log_path}")
+            lines += [f"  | {line}" for line in crash.log_tail]
         lines += ["", "Checks (vcam doctor):"]
         try:
             from vcam.doctor import run_checks

@@ -8,6 +8,7 @@ everything else (downloads, the background image, opening folders, autostart, di
 
     Live2Diff Camera: running (Cartoon)      (disabled: the state line)
     Restart camera                            (only when the runtime failed)
+    Open log                                  (the same: the camera's log)
     ---
     Style >            radio items; missing weights say so and download on click
     Segmentation >     off / person / background / blur / replace (asks for the image when none is set)
@@ -55,11 +56,13 @@ STATE_WORDS: dict[str, str] = {
     "loading_style": "loading a style",
     "paused": "paused",
     "reconnecting": "reconnecting to the camera",
+    "restarting": "camera restarting",
     "error": "error",
     "stopped": "stopped",
 }
 
 LABEL_RESTART = "Restart camera"
+LABEL_OPEN_LOG = "Open log"
 LABEL_STYLE = "Style"
 LABEL_SEGMENT = "Segmentation"
 LABEL_PROFILE = "Profile"
@@ -114,6 +117,8 @@ class MenuActions(Protocol):
     def replace_background(self) -> None: ...
 
     def restart_runtime(self) -> None: ...
+
+    def open_log(self) -> None: ...
 
     def open_preview(self) -> None: ...
 
@@ -300,6 +305,11 @@ def build_menu(
         pystray.MenuItem(
             LABEL_RESTART,
             lambda icon, item: actions.restart_runtime(),
+            visible=lambda item: not get_state().runtime_usable,
+        ),
+        pystray.MenuItem(
+            LABEL_OPEN_LOG,
+            lambda icon, item: actions.open_log(),
             visible=lambda item: not get_state().runtime_usable,
         ),
         pystray.Menu.SEPARATOR,

@@ -68,3 +68,7 @@ class RemoteError(UserError):
 
 class ControlError(UserError):
     """The camera's local control API cannot be reached or used (no control file, a refused request)."""
+
+
+class CameraProcessError(Exception):
+    """The tray's camera child process could not be started or kept running (bad config, a crash loop)."""

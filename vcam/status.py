@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, get_args
 
-#: the states the runtime can be in
-State = Literal["starting", "warming_up", "running", "loading_style", "paused", "reconnecting", "error", "stopped"]
+#: the states the runtime can be in ("restarting": the tray's supervisor restarts a camera process that crashed)
+State = Literal[
+    "starting", "warming_up", "running", "loading_style", "paused", "reconnecting", "restarting", "error", "stopped"
+]
 STATES: tuple[State, ...] = get_args(State)
 
 

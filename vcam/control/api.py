@@ -79,6 +79,7 @@ class ControlApi:
             "pause": ((), lambda body: controller.pause()),
             "resume": ((), lambda body: controller.resume()),
             "prompt": (("prompt",), lambda body: controller.set_prompt(body["prompt"])),
+            "profile": (("mode",), lambda body: controller.set_profile(body["mode"])),
             "settings": ((), controller.change_settings),
             "stop": ((), lambda body: controller.stop()),
         }

@@ -88,6 +88,9 @@ class ControlClient:
     def set_prompt(self, prompt: str) -> None:
         self.request("POST", "prompt", {"prompt": prompt})
 
+    def set_profile(self, mode: str) -> None:
+        self.request("POST", "profile", {"mode": mode})
+
     def change_settings(self, **changes: Any) -> dict[str, Any]:
         return dict(self.request("POST", "settings", changes))
 

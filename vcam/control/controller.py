@@ -93,6 +93,12 @@ class Controller:
         self.runtime.set_segment(mode)
         return self.status()
 
+    def set_profile(self, mode: Any) -> dict[str, Any]:
+        """Pin a profile ("auto", "off" or a rung such as "t1-448x256-taesd"), checked as `[style] profile` is."""
+        with_changes(self.config, {"style.profile": mode}, "api")
+        self.runtime.set_profile(mode)
+        return self.status()
+
     def pause(self) -> dict[str, Any]:
         self.runtime.pause()
         return self.status()
