@@ -5,8 +5,8 @@ read) and times each cell: warmup (8 frames), `--settle` untimed frames (the rin
 the compilation of a compiled mode), then `--frames` timed frames. A cell reports ms per frame end to end, FPS,
 the per-stage breakdown (encode, depth, UNet, decode), the measured latency in frames, the KV cache's size and
 the peak memory (the CUDA allocator's peak during the cell, weights included; on a CPU the process's peak RSS,
-which only grows). `--out DIR` writes each cell to `DIR/cell-<name>.json` the moment it is done, so a run that
-is stopped still leaves every finished cell behind. `--plan gpu` is the one-call GPU plan in priority order:
+which only grows). `--out DIR` writes each cell to `DIR/cell-<name>.json` the moment it is done (`--out
+FILE.jsonl` appends one line per cell instead), so a run that is stopped still leaves every finished cell behind. `--plan gpu` is the one-call GPU plan in priority order:
 fp16 eager for every size and T, then compiled at each size with T=2, then fp32 eager once.
 
 Modes: "eager" (the reference path), "static" (the tensor-only stream step, eager), "compiled" (`torch.compile`
@@ -305,7 +305,7 @@ def run_cells(args: argparse.Namespace) -> dict[str, Any]:
                 f"--only {args.only!r} matches no cell of the plan: names look like 512x512-T2-float16-eager"
             )
     out = Path(args.out) if args.out else None
-    if out is not None:
+    if out is not None and out.suffix != ".jsonl":
         out.mkdir(parents=True, exist_ok=True)
     environment = _environment(device)
     log.info("%d cells on %s: %s", len(cells), device, [cell.name for cell in cells])
@@ -322,9 +322,19 @@ def run_cells(args: argparse.Namespace) -> dict[str, Any]:
         result = _run_cell(args, cell, models, device, environment, T_INDEX_LISTS[cell.steps])
         results.append(result)
         if out is not None:
-            (out / f"cell-{cell.name}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+            write_cell(out, result)
         log.info("cell %s: %s", cell.name, {k: result.get(k) for k in ("ms_per_frame", "fps", "error")})
     return {"benchmark": "model-cells", "model": args.model, "device": str(device), **environment, "cells": results}
+
+
+def write_cell(out: Path, result: dict[str, Any]) -> None:
+    """`out` a folder: `out/cell-NAME.json`; `out` a `.jsonl` file: one line appended (and flushed)."""
+    if out.suffix == ".jsonl":
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("a", encoding="utf-8") as lines:
+            lines.write(json.dumps(result) + "\n")
+        return
+    (out / f"cell-{result['cell']}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 
 
 def _run_cell(

@@ -48,7 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     grid.add_argument("--vae", default="taesd", help="taesd (default) | kl (SD's full VAE)")
     grid.add_argument("--settle", type=int, default=2, help="untimed frames after the warmup (default 2)")
     grid.add_argument("--compile-backend", default="inductor", help="torch.compile backend (default inductor)")
-    grid.add_argument("--out", metavar="DIR", help="write each cell to DIR/cell-NAME.json as soon as it is done")
+    grid.add_argument(
+        "--out", metavar="DIR", help="write each cell to DIR/cell-NAME.json (or a line of DIR.jsonl) when done"
+    )
 
 
 #: options that switch `vcam bench model --model tiny` to the grid of cells
