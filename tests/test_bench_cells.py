@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from vcam.bench.cells import Cell, plan_cells
 
+from vcam.bench.cells import Cell, plan_cells
 from vcam.cli import main
 
 

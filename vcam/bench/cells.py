@@ -6,8 +6,9 @@ the compilation of a compiled mode), then `--frames` timed frames. A cell report
 the per-stage breakdown (encode, depth, UNet, decode), the measured latency in frames, the KV cache's size and
 the peak memory (the CUDA allocator's peak during the cell, weights included; on a CPU the process's peak RSS,
 which only grows). `--out DIR` writes each cell to `DIR/cell-<name>.json` the moment it is done (`--out
-FILE.jsonl` appends one line per cell instead), so a run that is stopped still leaves every finished cell behind. `--plan gpu` is the one-call GPU plan in priority order:
-fp16 eager for every size and T, then compiled at each size with T=2, then fp32 eager once.
+FILE.jsonl` appends one line per cell instead), so a run that is stopped still leaves every finished cell
+behind. `--plan gpu` is the one-call GPU plan in priority order: fp16 eager for every size and T, then compiled
+at each size with T=2, then fp32 eager once.
 
 Modes: "eager" (the reference path), "static" (the tensor-only stream step, eager), "compiled" (`torch.compile`
 of the UNet over the static stream step), "cudagraph" (the static stream step captured as a CUDA graph per batch
