@@ -64,6 +64,8 @@ def caches_ready(entries: Sequence[Sequence[KVCache]]) -> bool:
 
 def write_new_rows(static: StaticStep) -> None:
     """Copy each layer's new K/V rows into its ring slot, in place on the device (the slot is a device index)."""
+    if static.write_slot is None:
+        raise ValueError("this static step has no write_slot: its rows are returned, not written")
     for entry, (caches, rows) in enumerate(zip(static.caches, static.new_rows, strict=True)):
         slot = static.write_slot[entry : entry + 1]  # [1]
         for kv, row in zip(caches, rows, strict=True):
@@ -324,6 +326,24 @@ def attach_step_backend(unet: StreamUNet, mode: str, **options: Any) -> StaticSt
     backend.attach(unet)
     unet.step_backend = backend
     return backend
+
+
+def use_model_backend(unet: StreamUNet, backend: str, onnx_cache_dir: Any) -> str:
+    """Apply the config's `[models] backend` to a loaded UNet; returns what runs ("torch" or "onnx").
+
+    "onnx" attaches `OnnxStepBackend` (once per UNet: styles sharing it share its sessions); "torch" leaves the
+    reference path. A missing onnxruntime is a `ConfigError` naming the extra to install.
+    """
+    from vcam.errors import ConfigError
+
+    resolved = resolve_model_backend(backend)
+    if resolved == "torch" or getattr(unet.step_backend, "name", None) == "onnx":
+        return resolved
+    try:
+        attach_step_backend(unet, "onnx", onnx_cache_dir=onnx_cache_dir)
+    except RuntimeError as error:
+        raise ConfigError(f"models.backend = 'onnx': {error}") from None
+    return resolved
 
 
 def detach_step_backend(unet: StreamUNet) -> None:

@@ -260,7 +260,7 @@ class StaticStep:
     directly (its score joins the visible old slots' in one softmax), so the cache is never copied.
     """
 
-    write_slot: torch.Tensor  # [B] long: the ring slot each entry's new row goes to
+    write_slot: torch.Tensor | None  # [B] long: the ring slot each entry's new row goes to (None: not written here)
     key_positions: torch.Tensor  # [B, window] long: PE position per slot once the row is written (0 when hidden)
     visible: torch.Tensor  # [B, window] bool: the old slots the query sees (the write slot excluded)
     query_position: torch.Tensor  # [B] long: the new frame's position (its key's too)

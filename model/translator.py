@@ -148,6 +148,16 @@ class Live2DiffTranslator(Translator):
         width, height = size
         spec = PipelineSpec.from_style_paths(paths, seed=int(config.style.seed), width=width, height=height)
         lease = (pool or shared_pool()).acquire(spec, device=config.models.device, dtype=config.models.dtype)
+        if config.models.backend != "torch":
+            from vcam.model.step_backends import use_model_backend
+
+            from vcam.paths import cache_dir
+
+            try:
+                use_model_backend(lease.pipeline.unet, config.models.backend, cache_dir() / "onnx")
+            except BaseException:
+                lease.release()
+                raise
         return cls(lease.pipeline, name=str(entry.name), on_close=lease.release)
 
     def __call__(self, image: np.ndarray) -> np.ndarray | None:

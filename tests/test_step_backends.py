@@ -64,3 +64,27 @@ def test_cuda_graph_backend_refuses_the_cpu() -> None:
     with pytest.raises(RuntimeError, match="needs a CUDA device"):
         for image in moving_frames(10):
             pipeline.step(image)
+
+
+def test_config_backend_key_is_validated() -> None:
+    from vcam.config import config_from_dict
+
+    assert config_from_dict({}).models.backend == "auto"
+    assert config_from_dict({"models": {"backend": "onnx"}}).models.backend == "onnx"
+    with pytest.raises(
+        ConfigError, match="models.backend = 'tensorrt' is not allowed: choose one of auto, torch, onnx"
+    ):
+        config_from_dict({"models": {"backend": "tensorrt"}})
+
+
+def test_onnx_backend_on_a_unet(tmp_path: object) -> None:
+    pytest.importorskip("onnxruntime")
+    from vcam.model.step_backends import use_model_backend
+
+    pipeline = build_tiny_pipeline()
+    assert use_model_backend(pipeline.unet, "torch", tmp_path) == "torch" and pipeline.unet.step_backend is None
+    assert use_model_backend(pipeline.unet, "onnx", tmp_path) == "onnx"
+    backend = pipeline.unet.step_backend
+    assert use_model_backend(pipeline.unet, "onnx", tmp_path) == "onnx" and pipeline.unet.step_backend is backend
+    # "auto" takes onnx only where onnxruntime has TensorRT (not on this CPU)
+    assert resolve_model_backend("auto") == "torch"

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from vcam.errors import ConfigError
+from vcam.model.step_backends import MODEL_BACKENDS
 from vcam.paths import config_file, runtime_dir
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class ModelsConfig:
     cache_dir: str = ""  # empty = the standard Hugging Face cache
     device: str = "auto"
     dtype: str = "auto"
+    backend: str = "auto"  # auto | torch | onnx: what runs the UNet's stream step (vcam.model.step_backends)
 
 
 @dataclass
@@ -135,6 +137,7 @@ def validate(config: Config) -> None:
     _check_range("segment.blur_strength", config.segment.blur_strength, 1, 201)
     _check_choice("models.device", config.models.device, DEVICES)
     _check_choice("models.dtype", config.models.dtype, DTYPES)
+    _check_choice("models.backend", config.models.backend, MODEL_BACKENDS)
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:

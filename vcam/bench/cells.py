@@ -209,7 +209,9 @@ def cell_mode(pipeline: StreamPipeline, mode: str, compile_backend: str) -> Iter
     if mode == "eager":
         yield
         return
-    attach_step_backend(pipeline.unet, mode, compile_backend=compile_backend)
+    from vcam.paths import cache_dir
+
+    attach_step_backend(pipeline.unet, mode, compile_backend=compile_backend, onnx_cache_dir=cache_dir() / "onnx")
     try:
         yield
     finally:
