@@ -176,10 +176,14 @@ class StreamPipeline:
         warmup_frames: int = WARMUP_FRAMES,
         window: int = WINDOW,
         unet_lock: threading.Lock | None = None,
+        depth_every: int = 1,
     ) -> None:
-        """`unet_lock`: shared by every pipeline on the same `unet` (see `sibling`); a new lock when None."""
+        """`unet_lock`: shared by every pipeline on the same `unet` (see `sibling`); a new lock when None.
+        `depth_every`: estimate depth on every N-th frame only and reuse it in between (depth changes slowly)."""
         if noise not in NOISE_MODES:
             raise ConfigError(f"noise mode {noise!r} is not one of {NOISE_MODES}")
+        if depth_every < 1:
+            raise ConfigError(f"depth_every {depth_every} is not 1 or more: 1 estimates depth on every frame")
         if width % 8 or height % 8 or width < 8 or height < 8:
             raise ConfigError(f"model size {width}x{height} is not a positive multiple of 8: use e.g. 512x512")
         self.unet = unet
@@ -194,6 +198,7 @@ class StreamPipeline:
         self.similar_filter = similar_filter
         self.warmup_frames = warmup_frames
         self.window = window
+        self.depth_every = depth_every
         parameter = next(unet.parameters())
         self.device: torch.device = parameter.device
         self.dtype: torch.dtype = parameter.dtype
@@ -266,6 +271,7 @@ class StreamPipeline:
             "warmup_frames": self.warmup_frames,
             "window": self.window,
             "unet_lock": self._unet_lock,
+            "depth_every": self.depth_every,
         }
         arguments.update(overrides)
         return StreamPipeline(**arguments)
@@ -385,6 +391,7 @@ class StreamPipeline:
         self._order: deque[tuple[int, bool]] = deque()  # (input index, skipped) awaiting output, in order
         self._finished: dict[int, tuple[np.ndarray, torch.Tensor]] = {}
         self._last_output: np.ndarray | None = None
+        self._last_depth: torch.Tensor | None = None  # [1, 4, h, w], reused between depth frames (depth_every)
         self._noise_generator = torch.Generator(device="cpu").manual_seed(self.seed)
         latent_shape = (self.num_steps, 4, self.height // 8, self.width // 8)
         fixed = torch.randn(latent_shape, generator=torch.Generator(device="cpu").manual_seed(self.seed))
@@ -442,9 +449,12 @@ class StreamPipeline:
         with self._timed("encode"):
             latent = self.codec.encode(pixels).to(device=self.device, dtype=self.dtype)  # [1, 4, h, w]
         depth = None
-        if self.depth_encoder is not None:
+        if self.depth_encoder is not None and self._last_depth is not None and index % self.depth_every:
+            depth = self._last_depth  # [1, 4, h, w] from the last depth frame
+        elif self.depth_encoder is not None:
             with self._timed("depth"):
                 depth = self.depth_encoder(pixels, self.codec).to(device=self.device, dtype=self.dtype)  # [1, 4, h, w]
+            self._last_depth = depth
         return _Encoded(index=index, latent=latent[0], depth=None if depth is None else depth[0])
 
     def _noise(self, step: int, count: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -201,9 +201,15 @@ def measure_stream(pipeline: StreamPipeline, frames: int, settle: int = 0) -> di
     }
 
 
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median ms per frame (its breakdown and memory figures come with it)."""
+    ordered = sorted(runs, key=lambda run: run["ms_per_frame"])
+    return ordered[len(ordered) // 2]
+
+
 @contextlib.contextmanager
-def cell_mode(pipeline: StreamPipeline, mode: str, compile_backend: str) -> Iterator[None]:
-    """Set the pipeline's UNet up for `mode` for the duration of one cell, then restore it."""
+def cell_mode(unet: Any, mode: str, compile_backend: str) -> Iterator[None]:
+    """Set the UNet up for `mode` for the duration of one cell (every repeat), then restore it."""
     from vcam.model.step_backends import attach_step_backend, detach_step_backend
 
     if mode == "eager":
@@ -211,11 +217,11 @@ def cell_mode(pipeline: StreamPipeline, mode: str, compile_backend: str) -> Iter
         return
     from vcam.paths import cache_dir
 
-    attach_step_backend(pipeline.unet, mode, compile_backend=compile_backend, onnx_cache_dir=cache_dir() / "onnx")
+    attach_step_backend(unet, mode, compile_backend=compile_backend, onnx_cache_dir=cache_dir() / "onnx")
     try:
         yield
     finally:
-        detach_step_backend(pipeline.unet)
+        detach_step_backend(unet)
 
 
 def _environment(device: Any) -> dict[str, Any]:
@@ -292,6 +298,10 @@ def run_cells(args: argparse.Namespace) -> dict[str, Any]:
         raise UserError(f"--vae {args.vae!r} is not one of {', '.join(RANDOM_FULL_VAES)}")
     if args.settle < 0:
         raise UserError(f"--settle {args.settle} must be 0 or more")
+    if args.repeats is None:
+        args.repeats = 1
+    if args.depth_every < 1:
+        raise UserError(f"--depth-every {args.depth_every} must be 1 or more")
     device = resolve_device(args.device)
     default_sizes = "64x64,64x32" if args.model == "tiny" else ",".join(f"{w}x{h}" for w, h in GPU_PLAN_SIZES)
     sizes = parse_sizes(args.sizes or default_sizes)
@@ -357,6 +367,7 @@ def _run_cell(
         "device": str(device),
         "frames_timed": args.frames,
         "settle_frames": args.settle,
+        "depth_every": args.depth_every,
         "models_build_s": round(float(models.build_seconds), 1),
         **environment,
     }
@@ -364,17 +375,24 @@ def _run_cell(
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         result["weights_memory_mb"] = round(torch.cuda.memory_allocated() / 2**20, 1)
-    pipeline = models.pipeline(cell.width, cell.height, t_index, args.vae)
     started = time.perf_counter()
+    runs: list[dict[str, Any]] = []
     try:
-        with cell_mode(pipeline, cell.mode, args.compile_backend):
-            result.update(measure_stream(pipeline, args.frames, args.settle))
+        with cell_mode(models.unet, cell.mode, args.compile_backend):
+            for _ in range(args.repeats):
+                pipeline = models.pipeline(cell.width, cell.height, t_index, args.vae)
+                pipeline.depth_every = args.depth_every
+                try:
+                    runs.append(measure_stream(pipeline, args.frames, args.settle))
+                finally:
+                    pipeline.close()
+        result.update(median_run(runs))
+        result["repeats"] = len(runs)
+        result["ms_per_frame_runs"] = [run["ms_per_frame"] for run in runs]
     except UserError:
         raise
     except Exception as error:  # one failing cell (a compiler error, out of memory) must not lose the others
         log.exception("cell %s failed", cell.name)
         result["error"] = f"{type(error).__name__}: {error}"[:2000]
-    finally:
-        pipeline.close()
     result["cell_s"] = round(time.perf_counter() - started, 1)
     return result

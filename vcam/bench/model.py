@@ -26,7 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", default="tiny", help="'tiny', 'sd15-random' (real size, random weights) or a downloaded style"
     )
     parser.add_argument("--t-index-list", metavar="I,J,..", help="denoising steps, e.g. 30,40 (default: the style's)")
-    parser.add_argument("--repeats", type=int, default=5, help="runs per mode, alternating; medians (default 5)")
+    parser.add_argument(
+        "--repeats", type=int, help="runs per mode (alternating) or per cell; medians (default 5, cells 1)"
+    )
     parser.add_argument("--frames", type=int, default=24, help="frames timed after the warmup (default 24)")
     parser.add_argument("--size", metavar="WxH", help="model size (default 64x64 for tiny, 512x512 otherwise)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
@@ -46,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--only", metavar="CELL,..", help="run only these cells of the plan, e.g. 512x512-T2-float16-eager"
     )
     grid.add_argument("--vae", default="taesd", help="taesd (default) | kl (SD's full VAE)")
+    grid.add_argument("--depth-every", type=int, default=1, help="depth on every N-th frame only (default 1)")
     grid.add_argument("--settle", type=int, default=2, help="untimed frames after the warmup (default 2)")
     grid.add_argument("--compile-backend", default="inductor", help="torch.compile backend (default inductor)")
     grid.add_argument(
@@ -167,12 +170,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.threads < 1:
             raise UserError(f"--threads {args.threads} must be 1 or more")
         torch.set_num_threads(args.threads)
-    if args.repeats < 1:
+    if args.repeats is not None and args.repeats < 1:
         raise UserError(f"--repeats {args.repeats} must be 1 or more")
     if wants_grid(args):
         from vcam.bench.cells import run_cells
 
         return run_cells(args)
+    args.repeats = 5 if args.repeats is None else args.repeats
     base = _build(args, t_index_list)
     runs: dict[str, list[dict[str, Any]]] = {"pipelined": [], "sequential": []}
     for repeat in range(args.repeats):
