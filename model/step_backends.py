@@ -177,7 +177,14 @@ class CompiledStepBackend(StaticStepBackend):
 
     def attach(self, unet: StreamUNet) -> None:
         import torch
+        import torch._dynamo
 
+        # diffusers' motion UNet has graph breaks, and its attention blocks run at 3 resolutions x T batch sizes:
+        # the default recompile limit (8) would send the later ones back to eager (a process-wide setting)
+        config: Any = torch._dynamo.config
+        for name in ("recompile_limit", "cache_size_limit"):
+            if hasattr(config, name):
+                setattr(config, name, max(int(getattr(config, name)), 64))
         self._original = unet.unet
         unet.unet = torch.compile(unet.unet, backend=self.compile_backend, mode=self.compile_mode)  # type: ignore[assignment]
 

@@ -61,3 +61,11 @@ def test_bad_selections_are_exit_code_2(
 ) -> None:
     assert main(["bench", "model", "--model", "tiny", "--sizes", "64x32", option, value]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_onnx_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("onnxruntime", reason="needs the onnx extra")
+    assert main(["bench", "onnx", "--size", "32x32", "--calls", "1", "--threads", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["median_ms"]) == {"torch", "static", "onnx"} and result["onnx_over_torch"] > 0
+    assert result["providers"] == [["CPUExecutionProvider"]]

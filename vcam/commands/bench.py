@@ -14,6 +14,7 @@ TARGETS = {
     "model": "streaming pipeline: pipelined vs sequential steps, per-stage breakdown",
     "segment": "segmentation and compositing per mode at 1280x720",
     "lora": "style LoRA on a shared base: fused copy vs PEFT adapter, per UNet call",
+    "onnx": "one UNet stream step: PyTorch (reference, static step) vs onnxruntime, alternating",
 }
 
 
