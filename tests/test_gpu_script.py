@@ -45,11 +45,11 @@ def test_tiny_cpu_run_writes_every_cell(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("OUT", None)
     result = subprocess.run(
-        [str(SCRIPT), "--device", "cpu", "--tiny", "--python", sys.executable, "--out", str(out)],
+        [str(SCRIPT), "--device", "cpu", "--tiny", "--budget", "1500", "--python", sys.executable, "--out", str(out)],
         capture_output=True,
         text=True,
         env=env,
-        timeout=600,
+        timeout=1800,
     )
     assert result.returncode == 0, result.stdout + result.stderr + (out / "gpu.log").read_text()
     cells = [json.loads(line) for line in (out / "cells.jsonl").read_text().splitlines()]
