@@ -40,6 +40,7 @@ def test_bad_options_are_exit_code_2() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # four tiny cells, a torch.compile trace among them: minutes on a loaded 2-core machine
 def test_tiny_cpu_run_writes_every_cell(tmp_path: Path) -> None:
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
