@@ -76,9 +76,13 @@ class StreamPipeline:
         warmup_frames: int = WARMUP_FRAMES,
         window: int = WINDOW,
         unet_lock: threading.Lock | None = None,
+        depth_every: int = 1,
     ) -> None:
-        """`unet_lock`: shared by every pipeline on the same `unet` (see `sibling`); a new lock when None."""
+        """`unet_lock`: shared by every pipeline on the same `unet` (see `sibling`); a new lock when None.
+        `depth_every`: estimate depth on every N-th frame only and reuse it in between (depth changes slowly)."""
         check_noise_mode(noise)
+        if depth_every < 1:
+            raise ConfigError(f"depth_every {depth_every} is not 1 or more: 1 estimates depth on every frame")
         if width % 8 or height % 8 or width < 8 or height < 8:
             raise ConfigError(f"model size {width}x{height} is not a positive multiple of 8: use e.g. 512x512")
         self.unet = unet
@@ -93,6 +97,7 @@ class StreamPipeline:
         self.similar_filter = similar_filter
         self.warmup_frames = warmup_frames
         self.window = window
+        self.depth_every = depth_every
         parameter = next(unet.parameters())
         self.device: torch.device = parameter.device
         self.dtype: torch.dtype = parameter.dtype
@@ -175,6 +180,7 @@ class StreamPipeline:
             "warmup_frames": self.warmup_frames,
             "window": self.window,
             "unet_lock": self._unet_lock,
+            "depth_every": self.depth_every,
         }
         arguments.update(overrides)
         return StreamPipeline(**arguments)
@@ -320,6 +326,7 @@ class StreamPipeline:
         self._order: deque[tuple[int, bool]] = deque()  # (input index, skipped) awaiting output, in order
         self._finished: dict[int, tuple[np.ndarray, torch.Tensor]] = {}
         self._last_output: np.ndarray | None = None
+        self._last_depth: torch.Tensor | None = None  # [4, h, w], reused between depth frames (depth_every)
         latent_shape = (4, self.height // 8, self.width // 8)
         self._stream_noise = StreamNoise(self.noise, self.seed, self.num_steps, latent_shape, self.device, self.dtype)
         if self.similar_filter is not None:
@@ -368,12 +375,16 @@ class StreamPipeline:
             latent = self.codec.encode(pixels).to(device=self.device, dtype=self.dtype)  # [1, 4, h, w]
         encoded = EncodedFrame(index=index, latent=latent[0], depth=None)
         if self.depth_encoder is not None:
+            if self._warmed and self._last_depth is not None and index % self.depth_every:
+                encoded.depth = self._last_depth  # [4, h, w] from the last depth frame
+                return encoded
             with self._timed("depth"):
                 raw = self.depth_encoder.predict(pixels)  # [1, 1, d, d]
                 encoded.raw_depth = raw[0]
                 if self._warmed:
                     depth = self.depth_encoder.encode(raw, self.codec, self.height, self.width)  # [1, 4, h, w]
                     encoded.depth = depth[0].to(device=self.device, dtype=self.dtype)
+                    self._last_depth = encoded.depth
         return encoded
 
     def _warmup_depth(self, frames: Sequence[EncodedFrame]) -> torch.Tensor | None:

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from diffusers.models.embeddings import SinusoidalPositionalEmbedding
+from vcam.model.slot_positions import SlotPositionalEncoding
 
 if TYPE_CHECKING:
     from diffusers.models.attention_processor import Attention
@@ -149,11 +149,32 @@ class KVCache:
         if keys.shape[2] != 1:
             raise ValueError(f"append takes one frame, got {keys.shape[2]}")
         kv = self._ensure(keys)
-        slot = self.warmup_frames + self.num_streamed % self.ring_size
+        slot = self.next_slot
         kv[0, :, :, slot] = keys[:, :, 0]
         kv[1, :, :, slot] = values[:, :, 0]
-        self._slot_frame[slot] = self.num_streamed
+        self.advance()
+
+    @property
+    def next_slot(self) -> int:
+        """The ring slot the next streamed frame goes to (the one holding the oldest frame once full)."""
+        return self.warmup_frames + self.num_streamed % self.ring_size
+
+    def advance(self) -> None:
+        """Record that the next streamed frame's row has been written to `next_slot` (by `append` or on the
+        device by a static stream step)."""
+        self._slot_frame[self.next_slot] = self.num_streamed
         self.num_streamed += 1
+
+    def plan_append(self) -> tuple[int, SlotLayout]:
+        """The slot the next append writes and the layout a query sees once it is written; changes nothing."""
+        slot = self.next_slot
+        held = self._slot_frame[slot]
+        self.advance()
+        try:
+            return slot, self.layout()
+        finally:
+            self.num_streamed -= 1
+            self._slot_frame[slot] = held
 
     def layout(self) -> SlotLayout:
         """Positions and visibility of the slots for a query by the newest streamed frame."""
@@ -226,31 +247,29 @@ class StreamContext:
 
     mode: str = "full"
     entry_caches: list[list[KVCache]] = field(default_factory=list)
+    static: StaticStep | None = None  # set: "stream" mode runs the tensor-only step (see StaticStep)
 
 
-class SlotPositionalEncoding(SinusoidalPositionalEmbedding):
-    """AnimateDiff's sinusoidal PE table (same ``pe`` buffer, so state dicts match diffusers').
+@dataclass
+class StaticStep:
+    """One stream step as tensors only, so it can be compiled, captured as a CUDA graph or exported to ONNX.
 
-    Its forward is the identity: the streaming processor adds the PE itself, per slot, inside the attention.
+    Nothing Python-side is read or changed inside the forward: each entry's cache tensors are read only, the
+    slot layout arrives as tensors, and each layer's new K/V rows are left in ``new_rows`` for the caller to
+    copy into the ring (in place, on the device) or to return as graph outputs. The new row is attended to
+    directly (its score joins the visible old slots' in one softmax), so the cache is never copied.
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
+    write_slot: torch.Tensor | None  # [B] long: the ring slot each entry's new row goes to (None: not written here)
+    key_positions: torch.Tensor  # [B, window] long: PE position per slot once the row is written (0 when hidden)
+    visible: torch.Tensor  # [B, window] bool: the old slots the query sees (the write slot excluded)
+    query_position: torch.Tensor  # [B] long: the new frame's position (its key's too)
+    caches: list[list[torch.Tensor]]  # [entry][layer] -> [2, rows, heads, window, head_dim], read only
+    new_rows: list[list[torch.Tensor | None]] = field(default_factory=list)  # [entry][layer] -> [2, rows, heads, d]
 
-    @property
-    def table(self) -> torch.Tensor:
-        """The sinusoidal table, ``[1, max_length, dim]``."""
-        return self.get_buffer("pe")
-
-    @property
-    def max_length(self) -> int:
-        return int(self.table.shape[1])
-
-    def rows(self, positions: torch.Tensor) -> torch.Tensor:
-        """PE rows for ``positions`` (long tensor), shape ``[len(positions), dim]``."""
-        if positions.numel() and int(positions.max()) >= self.max_length:
-            raise ValueError(f"position {int(positions.max())} exceeds the PE table length {self.max_length}")
-        return self.table[0, positions]
+    def __post_init__(self) -> None:
+        if not self.new_rows:
+            self.new_rows = [[None] * len(layers) for layers in self.caches]
 
 
 def resolve_backend(backend: str, device: torch.device, cached: bool = True) -> str:
@@ -335,7 +354,9 @@ class StreamTemporalAttnProcessor:
             raise ValueError("streaming temporal attention is self-attention without a mask")
         residual = hidden_states
         mode = self.context.mode
-        if mode == "stream":
+        if mode == "stream" and self.context.static is not None:
+            out = self._stream_static(attn, hidden_states, self.context.static)  # [rows, 1, inner]
+        elif mode == "stream":
             out = self._stream(attn, hidden_states)  # [rows, 1, inner]
         elif mode in ("full", "warmup"):
             out = self._bidirectional(attn, hidden_states, write=mode == "warmup")  # [rows, F, inner]
@@ -387,6 +408,47 @@ class StreamTemporalAttnProcessor:
             cache = caches[self.layer_index]
             cache.append(key_raw[part], value_raw[part])
             outs.append(self._cached_attention(attn, query_raw[part], cache, backend))  # [entry_rows, heads, 1, d]
+        out = torch.cat(outs) if len(outs) > 1 else outs[0]  # [rows, heads, 1, d]
+        return out.transpose(1, 2).reshape(rows, 1, -1)
+
+    def _stream_static(self, attn: Attention, x: torch.Tensor, static: StaticStep) -> torch.Tensor:
+        """The stream step over read-only caches; the new K/V rows go to ``static.new_rows`` (see StaticStep)."""
+        rows, frames, _ = x.shape
+        entries = len(static.caches)
+        if frames != 1 or not entries or rows % entries:
+            raise ValueError(f"static stream step: {rows} rows x {frames} frames do not fit {entries} entries")
+        heads = attn.heads
+        entry_rows = rows // entries
+        window = static.key_positions.shape[1]
+        query_raw = _split_heads(attn.to_q(x), heads)  # [rows, heads, 1, d]
+        key_raw = _split_heads(attn.to_k(x), heads)  # [rows, heads, 1, d]
+        value_raw = _split_heads(attn.to_v(x), heads)  # [rows, heads, 1, d]
+        head_dim = query_raw.shape[-1]
+        positions = torch.cat([static.key_positions, static.query_position[:, None]], dim=1)  # [B, window + 1]
+        pe = self.pos_table.table[0].index_select(0, positions.reshape(-1)).to(x.dtype)  # [B*(window+1), C]
+        pe_query = _pe_terms(attn.to_q, pe).view(entries, window + 1, heads, head_dim)[:, -1]  # [B, heads, d]
+        pe_key = _pe_terms(attn.to_k, pe).view(entries, window + 1, heads, head_dim).transpose(1, 2)
+        pe_value = _pe_terms(attn.to_v, pe).view(entries, window + 1, heads, head_dim).transpose(1, 2)
+        outs = []
+        for entry in range(entries):
+            part = slice(entry * entry_rows, (entry + 1) * entry_rows)
+            kv = static.caches[entry][self.layer_index]  # [2, entry_rows, heads, window, d]
+            new_key, new_value = key_raw[part], value_raw[part]  # [entry_rows, heads, 1, d] each
+            static.new_rows[entry][self.layer_index] = torch.stack([new_key[:, :, 0], new_value[:, :, 0]])
+            query = query_raw[part] + pe_query[entry][None, :, None]  # [entry_rows, heads, 1, d]
+            outs.append(
+                _static_attention(
+                    query,
+                    kv[0],
+                    kv[1],
+                    new_key + pe_key[entry][None, :, window:],
+                    new_value + pe_value[entry][None, :, window:],
+                    pe_key[entry][:, :window],
+                    pe_value[entry][:, :window],
+                    static.visible[entry],
+                    attn.scale,
+                )
+            )  # [entry_rows, heads, 1, d]
         out = torch.cat(outs) if len(outs) > 1 else outs[0]  # [rows, heads, 1, d]
         return out.transpose(1, 2).reshape(rows, 1, -1)
 
@@ -443,6 +505,56 @@ def _math_with_pe(
     weights = scores.softmax(dim=-1)  # [rows, heads, 1, window]
     out = torch.matmul(weights, values)  # [rows, heads, 1, d]
     return out + torch.einsum("rhqk,hkd->rhqd", weights, pe_value)  # [rows, heads, 1, d]
+
+
+def _static_attention(
+    query: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    new_key: torch.Tensor,
+    new_value: torch.Tensor,
+    pe_key: torch.Tensor,
+    pe_value: torch.Tensor,
+    visible: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    """One query against the visible old slots plus the new row, in one softmax; the cache is only read.
+
+    query ``[rows, heads, 1, d]`` (PE in), keys/values ``[rows, heads, window, d]`` (no PE), new_key/new_value
+    ``[rows, heads, 1, d]`` (PE in), pe_key/pe_value ``[heads, window, d]``, visible ``[window]`` bool.
+    """
+    scores = torch.matmul(query, keys.transpose(-1, -2))  # [rows, heads, 1, window]
+    scores = scores + torch.einsum("rhqd,hkd->rhqk", query, pe_key)  # [rows, heads, 1, window]
+    scores = scores.masked_fill(~visible, -math.inf)  # [rows, heads, 1, window]
+    new_score = (query * new_key).sum(dim=-1, keepdim=True)  # [rows, heads, 1, 1]
+    weights = (torch.cat([scores, new_score], dim=-1) * scale).softmax(dim=-1)  # [rows, heads, 1, window + 1]
+    old_weights = weights[..., :-1]  # [rows, heads, 1, window]
+    out = torch.matmul(old_weights, values)  # [rows, heads, 1, d]
+    out = out + torch.einsum("rhqk,hkd->rhqd", old_weights, pe_value)  # [rows, heads, 1, d]
+    return out + weights[..., -1:] * new_value  # [rows, heads, 1, d]
+
+
+def static_step_layout(
+    caches: Sequence[Sequence[KVCache]],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The slot tensors of a static step for entries whose per-layer caches are ``caches[i]`` (host side).
+
+    Returns (write_slot [B], key_positions [B, window], visible [B, window], query_position [B]) on the CPU;
+    every layer of one entry shares them (all its layers were written together).
+    """
+    slots, positions, visible, queries = [], [], [], []
+    for layers in caches:
+        slot, layout = layers[0].plan_append()
+        slots.append(slot)
+        positions.append([max(p, 0) for p in layout.key_positions])
+        visible.append([ok and index != slot for index, ok in enumerate(layout.valid)])
+        queries.append(layout.query_position)
+    return (
+        torch.tensor(slots, dtype=torch.long),
+        torch.tensor(positions, dtype=torch.long),
+        torch.tensor(visible, dtype=torch.bool),
+        torch.tensor(queries, dtype=torch.long),
+    )
 
 
 def install_stream_processors(

@@ -38,6 +38,7 @@ from torch import nn
 from .depth_mapper import DepthMapper
 from .stream_attention import (
     ATTENTION_BACKENDS,
+    StaticStep,
     StreamCaches,
     StreamContext,
     install_stream_processors,
@@ -165,6 +166,8 @@ class StreamUNet(ModelMixin, ConfigMixin):  # type: ignore[misc]
                     motion_module.norm = FrameGroupNorm.like(motion_module.norm)
         self._context = StreamContext()
         self._depth_embedding: torch.Tensor | None = None
+        # runs `stream` calls when set (vcam.model.step_backends: static, compiled, CUDA graph, ONNX)
+        self.step_backend: Any = None
         self._processors = install_stream_processors(
             self.temporal_transformer_blocks(), self._context, attention_backend
         )
@@ -263,6 +266,11 @@ class StreamUNet(ModelMixin, ConfigMixin):  # type: ignore[misc]
             raise ValueError(f"{batch} entries need {batch} steps, got {steps}")
         if len(set(steps)) != batch:
             raise ValueError(f"entries must be at distinct steps, got {steps}")
+        if self.step_backend is not None:  # one stream's entries: the static / compiled / ONNX step
+            timesteps, encoder_hidden_states = self._entry_inputs(sample, timesteps, encoder_hidden_states)
+            return self.step_backend.stream(
+                self, sample, timesteps, encoder_hidden_states, depth_latent, caches, steps
+            )
         return self.stream_entries(
             sample, timesteps, encoder_hidden_states, depth_latent, [caches.layers(step) for step in steps]
         )
@@ -278,7 +286,8 @@ class StreamUNet(ModelMixin, ConfigMixin):  # type: ignore[misc]
         """Like ``stream``, with entry i's per-layer caches given directly: ``entry_caches[i]``.
 
         The entries may come from several streams (each its own ``StreamCaches``): several clients' stream
-        batches stacked into one UNet call. No two entries may share a cache list.
+        batches stacked into one UNet call. No two entries may share a cache list. This is the eager path: a
+        step backend (``step_backends``) runs one stream's entries through ``stream``.
         """
         batch = sample.shape[0]
         if sample.ndim != 4:
@@ -287,14 +296,37 @@ class StreamUNet(ModelMixin, ConfigMixin):  # type: ignore[misc]
             raise ValueError(f"{batch} entries need {batch} cache lists, got {len(entry_caches)}")
         if len({id(layers) for layers in entry_caches}) != batch:
             raise ValueError("two entries share one step's caches: entries must be at distinct steps")
+        timesteps, encoder_hidden_states = self._entry_inputs(sample, timesteps, encoder_hidden_states)
+        video = sample[:, :, None]  # [B, C, 1, h, w]
+        with self._mode("stream", list(entry_caches), depth_latent, batch):
+            out = self.unet(video, timesteps, encoder_hidden_states).sample  # [B, C, 1, h, w]
+        return out[:, :, 0]
+
+    def _entry_inputs(
+        self, sample: torch.Tensor, timesteps: torch.Tensor, encoder_hidden_states: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One timestep ``[B]`` and one text embedding ``[B, 77, d]`` per entry of ``sample`` ``[B, C, h, w]``."""
+        batch = sample.shape[0]
         timesteps = torch.as_tensor(timesteps, device=sample.device).reshape(-1)  # [B or 1]
         if timesteps.numel() == 1:
             timesteps = timesteps.expand(batch)
         if timesteps.numel() != batch:
             raise ValueError(f"{batch} entries need {batch} timesteps, got {timesteps.numel()}")
-        encoder_hidden_states = self._per_entry(encoder_hidden_states, batch, "encoder_hidden_states")
+        return timesteps, self._per_entry(encoder_hidden_states, batch, "encoder_hidden_states")
+
+    def stream_static(
+        self,
+        sample: torch.Tensor,
+        timesteps: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        depth_latent: torch.Tensor | None,
+        static: StaticStep,
+    ) -> torch.Tensor:
+        """The stream call as a tensor-only function (see ``StaticStep``): reads ``static.caches``, leaves the new
+        K/V rows in ``static.new_rows``. sample ``[B, C, h, w]``, timesteps ``[B]``, encoder_hidden_states
+        ``[B, 77, d]``, depth_latent ``[B, C, h, w]`` or None. Returns the noise prediction ``[B, C, h, w]``."""
         video = sample[:, :, None]  # [B, C, 1, h, w]
-        with self._mode("stream", list(entry_caches), depth_latent, batch):
+        with self._mode("stream", [], depth_latent, sample.shape[0], static):
             out = self.unet(video, timesteps, encoder_hidden_states).sample  # [B, C, 1, h, w]
         return out[:, :, 0]
 
@@ -331,7 +363,12 @@ class StreamUNet(ModelMixin, ConfigMixin):  # type: ignore[misc]
 
     @contextlib.contextmanager
     def _mode(
-        self, mode: str, entry_caches: list[list[Any]], depth_latent: torch.Tensor | None, images: int
+        self,
+        mode: str,
+        entry_caches: list[list[Any]],
+        depth_latent: torch.Tensor | None,
+        images: int,
+        static: StaticStep | None = None,
     ) -> Iterator[None]:
         if depth_latent is not None:
             if self.depth_mapper is None:
@@ -343,11 +380,13 @@ class StreamUNet(ModelMixin, ConfigMixin):  # type: ignore[misc]
             self._depth_embedding = self.depth_mapper(depth_latent.to(self.dtype))  # [N, c0, h, w]
         self._context.mode = mode
         self._context.entry_caches = entry_caches
+        self._context.static = static
         try:
             yield
         finally:
             self._context.mode = "full"
             self._context.entry_caches = []
+            self._context.static = None
             self._depth_embedding = None
 
     def _add_depth_embedding(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> Any:

@@ -37,11 +37,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vcam.model.random_full import (
+    CLIP_VOCAB_SIZE,
+    DPT_HYBRID_CONFIG,
+    SD15_TEXT_ENCODER_CONFIG,
+    SD15_VAE_CONFIG,
+    TAESD_CONFIG,
+)
+
 from tests.tiny_weights import SD15_SCHEDULER_CONFIG
 
 STYLE = "pixar"
 COMPLETE_MARKER = "full-size-set-complete.json"
-CLIP_VOCAB_SIZE = 49408
 ZIP_END_RECORD = 22  # bytes of a zip end-of-central-directory record with no comment
 ZIP_COMMENT_MAX = 65535
 LCM_LORA_RANK = 64
@@ -62,77 +69,6 @@ LCM_LORA_TARGETS = (
     "upsamplers.0.conv",
     "time_emb_proj",
 )
-SD15_TEXT_ENCODER_CONFIG: dict[str, Any] = {
-    "architectures": ["CLIPTextModel"],
-    "attention_dropout": 0.0,
-    "bos_token_id": 0,
-    "dropout": 0.0,
-    "eos_token_id": 2,
-    "hidden_act": "quick_gelu",
-    "hidden_size": 768,
-    "initializer_factor": 1.0,
-    "initializer_range": 0.02,
-    "intermediate_size": 3072,
-    "layer_norm_eps": 1e-05,
-    "max_position_embeddings": 77,
-    "model_type": "clip_text_model",
-    "num_attention_heads": 12,
-    "num_hidden_layers": 12,
-    "pad_token_id": 1,
-    "projection_dim": 768,
-    "torch_dtype": "float32",
-    "vocab_size": CLIP_VOCAB_SIZE,
-}
-SD15_VAE_CONFIG: dict[str, Any] = {
-    "_class_name": "AutoencoderKL",
-    "act_fn": "silu",
-    "block_out_channels": [128, 256, 512, 512],
-    "down_block_types": ["DownEncoderBlock2D"] * 4,
-    "in_channels": 3,
-    "latent_channels": 4,
-    "layers_per_block": 2,
-    "norm_num_groups": 32,
-    "out_channels": 3,
-    "sample_size": 512,
-    "up_block_types": ["UpDecoderBlock2D"] * 4,
-}
-#: madebyollin/taesd's config.json (AutoencoderTiny's defaults)
-TAESD_CONFIG: dict[str, Any] = {
-    "_class_name": "AutoencoderTiny",
-    "act_fn": "relu",
-    "decoder_block_out_channels": [64, 64, 64, 64],
-    "encoder_block_out_channels": [64, 64, 64, 64],
-    "force_upcast": False,
-    "in_channels": 3,
-    "latent_channels": 4,
-    "latent_magnitude": 3,
-    "latent_shift": 0.5,
-    "num_decoder_blocks": [3, 3, 3, 1],
-    "num_encoder_blocks": [1, 3, 3, 3],
-    "out_channels": 3,
-    "scaling_factor": 1.0,
-    "upsampling_scaling_factor": 2,
-}
-#: the closest DPTConfig to Intel/dpt-hybrid-midas that could be built offline (its config.json is not readable)
-DPT_HYBRID_CONFIG: dict[str, Any] = {
-    "is_hybrid": True,
-    "hidden_size": 768,
-    "num_hidden_layers": 12,
-    "num_attention_heads": 12,
-    "intermediate_size": 3072,
-    "image_size": 384,
-    "patch_size": 16,
-    "qkv_bias": True,
-    "backbone_out_indices": [2, 5, 8, 11],
-    "backbone_featmap_shape": [1, 1024, 24, 24],
-    "neck_hidden_sizes": [256, 512, 768, 768],
-    "neck_ignore_stages": [0, 1],
-    "reassemble_factors": [1, 1, 1, 0.5],
-    "readout_type": "project",
-    "fusion_hidden_size": 256,
-    "head_in_index": -1,
-    "use_batch_norm_in_fusion_residual": False,
-}
 DPT_PREPROCESSOR_CONFIG: dict[str, Any] = {
     "do_normalize": True,
     "do_rescale": True,

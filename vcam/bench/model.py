@@ -1,7 +1,9 @@
 """Benchmark of the streaming pipeline: the stream batch (one UNet call per frame) versus T sequential calls.
 
 `vcam bench model --model tiny` runs the tiny random preset on the CPU (correctness of the path and the
-ratios); `--model STYLE` loads a downloaded style (real FPS on a GPU). Reported per mode: ms per frame after
+ratios); `--model STYLE` loads a downloaded style (real FPS on a GPU); `--model sd15-random` (or any grid option)
+runs the grid of cells of `vcam.bench.cells`: the real-size model with random weights, no download.
+Reported per mode: ms per frame after
 the warmup, the per-stage breakdown (encode, depth, UNet, decode), the measured latency in frames, the KV
 cache size and the peak memory (CUDA allocator peak, or the process's peak RSS on the CPU).
 """
@@ -20,9 +22,13 @@ if TYPE_CHECKING:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="tiny", help="'tiny' (random weights, no files) or a downloaded style name")
+    parser.add_argument(
+        "--model", default="tiny", help="'tiny', 'sd15-random' (real size, random weights) or a downloaded style"
+    )
     parser.add_argument("--t-index-list", metavar="I,J,..", help="denoising steps, e.g. 30,40 (default: the style's)")
-    parser.add_argument("--repeats", type=int, default=5, help="runs per mode, alternating; medians (default 5)")
+    parser.add_argument(
+        "--repeats", type=int, help="runs per mode (alternating) or per cell; medians (default 5, cells 1)"
+    )
     parser.add_argument("--frames", type=int, default=24, help="frames timed after the warmup (default 24)")
     parser.add_argument("--size", metavar="WxH", help="model size (default 64x64 for tiny, 512x512 otherwise)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
@@ -30,6 +36,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNet (real models on CUDA)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--config", help="config file (for --model STYLE; default: the user's config.toml)")
+    grid = parser.add_argument_group(
+        "grid of cells (--model sd15-random, or tiny with any of these): one JSON per size x T x dtype x mode"
+    )
+    grid.add_argument("--plan", default="grid", help="grid (every combination) | gpu (the one-call GPU plan)")
+    grid.add_argument("--sizes", metavar="WxH,..", help="model sizes (default 512x512,512x288; tiny 64x64,64x32)")
+    grid.add_argument("--steps", metavar="T,..", help="denoising steps T per cell (default 1,2,4)")
+    grid.add_argument("--dtypes", metavar="D,..", help="float16,float32 (default float16 on CUDA, else float32)")
+    grid.add_argument("--modes", metavar="M,..", help="eager,static,compiled,cudagraph,onnx (default eager)")
+    grid.add_argument(
+        "--only", metavar="CELL,..", help="run only these cells of the plan, e.g. 512x512-T2-float16-eager"
+    )
+    grid.add_argument("--vae", default="taesd", help="taesd (default) | kl (SD's full VAE)")
+    grid.add_argument("--depth-every", type=int, default=1, help="depth on every N-th frame only (default 1)")
+    grid.add_argument("--settle", type=int, default=2, help="untimed frames after the warmup (default 2)")
+    grid.add_argument("--compile-backend", default="inductor", help="torch.compile backend (default inductor)")
+    grid.add_argument(
+        "--out", metavar="DIR", help="write each cell to DIR/cell-NAME.json (or a line of DIR.jsonl) when done"
+    )
+
+
+#: options that switch `vcam bench model --model tiny` to the grid of cells
+GRID_OPTIONS = ("sizes", "steps", "dtypes", "modes", "only", "out")
+
+
+def wants_grid(args: argparse.Namespace) -> bool:
+    from vcam.model.random_full import SD15_RANDOM_NAME
+
+    return args.model == SD15_RANDOM_NAME or args.plan != "grid" or any(getattr(args, o) for o in GRID_OPTIONS)
 
 
 def _frames(count: int, width: int, height: int) -> list[Any]:
@@ -137,8 +171,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.threads < 1:
             raise UserError(f"--threads {args.threads} must be 1 or more")
         torch.set_num_threads(args.threads)
-    if args.repeats < 1:
+    if args.repeats is not None and args.repeats < 1:
         raise UserError(f"--repeats {args.repeats} must be 1 or more")
+    if wants_grid(args):
+        from vcam.bench.cells import run_cells
+
+        return run_cells(args)
+    args.repeats = 5 if args.repeats is None else args.repeats
     base = _build(args, t_index_list)
     runs: dict[str, list[dict[str, Any]]] = {"pipelined": [], "sequential": []}
     for repeat in range(args.repeats):

@@ -18,6 +18,7 @@ TARGETS = {
     "classic": "classic looks: warp error with and without temporal state, on a photograph clip",
     "preview": "preview streams: the rate ffprobe reports, how far behind live a timestamp-paced player settles",
     "serve": "remote server engine: 1/2/4 clients, one stacked UNet call per tick vs one per client",
+    "onnx": "one UNet stream step: PyTorch (reference, static step) vs onnxruntime, alternating",
 }
 
 

@@ -224,6 +224,15 @@ class Live2DiffTranslator(Translator):
         spec = pipeline_spec(paths, seed=config.style.seed, width=width, height=height, **spec_overrides)
         pool = pool or shared_pool()
         lease = pool.acquire(spec, device=config.models.device, dtype=config.models.dtype)
+        if config.models.backend != "torch":
+            from vcam.model.step_backends import use_model_backend
+            from vcam.paths import cache_dir
+
+            try:
+                use_model_backend(lease.pipeline.unet, config.models.backend, cache_dir() / "onnx")
+            except BaseException:
+                lease.release()
+                raise
         return cls(lease.pipeline, name=paths.name, on_close=lease.release, pool=pool, settings=settings)
 
     def __call__(self, image: np.ndarray) -> np.ndarray | None:

@@ -1,0 +1,45 @@
+"""`depth_every = N`: depth is estimated on every N-th input frame and reused in between."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from vcam.model.tiny import build_tiny_pipeline
+
+from tests.pipeline_helpers import moving_frames
+from vcam.errors import ConfigError
+
+
+def _count_depth_calls(pipeline: Any) -> list[int]:
+    calls: list[int] = []
+    model = pipeline.depth_encoder.model
+    original = model.forward
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(int(kwargs["pixel_values"].shape[0]))
+        return original(*args, **kwargs)
+
+    model.forward = counted
+    return calls
+
+
+def test_depth_runs_on_every_nth_frame_and_is_reused_between() -> None:
+    torch.set_num_threads(1)
+    frames = moving_frames(20)
+    every = build_tiny_pipeline()
+    third = build_tiny_pipeline().sibling(depth_every=3)  # its own models: the depth calls are counted apart
+    every_calls, third_calls = _count_depth_calls(every), _count_depth_calls(third)
+    outputs_every = [result.latent for image in frames for result in every.step(image)]
+    outputs_third = [result.latent for image in frames for result in third.step(image)]
+    assert len(every_calls) == 20 and len(third_calls) == len(range(0, 20, 3)) == 7
+    assert len(outputs_every) == len(outputs_third) == 19  # T=2: one frame still in flight
+    assert all(torch.isfinite(latent).all() for latent in outputs_third)
+    # frames 1 and 2 got frame 0's depth latent: the outputs differ from depth on every frame
+    assert not torch.allclose(outputs_every[1], outputs_third[1])
+
+
+def test_depth_every_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="depth_every 0 is not 1 or more"):
+        build_tiny_pipeline().sibling(depth_every=0)
