@@ -24,7 +24,10 @@ IMPORT_DISTRIBUTIONS = {
 #: imports the operating system provides rather than PyPI, with where they come from
 SYSTEM_IMPORTS = {"gi": "Debian's python3-gi: the tray's GTK / AppIndicator menus on Linux (.ci/run installs it)"}
 #: declared distributions no source file imports, and why they are declared
-NOT_IMPORTED = {"accelerate": "diffusers and transformers load large checkpoints with it"}
+NOT_IMPORTED = {
+    "accelerate": "diffusers and transformers load large checkpoints with it",
+    "onnx": "torch.onnx.export builds the stream step's graph with it (model/onnx_step.py)",
+}
 #: extras of tools for developers (test runner, linters), not imported by the app
 TOOL_EXTRAS = ("dev",)
 

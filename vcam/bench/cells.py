@@ -289,7 +289,7 @@ def run_cells(args: argparse.Namespace) -> dict[str, Any]:
     """`vcam bench model` in grid mode: runs the cells in order, writing each one as soon as it is done."""
     import torch
 
-    from vcam.model.pipeline import resolve_device
+    from vcam.model.loading import resolve_device
     from vcam.model.random_full import RANDOM_FULL_VAES, SD15_RANDOM_NAME, T_INDEX_LISTS
 
     if args.model not in (SD15_RANDOM_NAME, "tiny"):
