@@ -16,7 +16,7 @@ from tests.fakes.clock import ManualClock
 from tests.test_runtime import RecordingSink
 from vcam.frame import Frame
 from vcam.latency import (
-    STAGES,
+    LATENCY_STAGES,
     FrameTiming,
     LatencyMeter,
     Measurement,
@@ -124,7 +124,7 @@ def run_on_manual_clock(delay: int, cost_ticks: float, ticks: int, delay_ms: int
 def test_frame_timing_stages_add_up_to_the_latency() -> None:
     timing = FrameTiming(capture=10.0, work_start=10.02, segmented=10.03, translated=10.13, composited=10.135)
     stages = timing.stages_ms(sent=10.15)
-    assert list(stages) == list(STAGES)
+    assert list(stages) == list(LATENCY_STAGES)
     assert stages == pytest.approx(
         {"queue": 20.0, "segment": 10.0, "translate": 100.0, "composite": 5.0, "send_wait": 15.0}
     )

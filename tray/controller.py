@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from vcam.tray.child_camera import ChildCamera, CrashReport, CrashReporting
-from vcam.tray.menu import APP_TITLE, MenuState, RuntimeControl, StyleEntry, style_title, tooltip
+from vcam.tray.menu import APP_TITLE, MenuState, MenuStyle, RuntimeControl, style_title, tooltip
 
 from vcam.status import Status
 
@@ -146,7 +146,7 @@ class TrayController:
         self._camera: CameraHandle | None = None
         self._config: Config | None = None
         self._failed: str | None = None
-        self._styles: tuple[StyleEntry, ...] = ()
+        self._styles: tuple[MenuStyle, ...] = ()
         self._downloads: dict[str, float] = {}
         self._download_errors: dict[str, str] = {}
         self._last_error_seen: str | None = None
@@ -227,7 +227,7 @@ class TrayController:
 
         return load_config(self.config_path)
 
-    def _list_styles(self, config: Config) -> tuple[StyleEntry, ...]:
+    def _list_styles(self, config: Config) -> tuple[MenuStyle, ...]:
         """Every style; the classic ones alone when the diffusion catalogue cannot be read."""
         from vcam.styles import list_styles
 

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from vcam.desktop_entry import APP_TITLE
 from vcam.status import Status
 
 if TYPE_CHECKING:
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-APP_TITLE = "Live2Diff Camera"
 
 #: segmentation modes and their menu labels, in menu order
 SEGMENT_LABELS: dict[str, str] = {
@@ -94,7 +94,7 @@ class RuntimeControl(Protocol):
     def status(self) -> Status: ...
 
 
-class StyleEntry(Protocol):
+class MenuStyle(Protocol):
     """One style as the menu needs it (`vcam.styles.StyleInfo` satisfies it)."""
 
     @property
@@ -146,7 +146,7 @@ class MenuState:
     """
 
     status: Status = field(default_factory=Status)
-    styles: tuple[StyleEntry, ...] = ()
+    styles: tuple[MenuStyle, ...] = ()
     runtime_failed: str | None = None
     downloads: Mapping[str, float] = field(default_factory=dict)
     download_errors: Mapping[str, str] = field(default_factory=dict)
@@ -193,7 +193,7 @@ def state_line(state: MenuState) -> str:
     return f"{APP_TITLE}: {words} ({style_title(state, status.style)})"
 
 
-def style_label(state: MenuState, style: StyleEntry) -> str:
+def style_label(state: MenuState, style: MenuStyle) -> str:
     """A style item's text: its title, marked when its weights are missing, downloading or loading."""
     if style.name in state.downloads:
         return f"{style.title} (downloading {int(state.downloads[style.name] * 100)}%)"
@@ -269,7 +269,7 @@ def build_menu(
         else:
             runtime_command(lambda runtime: runtime.pause(), "pause the camera")
 
-    def style_item(style: StyleEntry) -> pystray.MenuItem:
+    def style_item(style: MenuStyle) -> pystray.MenuItem:
         name = style.name
 
         def activate(icon: Any, item: Any) -> None:

@@ -38,7 +38,7 @@ LATENCY_WINDOW_S = 3.0
 #: sent within `MAX_WINDOW_S`
 MIN_FRAMES, MAX_WINDOW_S = 3, 60.0
 #: the stages of a shown frame, in order; their times add up to its capture-to-send latency
-STAGES = ("queue", "segment", "translate", "composite", "send_wait")
+LATENCY_STAGES = ("queue", "segment", "translate", "composite", "send_wait")
 #: the largest fixed output delay (`[output] delay_ms`): the frames held for it cost memory
 MAX_DELAY_MS = 1000
 #: the file (in the user cache folder) that keeps the last measured latency for `vcam doctor`
@@ -58,9 +58,12 @@ class FrameTiming:
     composited: float = math.nan
 
     def stages_ms(self, sent: float) -> dict[str, float]:
-        """Milliseconds spent in each of `STAGES` when the frame is sent at `sent`."""
+        """Milliseconds spent in each of `LATENCY_STAGES` when the frame is sent at `sent`."""
         points = (self.capture, self.work_start, self.segmented, self.translated, self.composited, sent)
-        return {stage: (end - start) * 1000 for stage, start, end in zip(STAGES, points[:-1], points[1:], strict=True)}
+        return {
+            stage: (end - start) * 1000
+            for stage, start, end in zip(LATENCY_STAGES, points[:-1], points[1:], strict=True)
+        }
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -78,7 +81,7 @@ class LatencyFigures:
     fps_content: float  # new frames sent per second (repeats of the same frame not counted)
     latency_ms_p50: float  # capture -> send
     latency_ms_p95: float
-    stages_ms: dict[str, float]  # stage -> median milliseconds (see `STAGES`)
+    stages_ms: dict[str, float]  # stage -> median milliseconds (see `LATENCY_STAGES`)
 
 
 class LatencyMeter:
@@ -108,7 +111,7 @@ class LatencyMeter:
             fps = (len(recent) - 1) / (recent[-1][0] - recent[0][0])
         stages = {
             stage: round(statistics.median(stages[stage] for _, _, stages in recent), 1) if recent else 0.0
-            for stage in STAGES
+            for stage in LATENCY_STAGES
         }
         return LatencyFigures(
             fps_content=round(fps, 2),

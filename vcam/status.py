@@ -25,7 +25,9 @@ class Status:
     fps_content: float = 0.0  # new frames sent per second (the styled rate a viewer sees; repeats not counted)
     latency_ms_p50: float = 0.0  # capture -> send of the frame's translation (last few seconds)
     latency_ms_p95: float = 0.0
-    latency_stages_ms: dict[str, float] = field(default_factory=dict)  # stage -> median ms (`vcam.latency.STAGES`)
+    latency_stages_ms: dict[str, float] = field(
+        default_factory=dict
+    )  # stage -> median ms (`vcam.latency.LATENCY_STAGES`)
     audio_delay_ms: int = 0  # the audio delay that puts the voice in sync (`vcam.latency.audio_delay_ms`)
     delay_ms: int = 0  # the fixed output delay held (`[output] delay_ms`; 0: off)
     profile: str = "off"  # `[style] profile`: off | auto | a pinned rung id

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from vcam.commands.common import parse_size
     from vcam.config import load_config, validate
     from vcam.errors import UserError
-    from vcam.latency import STAGES, Measurement, audio_delay_hint, audio_delay_ms, now_text, save_measurement
+    from vcam.latency import LATENCY_STAGES, Measurement, audio_delay_hint, audio_delay_ms, now_text, save_measurement
     from vcam.styles import find_style
 
     width, height = parse_size(args.size)
@@ -80,7 +80,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "fps_out": _median([s.fps_out for s in samples]),
         "latency_ms_p50": p50,
         "latency_ms_p95": _median([s.latency_ms_p95 for s in samples]),
-        "stages_ms": {stage: _median([s.latency_stages_ms.get(stage, 0.0) for s in samples]) for stage in STAGES},
+        "stages_ms": {
+            stage: _median([s.latency_stages_ms.get(stage, 0.0) for s in samples]) for stage in LATENCY_STAGES
+        },
         "audio_delay_ms": audio_delay_ms(p50, config.output.audio_offset_ms),
     }
     result["audio_delay_hint"] = audio_delay_hint(result["audio_delay_ms"])
