@@ -5,13 +5,16 @@ Three threads, stopped by one `threading.Event`:
   backlog); when the camera is lost it reconnects with backoff while the output shows a slate.
 - work: takes the newest frame, segments it, translates it (the current style), composites, and
   publishes the result. A style switch loads in a background thread while the old style keeps
-  running (the collector paused: `vcam.gc_policy`), is warmed on the latest camera frames, then
-  swaps atomically between two frames with a short crossfade.
-- output: sends to every sink at exactly the output fps, repeating the newest finished frame when
-  none is new (paced by `FramePacer`, the sources' rule): a meeting app never sees the camera stall,
-  whatever the model does. A sink that fails (disk full, device gone) is closed and dropped with its
-  error in the status; the others keep going, and only when every sink has failed does the runtime
-  stop with an error.
+  running (`vcam.style_switch`: nothing the output thread needs is held by the load), is warmed on
+  the latest real camera frames, then swaps atomically between two frames. At start-up the camera
+  image flows while the configured style loads. A pause, resume or reconnect is a break: nothing
+  captured or in flight before it is shown after it.
+- output: sends to every sink at exactly the output fps from the first camera frame on, repeating
+  the newest finished frame when none is new (paced by `FramePacer`, the sources' rule), and
+  crossfades a new look in by time: a meeting app never sees the camera stall, whatever the model
+  does. A sink that fails (disk full, device gone) is closed and dropped with its error in the
+  status; the others keep going, and only when every sink has failed does the runtime stop with an
+  error.
 A source that fails in an unexpected way is treated like an unplugged camera (slate, reconnect).
 Control (`set_style`, `set_segment`, `pause`, `resume`, `stop`) is thread-safe; `status()` is one
 snapshot. The runtime knows the model only through the `Translator` contract; `vcam.assemble` builds it
@@ -24,7 +27,6 @@ import logging
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -34,12 +36,14 @@ import numpy as np
 from vcam.clock import SYSTEM_CLOCK, Clock
 from vcam.errors import SourceUnavailable, UserError
 from vcam.frame_stats import FrameStats
-from vcam.gc_policy import CollectorPause, freeze_survivors
+from vcam.gc_policy import freeze_survivors
 from vcam.imaging import fit_cover, slate
 from vcam.segment.delay import DelayLine
+from vcam.sinks.fanout import SinkFanout
 from vcam.sources.base import Source
 from vcam.sources.pacing import FramePacer
 from vcam.status import State, Status
+from vcam.style_switch import RECENT_FRAMES, Crossfade, StyleLoads
 from vcam.translators.base import Translator
 from vcam.translators.passthrough import PassthroughTranslator
 
@@ -54,10 +58,8 @@ StatusListener = Callable[[Status], None]
 
 #: the classic look shown when the configured diffusion style cannot load
 FALLBACK_STYLE = "cartoon"
-#: frames over which a style switch crossfades from the old look to the new one
-CROSSFADE_FRAMES = 12
-#: how many recent input frames are kept for a new style's warmup
-RECENT_FRAMES = 8
+#: the longest the output waits for the first camera frame before showing the "Starting camera" slate
+STARTUP_WAIT_S = 2.0
 #: the interpreter's thread switch interval while a runtime runs: short, so the output thread gets the
 #: GIL within a millisecond of its deadline even while the work thread runs Python-heavy code
 SWITCH_INTERVAL_S = 0.001
@@ -70,6 +72,7 @@ class _Published:
     image: np.ndarray  # [h, w, 3] uint8 RGB, output size
     capture_time: float  # monotonic time its input was captured
     serial: int  # increments with every new frame
+    fade_from: np.ndarray | None = None  # the first frame of a new look: the output fades in from this one
 
 
 class Runtime:
@@ -89,20 +92,22 @@ class Runtime:
         segmentation_factory: Callable[[str], SegmentationStage] | None = None,
         fallback_style: str = FALLBACK_STYLE,
         clock: Clock = SYSTEM_CLOCK,
+        preload: Callable[[], None] | None = None,
     ) -> None:
+        """`preload` runs in `start()` before the frame loop (`vcam.style_switch.preload_model_stack`)."""
         if not sinks:
             raise ValueError("a runtime needs at least one sink")
         self.source = source
         self.sinks = list(sinks)
-        self._failed_sinks: list[Sink] = []  # dropped after a failed send (closed already)
+        self._outputs = SinkFanout(self.sinks, self._set_error)  # drops a sink that fails
         self._failure: str | None = None  # why the runtime stopped itself (None: it did not)
         self.width, self.height, self.fps = width, height, fps
         self._loader: TranslatorLoader = translator_loader or (lambda name: PassthroughTranslator())
         self._segmentation = segmentation
         self._segmentation_factory = segmentation_factory
-        self._fallback_style = fallback_style
         self._initial_style = style
         self._clock = clock  # paces the output thread (tests inject one and drive time themselves)
+        self._preload = preload
 
         self._stop = threading.Event()
         self._done = threading.Event()  # set when the output thread has sent `max_frames` or stopped
@@ -113,23 +118,23 @@ class Runtime:
         self._stopped = False
 
         # capture -> work
-        self._latest_input: tuple[np.ndarray, float] | None = None  # (image, capture time)
+        self._latest_input: tuple[np.ndarray, float, int] | None = None  # (image, capture time, epoch)
+        self._epoch = 0  # the stream's epoch: a break (pause, resume, reconnect) starts a new one
         self._camera_lost = False
-        self._recent_inputs: deque[np.ndarray] = deque(maxlen=RECENT_FRAMES)
         # work -> output
         self._published: _Published | None = None
+        self._first_frame = threading.Event()  # the output starts on it (or a slate)
         # control
         self._translator: Translator = PassthroughTranslator()
         self._style = "passthrough"
-        self._pending: tuple[int, str, Translator] | None = None  # (generation, name, translator)
-        self._load_generation = 0
-        self._loading: set[str] = set()
+        fallback = (style, fallback_style, lambda: self._style == "passthrough")
+        self._loads = StyleLoads(self._loader, self._notify, self._style_failed, self._close_quietly, fallback)
         self._paused = False
         self._forget_stream = False  # set on pause, resume and reconnect: the work thread resets the translator
         self._last_error: str | None = None
         self._clears_style_error = True  # False while the fallback look stands in for a failed style
-        self._crossfade_from: np.ndarray | None = None
-        self._crossfade_step = 0
+        self._camera_until_styled = True  # show the plain camera image until the translator's first output
+        self._fade_pending = False  # a switch happened: the next styled frame fades in
         self._max_frames: int | None = None
         self._stats = FrameStats()
         self._listeners: list[StatusListener] = []
@@ -161,6 +166,8 @@ class Runtime:
             self.source.close()
             raise
         log.info("source: %s; sinks: %s", self.source.description, ", ".join(s.description for s in self.sinks))
+        if self._preload is not None:
+            self._preload()  # imports hold the GIL: before the output runs, never during a load
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         freeze_survivors()  # what is alive now (imports, source, sinks) stays out of the collector's walks
         for target, name in (
@@ -194,16 +201,14 @@ class Runtime:
             self._stopped = True
             self._stop.set()
             self._new_frame.notify_all()
+        self._loads.close()  # a load still running frees what it built
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(timeout=10)
-        for sink in self.sinks:
-            if sink not in self._failed_sinks:
-                self._close_quietly(sink)
+        for sink in self._outputs.working():
+            self._close_quietly(sink)
         self._close_quietly(self.source)
         self._close_quietly(self._translator)
-        if self._pending is not None:
-            self._close_quietly(self._pending[2])
         if self._segmentation is not None:
             self._close_quietly(self._segmentation)
         self._notify()
@@ -252,58 +257,14 @@ class Runtime:
     # ------------------------------------------------------------------ control
     def set_style(self, name: str) -> None:
         """Load style `name` in the background; the current style keeps running until it is ready."""
-        with self._lock:
-            self._load_generation += 1
-            generation = self._load_generation
-            self._loading.add(name)
-        recent = list(self._recent_inputs)
-        thread = threading.Thread(
-            target=self._load_style, args=(generation, name, recent), name=f"vcam-load-{name}", daemon=True
-        )
-        thread.start()
+        self._loads.request(name)
         self._notify()
 
-    def _load_style(self, generation: int, name: str, recent: list[np.ndarray]) -> None:
-        try:
-            with CollectorPause():
-                translator = self._loader(name)
-                if recent:
-                    translator.warmup(recent)  # fill the new style's temporal state on the latest camera frames
-        except Exception as error:
-            message = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
-            if not isinstance(error, UserError):
-                log.exception("style %r failed to load", name)
-            self._style_failed(generation, name, message)
-            return
-        stale: Translator | None
+    def _style_failed(self, error: str, falling_back: bool) -> None:
         with self._lock:
-            self._loading.discard(name)
-            if generation != self._load_generation or self._stopped:
-                stale = translator
-            else:
-                stale = self._pending[2] if self._pending is not None else None
-                self._pending = (generation, name, translator)
-        if stale is not None:
-            self._close_quietly(stale)
-        self._notify()
-
-    def _style_failed(self, generation: int, name: str, message: str) -> None:
-        log.warning("style %r could not be loaded: %s", name, message)
-        fall_back = False
-        with self._lock:
-            self._loading.discard(name)
-            self._last_error = f"style {name!r} could not be loaded: {message}"
-            fall_back = (
-                generation == self._load_generation
-                and self._style == "passthrough"
-                and name == self._initial_style
-                and name != self._fallback_style
-            )
-        if fall_back:
-            log.warning("showing the classic %r look meanwhile", self._fallback_style)
-            with self._lock:
-                self._clears_style_error = False  # the fallback keeps saying how to get the style
-            self.set_style(self._fallback_style)
+            self._last_error = error
+            if falling_back:
+                self._clears_style_error = False  # the fallback look keeps saying how to get the style
         self._notify()
 
     def set_segment(self, mode: str) -> None:
@@ -328,14 +289,23 @@ class Runtime:
         """Send a still privacy frame instead of the camera until `resume()`."""
         with self._lock:
             self._paused = True
-            self._forget_stream = True
+            self._break_stream_locked()
         self._notify()
 
     def resume(self) -> None:
         with self._lock:
             self._paused = False
-            self._forget_stream = True
+            self._break_stream_locked()
         self._notify()
+
+    def _break_stream_locked(self) -> None:
+        """A break in the stream (pause, resume, reconnect): what was captured or in flight before it is never
+        shown after it (the work thread drops older inputs and resets the translator and the delay line)."""
+        self._epoch += 1
+        self._forget_stream = True
+        self._latest_input = None
+        self._loads.forget_frames()
+        self._published = None
 
     def add_status_listener(self, listener: StatusListener) -> None:
         """Call `listener(status)` (from a runtime thread) when the state, style, mode or error change."""
@@ -353,7 +323,9 @@ class Runtime:
         with self._lock:
             stats = self._stats
             translator = self._translator
-            holding = [translator] if self._pending is None else [translator, self._pending[2]]
+            pending = self._loads.pending_translator()
+            holding = [translator] if pending is None else [translator, pending]
+            loading = self._loads.loading()
             state: State
             if self._stopped:
                 state = "stopped"
@@ -363,7 +335,7 @@ class Runtime:
                 state = "paused"
             elif self._camera_lost:
                 state = "reconnecting"
-            elif self._loading:
+            elif loading:
                 state = "loading_style"
             elif stats.frames_out == 0:
                 state = "starting"
@@ -377,11 +349,11 @@ class Runtime:
                 style=self._style,
                 segment=segment_mode,
                 source=self.source.description,
-                sinks=tuple(sink.description for sink in self.sinks if sink not in self._failed_sinks),
+                sinks=tuple(sink.description for sink in self._outputs.working()),
                 **stats.figures(now),
                 last_error=translator.problem or self._last_error,
                 preview_url=self._preview_url,
-                styles_loading=tuple(sorted(self._loading)),
+                styles_loading=loading,
                 model_memory_mb=round(max(held.resident_memory_mb() for held in holding), 1),
             )
 
@@ -405,6 +377,7 @@ class Runtime:
 
         backoff = Backoff()
         while not self._stop.is_set():
+            epoch = self._epoch  # read before the frame: one captured across a break belongs to the old stream
             try:
                 frame = self.source.read()
             except SourceUnavailable as error:
@@ -418,7 +391,7 @@ class Runtime:
             with self._lock:
                 if self._latest_input is not None:
                     self._stats.dropped += 1  # the work thread never saw the previous one
-                self._latest_input = (frame.image, frame.timestamp)
+                self._latest_input = (frame.image, frame.timestamp, epoch)
                 self._stats.captured.append(time.monotonic())
                 self._new_frame.notify_all()
 
@@ -427,6 +400,7 @@ class Runtime:
             first = not self._camera_lost
             self._camera_lost = True
             self._latest_input = None
+            self._first_frame.set()  # the output shows the slate
         if first:
             log.warning("camera unavailable (%s); reconnecting", error)
             self._notify()
@@ -442,18 +416,18 @@ class Runtime:
             log.warning("camera back: %s", self.source.description)
             with self._lock:
                 self._camera_lost = False
-                self._forget_stream = True
+                self._break_stream_locked()
             if self._segmentation is not None:
                 self._segmentation.reset()  # the mask's temporal smoothing must not blend across the gap
             self._notify()
             return
 
     # ------------------------------------------------------------------ work thread
-    def _take_input(self) -> tuple[np.ndarray, float] | None:
+    def _take_input(self) -> tuple[np.ndarray, float, int] | None:
         with self._lock:
             while self._latest_input is None and not self._stop.is_set():
                 self._new_frame.wait(0.1)
-                if self._pending is not None:
+                if self._loads.has_pending:
                     break
             if self._latest_input is None:
                 return None
@@ -461,19 +435,18 @@ class Runtime:
             return taken
 
     def _swap_pending(self) -> None:
+        pending = self._loads.take_pending()
+        if pending is None:
+            return
+        name, translator = pending
         with self._lock:
-            pending, self._pending = self._pending, None
-            if pending is None:
-                return
-            _, name, translator = pending
             old, self._translator = self._translator, translator
             self._style = name
             if self._clears_style_error and self._last_error is not None and self._last_error.startswith("style "):
                 self._last_error = None  # a style that loaded clears the error of one that did not
             self._clears_style_error = True
-            if self._published is not None:
-                self._crossfade_from = self._published.image
-                self._crossfade_step = 0
+            self._fade_pending = True  # the new look's first frame fades in from what is shown now
+            self._camera_until_styled = old.name == "passthrough"  # the camera flows until the new look's first
             self._delay_line.clear()
         log.info("style is now %r", name)
         if old is not translator:
@@ -482,33 +455,46 @@ class Runtime:
 
     def _work_loop(self) -> None:
         while not self._stop.is_set():
-            if self._pending is not None:
+            if self._loads.has_pending:
                 self._swap_pending()
             taken = self._take_input()
             if taken is None:
                 continue
-            raw, capture_time = taken
+            raw, capture_time, epoch = taken
             image = fit_cover(raw, self.width, self.height)  # [h, w, 3] at the output size
-            self._recent_inputs.append(image)
-            if self._paused:
-                continue
-            if self._forget_stream:
-                with self._lock:
+            with self._lock:
+                if epoch != self._epoch:
+                    continue  # captured before a break
+                self._loads.note_frame(image)  # what a new style is warmed on
+                paused, forget = self._paused, self._forget_stream
+                if not paused:
                     self._forget_stream = False
+            if paused:
+                continue
+            if forget:
                 self._translator.reset()  # the translator's temporal state must not blend across the gap
+                self._delay_line.clear()  # outputs of inputs from before the gap are dropped
+                self._camera_until_styled = True
             result = self._process(image, capture_time)
             if result is None:
                 continue
-            out, out_capture_time = result
-            out = self._crossfade(out)
+            out, out_capture_time, styled = result
             with self._lock:
+                if epoch != self._epoch:
+                    continue  # a break happened while this frame was processed
+                fade_from = None
+                if styled and self._fade_pending:
+                    self._fade_pending = False
+                    fade_from = self._published.image if self._published is not None else None
                 serial = self._published.serial + 1 if self._published else 1
-                self._published = _Published(out, out_capture_time, serial)
+                self._published = _Published(out, out_capture_time, serial, fade_from)
                 self._stats.finished.append(time.monotonic())
+                self._first_frame.set()
         self._notify()
 
-    def _process(self, image: np.ndarray, capture_time: float) -> tuple[np.ndarray, float] | None:
-        """Segment, translate and composite one frame; returns the output and its input's capture time."""
+    def _process(self, image: np.ndarray, capture_time: float) -> tuple[np.ndarray, float, bool] | None:
+        """Segment, translate and composite one frame: the output, its input's capture time, whether it is
+        styled (False: the plain camera image, shown until a new translator's first output)."""
         stage = self._segmentation
         mask = None
         if stage is not None and stage.mode != "off":
@@ -517,7 +503,7 @@ class Runtime:
             self._stats.segment_ms.append((time.perf_counter() - start) * 1000)
         translator = self._translator
         if stage is not None and stage.mode != "off" and not stage.needs_translation:
-            return stage.composite(image, None, mask), capture_time
+            return stage.composite(image, None, mask), capture_time, True
         start = time.perf_counter()
         translated = translator(image)
         self._stats.translate_ms.append((time.perf_counter() - start) * 1000)
@@ -525,53 +511,60 @@ class Runtime:
         if translator.latency_frames >= self._delay_line.capacity:
             self._delay_line.resize(translator.latency_frames + 1)
         self._delay_line.push(image, mask, capture_time)
-        if translated is None:
-            if self._published is None or self._style == "passthrough":
-                return image, capture_time  # nothing styled yet: show the camera rather than nothing
-            return None
-        entry = self._delay_line.get(translator.latency_frames)
-        if entry is None:  # a translator that answers before it has seen `latency_frames` inputs
-            return None
+        entry = self._delay_line.get(translator.latency_frames) if translated is not None else None
+        if translated is None or entry is None:  # nothing yet, or an output of an input from before a break
+            return (image, capture_time, False) if self._camera_until_styled else None
+        self._camera_until_styled = False
         if translated.shape != entry.image.shape:
             translated = fit_cover(translated, self.width, self.height)
         if stage is not None and stage.mode != "off":
-            return stage.composite(entry.image, translated, entry.mask), entry.timestamp
-        return translated, entry.timestamp
-
-    def _crossfade(self, image: np.ndarray) -> np.ndarray:
-        if self._crossfade_from is None:
-            return image
-        self._crossfade_step += 1
-        alpha = self._crossfade_step / CROSSFADE_FRAMES
-        if alpha >= 1.0 or self._crossfade_from.shape != image.shape:
-            self._crossfade_from = None
-            return image
-        blended = self._crossfade_from.astype(np.float32) * (1 - alpha) + image.astype(np.float32) * alpha
-        return blended.astype(np.uint8)
+            return stage.composite(entry.image, translated, entry.mask), entry.timestamp, True
+        return translated, entry.timestamp, True
 
     # ------------------------------------------------------------------ output thread
-    def _frame_to_send(self, last_serial: int) -> tuple[np.ndarray, int, float | None]:
+    def _frame_to_send(
+        self, last_serial: int, crossfade: Crossfade, last_slate: np.ndarray | None
+    ) -> tuple[np.ndarray, int, float | None]:
         """The image for this tick, its serial (0 for slates) and its capture time if it is new."""
         with self._lock:
             paused, lost, published = self._paused, self._camera_lost, self._published
+        if paused or lost or published is None:
+            crossfade.cancel()
         if paused:
             return slate(self.width, self.height, "Camera paused", "privacy mode: your camera is not shown"), 0, None
         if lost:
             return slate(self.width, self.height, "Camera unavailable", "reconnecting..."), 0, None
-        if published is None:
-            return slate(self.width, self.height, "Starting camera", "live2diff-vcam"), 0, None
+        if published is None:  # starting, or just after a break: the card shown before it stays until a frame
+            card = last_slate if last_slate is not None else slate(self.width, self.height, "Starting camera", "vcam")
+            return card, 0, None
         is_new = published.serial != last_serial
-        return published.image, published.serial, published.capture_time if is_new else None
+        now = self._clock.now()
+        if is_new and published.fade_from is not None:
+            crossfade.start(published.fade_from, now)
+        image = crossfade.apply(published.image, now)
+        return image, published.serial, published.capture_time if is_new else None
+
+    def _wait_for_first_frame(self) -> None:
+        """Start sending with the first camera frame (or a slate: camera lost, paused, `STARTUP_WAIT_S` passed)."""
+        started = self._clock.now()
+        while not self._first_frame.wait(0.01) and not self._stop.is_set() and not self._paused:
+            if self._clock.now() - started >= STARTUP_WAIT_S:
+                return
 
     def _output_loop(self) -> None:
+        self._wait_for_first_frame()
         pacer = FramePacer(self.fps, self._clock, stop=self._stop)  # far behind (suspended?): it restarts the clock
+        crossfade = Crossfade()
         tick = 0
         last_serial = -1
+        last_slate: np.ndarray | None = None  # the card sent last, if the last frame sent was a card
         while not self._stop.is_set():
             if not pacer.wait(tick):
                 break
-            image, serial, capture_time = self._frame_to_send(last_serial)
-            self._send_to_sinks(image)
+            image, serial, capture_time = self._frame_to_send(last_serial, crossfade, last_slate)
+            last_slate = image if serial == 0 else None
+            if not self._outputs.send(image):
+                self._fail(f"every output failed; the last: {self._last_error}")
             if self._stop.is_set():
                 break
             now = time.monotonic()
@@ -591,26 +584,3 @@ class Runtime:
             if done:
                 self._done.set()
                 return
-
-    def _send_to_sinks(self, image: np.ndarray) -> None:
-        """Send to every working sink; a failing sink is closed and dropped, the others keep going."""
-        for sink in self.sinks:
-            if sink in self._failed_sinks:
-                continue
-            try:
-                sink.send(image)
-            except Exception as error:
-                self._drop_sink(sink, error)
-        if len(self._failed_sinks) == len(self.sinks):
-            self._fail(f"every output failed; the last: {self._last_error}")
-
-    def _drop_sink(self, sink: Sink, error: Exception) -> None:
-        log.error(
-            "output %s failed and was stopped: %s", sink.description, error, exc_info=not isinstance(error, UserError)
-        )
-        with self._lock:
-            self._failed_sinks.append(sink)
-        self._close_quietly(sink)
-        others = [s.description for s in self.sinks if s not in self._failed_sinks]
-        still = f"; still sending to {', '.join(others)}" if others else ""
-        self._set_error(f"output {sink.description} failed and was stopped: {error}{still}")
