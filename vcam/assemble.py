@@ -19,10 +19,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def build_runtime(config: Config) -> Runtime:
-    """The runtime for a (validated, CLI-overridden) config: resolves `auto` source and sinks."""
+def build_runtime(config: Config, preload_models: bool = True) -> Runtime:
+    """The runtime for a (validated, CLI-overridden) config: resolves `auto` source and sinks.
+
+    With `preload_models` (and the model libraries installed) the runtime imports them before its first frame:
+    a diffusion style loaded later, at start-up or on a switch, then never freezes the output.
+    """
     from vcam.sinks import parse_sink
     from vcam.sources import parse_source
+    from vcam.style_switch import model_stack_installed, preload_model_stack
     from vcam.styles import load_translator
 
     source_spec = resolve_auto_source(config.camera.source)
@@ -50,6 +55,7 @@ def build_runtime(config: Config) -> Runtime:
         translator_loader=lambda name: load_translator(name, config),
         segmentation=segmentation,
         segmentation_factory=make_segmentation,
+        preload=preload_model_stack if preload_models and model_stack_installed() else None,
     )
 
 

@@ -72,7 +72,7 @@ class _Published:
     image: np.ndarray  # [h, w, 3] uint8 RGB, output size
     capture_time: float  # monotonic time its input was captured
     serial: int  # increments with every new frame
-    fade_from: np.ndarray | None = None  # the first frame of a new look: the output fades in from this one
+    fade: tuple[int, np.ndarray] | None = None  # (serial of the new look's first frame, the frame it fades in from)
 
 
 class Runtime:
@@ -135,6 +135,7 @@ class Runtime:
         self._clears_style_error = True  # False while the fallback look stands in for a failed style
         self._camera_until_styled = True  # show the plain camera image until the translator's first output
         self._fade_pending = False  # a switch happened: the next styled frame fades in
+        self._fade: tuple[int, np.ndarray] | None = None  # the newest switch's fade, on every frame published since
         self._max_frames: int | None = None
         self._stats = FrameStats()
         self._listeners: list[StatusListener] = []
@@ -474,7 +475,7 @@ class Runtime:
             if forget:
                 self._translator.reset()  # the translator's temporal state must not blend across the gap
                 self._delay_line.clear()  # outputs of inputs from before the gap are dropped
-                self._camera_until_styled = True
+                self._camera_until_styled, self._fade = True, None
             result = self._process(image, capture_time)
             if result is None:
                 continue
@@ -482,12 +483,11 @@ class Runtime:
             with self._lock:
                 if epoch != self._epoch:
                     continue  # a break happened while this frame was processed
-                fade_from = None
+                serial = self._published.serial + 1 if self._published else 1
                 if styled and self._fade_pending:
                     self._fade_pending = False
-                    fade_from = self._published.image if self._published is not None else None
-                serial = self._published.serial + 1 if self._published else 1
-                self._published = _Published(out, out_capture_time, serial, fade_from)
+                    self._fade = (serial, self._published.image) if self._published is not None else None
+                self._published = _Published(out, out_capture_time, serial, self._fade)
                 self._stats.finished.append(time.monotonic())
                 self._first_frame.set()
         self._notify()
@@ -539,8 +539,9 @@ class Runtime:
             return card, 0, None
         is_new = published.serial != last_serial
         now = self._clock.now()
-        if is_new and published.fade_from is not None:
-            crossfade.start(published.fade_from, now)
+        if published.fade is not None and published.fade[0] != crossfade.switch:
+            crossfade.switch = published.fade[0]
+            crossfade.start(published.fade[1], now)
         image = crossfade.apply(published.image, now)
         return image, published.serial, published.capture_time if is_new else None
 

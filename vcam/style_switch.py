@@ -49,6 +49,7 @@ TORCH_LIBRARIES = ("libgomp.so.1", "libc10.so", "libtorch_cpu.so", "libtorch.so"
 #: (module, attribute or None) a model load imports; attributes of diffusers' and transformers' lazy modules
 #: import their submodules
 MODEL_STACK_IMPORTS: tuple[tuple[str, str | None], ...] = (
+    ("cv2", None),
     ("torch", None),
     ("torch.nn.functional", None),
     ("safetensors.torch", None),
@@ -65,11 +66,19 @@ MODEL_STACK_IMPORTS: tuple[tuple[str, str | None], ...] = (
     ("transformers", "CLIPTokenizer"),
     ("transformers", "DPTConfig"),
     ("transformers", "DPTForDepthEstimation"),
+    ("numpy.core.multiarray", None),  # torch.load's safe globals
+    ("vcam.model.depth", None),
     ("vcam.model.loading", None),
+    ("vcam.model.pipeline", None),
     ("vcam.model.pool", None),
+    ("vcam.model.text", None),
     ("vcam.model.tiny", None),
+    ("vcam.model.vae", None),
     ("vcam.model.weights", None),
+    ("vcam.store.store", None),
+    ("vcam.translators.classic", None),
     ("vcam.translators.live2diff", None),
+    ("vcam.translators.passthrough", None),
 )
 
 
@@ -123,6 +132,7 @@ class Crossfade:
         self.seconds = seconds
         self._from: np.ndarray | None = None  # [h, w, 3] uint8: the last frame shown before the new look
         self._started_at = 0.0
+        self.switch = 0  # which switch the fade belongs to (the caller's number; 0: none yet)
 
     def start(self, last_frame: np.ndarray, now: float) -> None:
         """The new look's first frame is shown at `now`: fade in from `last_frame`."""

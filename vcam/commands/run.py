@@ -112,16 +112,17 @@ def run(args: argparse.Namespace) -> int:
     from vcam.assemble import build_runtime
     from vcam.cli import STOP_SIGNALS
     from vcam.sinks.file import FileSink
-    from vcam.styles import find_style
+    from vcam.styles import MODEL_STYLE_KINDS, find_style
 
     config = load_config_from_args(args)
     apply_overrides(config, args)
-    find_style(config.style.name, config)  # an unknown name is an error before anything opens
+    style = find_style(config.style.name, config)  # an unknown name is an error before anything opens
     if config.remote.url:
         from vcam.serve.token import client_token
 
         client_token(config.remote_token)  # no token: an error before anything opens
-    runtime = build_runtime(config)
+    # an open-ended run may switch to a diffusion style later: import the model libraries before the first frame
+    runtime = build_runtime(config, preload_models=args.frames is None or style.kind in MODEL_STYLE_KINDS)
     recordings = [sink for sink in runtime.sinks if isinstance(sink, FileSink)]
     for recording in recordings:
         recording.overwrite = args.overwrite
