@@ -17,6 +17,7 @@ TARGETS = {
     "classic": "classic looks: warp error with and without temporal state, on a photograph clip",
     "preview": "preview streams: the rate ffprobe reports, how far behind live a timestamp-paced player settles",
     "serve": "remote server engine: 1/2/4 clients, one stacked UNet call per tick vs one per client",
+    "switch": "style loads: the longest output gap while a diffusion style loads, at start-up and on a switch",
 }
 
 
