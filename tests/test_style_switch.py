@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -29,7 +28,7 @@ from vcam.imaging import slate
 from vcam.runtime import Runtime
 from vcam.sources.base import Source
 from vcam.sources.demo import DemoSource
-from vcam.style_switch import CROSSFADE_S, LOADER_NICENESS, RECENT_FRAMES, Crossfade
+from vcam.style_switch import CROSSFADE_S, RECENT_FRAMES, Crossfade
 from vcam.translators.base import Translator
 
 W, H, FPS = 64, 48, 30.0
@@ -101,11 +100,9 @@ class _BlockingLoader:
         self.inside = threading.Event()
         self.release = threading.Event()
         self.collector_enabled_inside: bool | None = None
-        self.niceness_inside: int | None = None
 
     def _block(self) -> None:
         self.collector_enabled_inside = gc.isenabled()
-        self.niceness_inside = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
         self.inside.set()
         self.release.wait(30)
 
@@ -128,8 +125,7 @@ class _BlockingLoader:
 @pytest.mark.parametrize("where", ["load", "warmup"])
 def test_the_output_thread_waits_on_nothing_a_load_holds(where: str) -> None:
     """While a load is stopped inside the loader or the warmup, every clock tick sends exactly one frame and the
-    status answers: the output thread takes no lock the loading thread holds. The load runs without the collector
-    and at a lower CPU priority than the frame loop."""
+    status answers: the output thread takes no lock the loading thread holds. The load runs without the collector."""
     clock = ManualClock()
     loader = _BlockingLoader(where)
     sink = RecordingSink(clock)
@@ -148,8 +144,6 @@ def test_the_output_thread_waits_on_nothing_a_load_holds(where: str) -> None:
         runtime.stop()
     assert loader.collector_enabled_inside is False
     assert gc.isenabled()
-    # the loading thread yields the CPU to the frame loop: niced below the process (which the frame loop keeps)
-    assert loader.niceness_inside == os.getpriority(os.PRIO_PROCESS, 0) + LOADER_NICENESS
 
 
 def test_the_runtime_preloads_before_its_first_frame() -> None:

@@ -9,8 +9,7 @@ and the collector walking every object. So:
 - `preload_model_stack()` imports every module a model load needs before the frame loop's output starts (the
   runtime's `preload`), with torch's shared libraries opened first through a foreign call that releases the GIL;
   a later load imports nothing;
-- a load runs under `loader_policy()`: the collector off (`vcam.gc_policy.CollectorPause`) and the loading thread
-  at a lower CPU priority, so its computing (random init, warmup) yields the cores to the frame loop;
+- a load runs under `loader_policy()`: the collector off (`vcam.gc_policy.CollectorPause`);
 - the loader holds no lock the output thread takes: it hands its result over under the runtime's lock, briefly.
 
 The crossfade runs on the output side by time (`Crossfade`, `CROSSFADE_S`), whatever the model's speed.
@@ -43,8 +42,6 @@ log = logging.getLogger(__name__)
 
 #: how many recent camera frames a new style is warmed on (a load waits until it has them)
 RECENT_FRAMES = 8
-#: how much lower (nice) a loading thread runs than the frame loop
-LOADER_NICENESS = 10
 #: seconds over which the output blends from the old look to the new one, from the new look's first frame
 CROSSFADE_S = 0.3
 #: torch's shared libraries, in dependency order, opened without the GIL before `import torch`
@@ -121,24 +118,12 @@ def preload_model_stack() -> None:
     log.debug("model stack imported")
 
 
-def lower_thread_priority(niceness: int = LOADER_NICENESS) -> bool:
-    """Run the calling thread `niceness` lower (Linux: per thread); True if done. The OpenMP workers its torch
-    calls start are its own team and inherit it; the frame loop's threads keep theirs. It cannot be undone
-    without privileges: call it in a thread that ends with its task."""
-    try:
-        native_id = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, native_id, os.getpriority(os.PRIO_PROCESS, native_id) + niceness)
-    except (OSError, AttributeError):  # not permitted or not supported: the load runs at normal priority
-        return False
-    return True
-
-
 @contextmanager
 def loader_policy() -> Iterator[None]:
-    """How a style load runs (in its own thread): imports done beforehand, the collector paused (its walks hold
-    the GIL), and the thread at a lower CPU priority so its computing (weights, warmup) yields the cores to the
-    frame loop."""
-    lower_thread_priority()
+    """How a style load runs (in its own thread): imports done beforehand, and the collector paused (its walks
+    hold the GIL). The thread keeps the normal CPU priority: a lower one measured no shorter output gaps (the
+    output thread sleeps between frames and is woken ahead of compute-bound threads) and loads took minutes on a
+    busy machine."""
     with CollectorPause():
         yield
 

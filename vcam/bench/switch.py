@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", default="1280x720", help="output size (default 1280x720)")
     parser.add_argument("--fps", type=float, default=30.0, help="output fps (default 30)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds a load may take (default 900)")
+    parser.add_argument(
+        "--baseline-seconds", type=float, default=5.0, help="length of each no-load baseline run (default 5)"
+    )
 
 
 def _config(args: argparse.Namespace, width: int, height: int) -> Any:
@@ -141,7 +144,10 @@ def _baseline(args: argparse.Namespace, width: int, height: int, seconds: float 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from vcam.commands.common import parse_size
+    from vcam.errors import UserError
 
+    if args.runs < 1:
+        raise UserError(f"--runs {args.runs} must be 1 or more")
     width, height = parse_size(args.size)
     style = FULL_SIZE_STYLE if args.full_size else args.style
     interval_ms = 1000 / args.fps
@@ -162,7 +168,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "longest_gap_frame_intervals_median": round(median_gap / interval_ms, 2),
             "load_s_median": round(statistics.median(run["load_s"] for run in runs), 2),
         }
-    baseline = [_baseline(args, width, height) for _ in range(args.runs)]
+    baseline = [_baseline(args, width, height, args.baseline_seconds) for _ in range(args.runs)]
     result["baseline_no_load_longest_gap_ms_median"] = round(statistics.median(baseline), 1)
     result["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}"
     result["load_average"] = [round(value, 2) for value in os.getloadavg()]
