@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def _is_slate(image: np.ndarray) -> bool:
     cards = [
-        slate(W, H, "Starting camera", "vcam"),
+        slate(W, H, "Starting camera", "live2diff-vcam"),
         slate(W, H, "Camera paused", "privacy mode: your camera is not shown"),
         slate(W, H, "Camera unavailable", "reconnecting..."),
     ]

@@ -418,8 +418,6 @@ class Runtime:
             with self._lock:
                 self._camera_lost = False
                 self._break_stream_locked()
-            if self._segmentation is not None:
-                self._segmentation.reset()  # the mask's temporal smoothing must not blend across the gap
             self._notify()
             return
 
@@ -476,6 +474,8 @@ class Runtime:
                 self._translator.reset()  # the translator's temporal state must not blend across the gap
                 self._delay_line.clear()  # outputs of inputs from before the gap are dropped
                 self._camera_until_styled, self._fade = True, None
+                if self._segmentation is not None:
+                    self._segmentation.reset()  # the mask's temporal smoothing must not blend across the gap
             result = self._process(image, capture_time)
             if result is None:
                 continue
@@ -535,8 +535,8 @@ class Runtime:
         if lost:
             return slate(self.width, self.height, "Camera unavailable", "reconnecting..."), 0, None
         if published is None:  # starting, or just after a break: the card shown before it stays until a frame
-            card = last_slate if last_slate is not None else slate(self.width, self.height, "Starting camera", "vcam")
-            return card, 0, None
+            starting = slate(self.width, self.height, "Starting camera", "live2diff-vcam")
+            return (last_slate if last_slate is not None else starting), 0, None
         is_new = published.serial != last_serial
         now = self._clock.now()
         if published.fade is not None and published.fade[0] != crossfade.switch:
