@@ -161,14 +161,14 @@ class Runtime:
                 opened.append(sink)
                 if sink.url is not None:
                     self._preview_url = sink.url
+            if self._preload is not None:
+                self._preload()  # imports hold the GIL: before the output runs, never during a load
         except BaseException:
             for sink in opened:
                 self._close_quietly(sink)
             self.source.close()
             raise
         log.info("source: %s; sinks: %s", self.source.description, ", ".join(s.description for s in self.sinks))
-        if self._preload is not None:
-            self._preload()  # imports hold the GIL: before the output runs, never during a load
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         freeze_survivors()  # what is alive now (imports, source, sinks) stays out of the collector's walks
         for target, name in (
