@@ -12,14 +12,19 @@ same runtime on `cartoon` alone) says what the machine's scheduling adds by itse
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import platform
 import statistics
 import time
 from typing import Any
 
+log = logging.getLogger(__name__)
+
 #: the packaged style the real-size random set of tests/full_size_weights.py holds
 FULL_SIZE_STYLE = "pixar"
+#: the loads measured: the style configured at start-up, and a switch to it from the classic `cartoon` look
+CASES = ("startup", "switch")
 #: seconds the runtime runs after the style is shown (the first frames of the new look)
 SETTLE_S = 1.0
 
@@ -37,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", default="1280x720", help="output size (default 1280x720)")
     parser.add_argument("--fps", type=float, default=30.0, help="output fps (default 30)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds a load may take (default 900)")
+    parser.add_argument(
+        "--cases", default="startup,switch", help="which loads to measure: startup, switch or both (default both)"
+    )
     parser.add_argument(
         "--baseline-seconds", type=float, default=5.0, help="length of each no-load baseline run (default 5)"
     )
@@ -148,6 +156,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.runs < 1:
         raise UserError(f"--runs {args.runs} must be 1 or more")
+    cases = [case.strip() for case in args.cases.split(",") if case.strip()]
+    if not cases or any(case not in CASES for case in cases):
+        raise UserError(f"--cases {args.cases!r}: choose from {', '.join(CASES)} (comma-separated)")
     width, height = parse_size(args.size)
     style = FULL_SIZE_STYLE if args.full_size else args.style
     interval_ms = 1000 / args.fps
@@ -158,8 +169,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "target_fps": args.fps,
         "runs": args.runs,
     }
-    for case in ("startup", "switch"):
+    for case in cases:
         runs = [_one_run(args, style, case, width, height) for _ in range(args.runs)]
+        log.info("%s: %s", case, runs)
         gaps = [run["longest_gap_ms"] for run in runs]
         median_gap = statistics.median(gaps)
         result[case] = {
