@@ -14,7 +14,7 @@ import platform
 import subprocess
 import sys
 
-TARGETS = ("runtime", "unet", "model", "segment", "lora", "classic", "preview")
+TARGETS = ("runtime", "unet", "model", "segment", "lora", "classic", "preview", "switch")
 
 
 def main() -> int:

@@ -89,3 +89,17 @@ def test_preview_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
     assert result["stream.ts"]["ffprobe"]["r_frame_rate"] == "15/1"
     for name in ("stream.ts", "stream.mjpg"):
         assert result[name]["player_low_delay"]["frames_shown"] > 0
+
+
+@pytest.mark.slow
+def test_switch_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
+    result = bench(capsys, "switch", "--runs", "1", "--size", "160x96", "--baseline-seconds", "0.5")
+    assert result["style"] == "tiny-random" and result["runs"] == 1
+    for case in ("startup", "switch"):
+        figures = result[case]
+        assert figures["longest_gap_ms_median"] > 0 and figures["load_s_median"] > 0
+        assert figures["longest_gap_frame_intervals_median"] == pytest.approx(
+            figures["longest_gap_ms_median"] / (1000 / 30), abs=0.01
+        )
+    assert result["baseline_no_load_longest_gap_ms_median"] > 0
+    assert main(["bench", "switch", "--runs", "0"]) == 2

@@ -37,7 +37,9 @@ TICK = 1 / FPS
 
 
 class ClockedSource(Source):
-    """A camera on the manual clock: frame n is captured at open + (n + phase) ticks, stamped then."""
+    """A camera on the manual clock: frame 0 is captured at open, frame n >= 1 at open + (n + phase) ticks, stamped
+    then. The output starts with the first frame, so its ticks fall on whole ticks from open: later frames come
+    between two of them (with `phase` 0 a capture and a send would happen at the same instant, a race)."""
 
     description = "clocked camera"
 
@@ -52,7 +54,7 @@ class ClockedSource(Source):
         self.start = self.clock.now()
 
     def read(self) -> Frame:
-        due = self.start + (self.frames + self.phase) * TICK
+        due = self.start + (self.frames + self.phase) * TICK if self.frames else self.start
         self.clock.wait(due - self.clock.now(), self._stop)
         image = np.full((H, W, 3), self.frames % 256, np.uint8)
         self.frames += 1
@@ -101,17 +103,29 @@ def run_on_manual_clock(delay: int, cost_ticks: float, ticks: int, delay_ms: int
         clock=clock,
         delay_ms=delay_ms,
     )
+
+    def waiters() -> int:
+        """The capture thread waits on the clock; from the first frame shown the output thread too; once the model
+        was called, its calls too."""
+        return 3 if translator.calls else 2 if source.frames else 1
+
+    def at_a_capture() -> bool:
+        ticks_since_open = (clock.now() - source.start) / TICK
+        return source.frames > 1 and abs(ticks_since_open - round(ticks_since_open) - 0.5) < 1e-6
+
     runtime.start()
     try:
-        deadline = time.monotonic() + 10
-        while runtime.status().style != "fake":  # the style switch needs no frame: no clock advance yet
-            assert time.monotonic() < deadline, "the fake style did not load"
-            time.sleep(0.01)
-        end = clock.now() + ticks * TICK
+        # the style loads once `vcam.style_switch.RECENT_FRAMES` camera frames came to warm it on: from the first
+        # capture after the output started, move the clock from capture to capture until the model's first call,
+        # so its calls (back to back) start at captures
+        while not at_a_capture():
+            clock.advance_to(clock.wait_for_waiters(waiters))
+        while not translator.calls:
+            clock.wait_for_waiters(waiters)
+            clock.advance_to(clock.now() + TICK)
+        end = clock.now() + ticks * TICK  # the start-up's frames leave the status's 3 s window
         while clock.now() < end:
-            # the capture and output threads wait on the clock; once a frame was captured, the model's call too
-            due = clock.wait_for_waiters(lambda: 3 if source.frames else 2)
-            clock.advance_to(due)
+            clock.advance_to(clock.wait_for_waiters(waiters))
         clock.wait_for_waiters(3)
         status = runtime.status()
     finally:

@@ -22,6 +22,7 @@ from vcam.sinks.null import NullSink
 from vcam.sinks.virtual_camera import VirtualCameraSink
 from vcam.sources.base import Source
 from vcam.sources.demo import DemoSource
+from vcam.style_switch import CROSSFADE_S
 from vcam.translators.base import Translator
 from vcam.translators.classic import ClassicTranslator
 
@@ -138,6 +139,10 @@ def test_output_keeps_its_pace_while_the_translator_is_stuck(no_thread_leak: Non
         try:
             wait_for(lambda: translator.calls >= 2, what="the first frame translated, the second stuck")
             wait_for(lambda: runtime.status().style == "stuck", what="the style switch")
+            for tick in range(1, round(CROSSFADE_S * FPS) + 2):  # the crossfade to the stuck look's frame, by time
+                before = len(sink.frames)
+                clock.advance(1 / FPS)
+                wait_for(lambda before=before: len(sink.frames) == before + 1, what=f"crossfade frame {tick}")
             first = len(sink.frames)
             for tick in range(1, 31):
                 clock.advance(1 / FPS)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.waiting import wait_for
 from vcam.assemble import build_runtime
 from vcam.cli import main
 from vcam.config import load_config
@@ -21,10 +22,13 @@ def write_config(path: Path, text: str) -> Path:
 
 
 def start_and_stop(config_path: Path) -> tuple[str, str, str | None]:
-    runtime = build_runtime(load_config(config_path))
-    runtime.start(max_frames=2)
+    """Run until the style the runtime started with (the config's, or the fallback) is shown; its status then."""
+    config = load_config(config_path)
+    runtime = build_runtime(config)
+    runtime.start()
     try:
         runtime.wait(frames=2, timeout=30)
+        wait_for(lambda: runtime.status().style == config.style.name, timeout=30, what="the start-up style")
         status = runtime.status()
     finally:
         runtime.stop()

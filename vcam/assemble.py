@@ -31,17 +31,23 @@ log = logging.getLogger(__name__)
 SEGMENT_KEYS = frozenset({"segment.mode", "segment.background_image", "segment.model", "segment.blur_strength"})
 
 
-def build_runtime(config: Config, settings: RunSettings | None = None, *, keep: Collection[str] = ()) -> Runtime:
+def build_runtime(
+    config: Config, settings: RunSettings | None = None, *, keep: Collection[str] = (), preload_models: bool = True
+) -> Runtime:
     """The runtime for a (validated, CLI-overridden) config: resolves `auto` source and sinks. Styles load with
     the run's changeable `settings` (made from the config when None; the control API changes them).
 
     A saved style or segmentation mode that cannot be used is dropped (see the module docstring) and
     `config` then says what the camera runs (the file is left as it is); the keys in `keep` (those the
     user gave on this command line) raise their UserError instead.
+
+    With `preload_models` (and the model libraries installed) the runtime imports them before its first frame:
+    a diffusion style loaded later, at start-up or on a switch, then never freezes the output.
     """
     from vcam.run_settings import RunSettings
     from vcam.sinks import parse_sink
     from vcam.sources import parse_source
+    from vcam.style_switch import model_stack_installed, preload_model_stack
     from vcam.styles import load_translator
 
     notices: list[str] = []
@@ -87,6 +93,7 @@ def build_runtime(config: Config, settings: RunSettings | None = None, *, keep: 
         delay_ms=config.output.delay_ms,
         audio_offset_ms=config.output.audio_offset_ms,
         profile=build_profile(config, run_settings),
+        preload=preload_model_stack if preload_models and model_stack_installed() else None,
     )
     if notices:
         message = "; ".join(notices)

@@ -11,8 +11,9 @@ stages of one shown frame add up to its latency:
     segment    resize to the output size and the person mask
     translate  the end of segmentation -> the end of the translator call that returned this frame's
                translation (for a pipelined model this holds the calls the frame waited inside the model)
-    composite  the mask blend and the style-switch crossfade
-    send_wait  finished -> sent by the output thread at its next tick (or later: a fixed `delay_ms`)
+    composite  the mask blend
+    send_wait  finished -> sent by the output thread at its next tick (or later: a fixed `delay_ms`), with the
+               style-switch crossfade
 
 All times are seconds on the runtime's clock (`vcam.clock`); the source stamps frames on the same scale.
 """

@@ -5,13 +5,18 @@ Three threads, stopped by one `threading.Event`:
   backlog); when the camera is lost it reconnects with backoff while the output shows a slate.
 - work: takes the newest frame, segments it, translates it (the current style), composites, and
   publishes the result. A style switch loads in a background thread while the old style keeps
-  running (the collector paused: `vcam.gc_policy`), is warmed on the latest camera frames, then
-  swaps atomically between two frames with a short crossfade.
-- output: sends to every sink at exactly the output fps, repeating the newest finished frame when
-  none is new (paced by `FramePacer`, the sources' rule): a meeting app never sees the camera stall,
-  whatever the model does. A sink that fails (disk full, device gone) is closed and dropped with its
-  error in the status; the others keep going, and only when every sink has failed does the runtime
-  stop with an error.
+  running (`vcam.style_switch`: nothing the output thread needs is held by the load), is warmed on
+  the latest real camera frames, then swaps atomically between two frames. At start-up the camera
+  image flows while the configured style loads. A pause, resume or reconnect is a break: nothing
+  captured or in flight before it is shown after it.
+- output: sends to every sink at exactly the output fps from the first camera frame on, repeating
+  the newest finished frame when none is new (paced by `FramePacer`, the sources' rule), and
+  crossfades a new look in by time: a meeting app never sees the camera stall, whatever the model
+  does. With `delay_ms` it holds a fixed capture-to-send delay instead. A sink that fails (disk
+  full, device gone) is closed and dropped with its error in the status; the others keep going, and
+  only when every sink has failed does the runtime stop with an error (`vcam.output_thread`).
+Every frame carries a `FrameTiming` from capture to send (`vcam.latency`); a `ProfileController`
+(`vcam.profile`) chooses and adapts the model settings of the styles loaded.
 A source that fails in an unexpected way is treated like an unplugged camera (slate, reconnect).
 Control (`set_style`, `set_segment`, `pause`, `resume`, `stop`) is thread-safe; `status()` is one
 snapshot. The runtime knows the model only through the `Translator` contract; `vcam.assemble` builds it
@@ -34,13 +39,15 @@ import numpy as np
 from vcam.clock import SYSTEM_CLOCK, Clock
 from vcam.errors import SourceUnavailable, UserError
 from vcam.frame_stats import FrameStats
-from vcam.gc_policy import CollectorPause, freeze_survivors
+from vcam.gc_policy import freeze_survivors
 from vcam.imaging import fit_cover
 from vcam.latency import FrameTiming, LatencyMeter, history_length, latency_status
 from vcam.output_thread import OutputThread
 from vcam.segment.delay import DelayLine
+from vcam.sinks.fanout import SinkFanout
 from vcam.sources.base import Source
 from vcam.status import State, Status
+from vcam.style_switch import RECENT_FRAMES, StyleLoads
 from vcam.translators.base import Translator
 from vcam.translators.passthrough import PassthroughTranslator
 
@@ -56,10 +63,6 @@ StatusListener = Callable[[Status], None]
 
 #: the classic look shown when the configured diffusion style cannot load
 FALLBACK_STYLE = "cartoon"
-#: frames over which a style switch crossfades from the old look to the new one
-CROSSFADE_FRAMES = 12
-#: how many recent input frames are kept for a new style's warmup
-RECENT_FRAMES = 8
 #: the interpreter's thread switch interval while a runtime runs: short, so the output thread gets the
 #: GIL within a millisecond of its deadline even while the work thread runs Python-heavy code
 SWITCH_INTERVAL_S = 0.001
@@ -72,6 +75,7 @@ class _Published:
     image: np.ndarray  # [h, w, 3] uint8 RGB, output size
     timing: FrameTiming  # of the input it derives from: its capture time and stage times
     serial: int  # increments with every new frame
+    fade: tuple[int, np.ndarray] | None = None  # (serial of the new look's first frame, the frame it fades in from)
 
 
 class Runtime(OutputThread):
@@ -94,26 +98,28 @@ class Runtime(OutputThread):
         delay_ms: int = 0,
         audio_offset_ms: int = 0,
         profile: ProfileController | None = None,
+        preload: Callable[[], None] | None = None,
     ) -> None:
         """`clock` paces the output and times every figure (sources stamp frames on the same scale); `delay_ms`
         holds the output at that capture-to-send delay (0: send the newest frame); `audio_offset_ms` is added to the
         measured latency for the audio delay the status advises (`vcam.latency`); `profile` chooses and adapts
-        the model settings of the styles loaded (`vcam.profile`)."""
+        the model settings of the styles loaded (`vcam.profile`); `preload` runs in `start()` before the frame
+        loop (`vcam.style_switch.preload_model_stack`)."""
         if not sinks:
             raise ValueError("a runtime needs at least one sink")
         self.source = source
         self.sinks = list(sinks)
-        self._failed_sinks: list[Sink] = []  # dropped after a failed send (closed already)
+        self._outputs = SinkFanout(self.sinks, self._set_error)  # drops a sink that fails
         self._failure: str | None = None  # why the runtime stopped itself (None: it did not)
         self.width, self.height, self.fps = width, height, fps
         self._loader: TranslatorLoader = translator_loader or (lambda name: PassthroughTranslator())
         self._segmentation = segmentation
         self._segmentation_factory = segmentation_factory
-        self._fallback_style = fallback_style
         self._initial_style = style
         self._clock = clock  # paces the output thread and times the figures (tests inject one and drive it)
         self._delay_ms, self._audio_offset_ms = delay_ms, audio_offset_ms
         self._profile = profile
+        self._preload = preload
 
         self._stop = threading.Event()
         self._done = threading.Event()  # set when the output thread has sent `max_frames` or stopped
@@ -124,24 +130,27 @@ class Runtime(OutputThread):
         self._stopped = False
 
         # capture -> work
-        self._latest_input: tuple[np.ndarray, FrameTiming] | None = None  # (image, its times so far)
+        self._latest_input: tuple[np.ndarray, FrameTiming, int] | None = None  # (image, its times so far, epoch)
+        self._epoch = 0  # the stream's epoch: a break (pause, resume, reconnect) starts a new one
         self._camera_lost = False
-        self._recent_inputs: deque[np.ndarray] = deque(maxlen=RECENT_FRAMES)
         # work -> output
         self._published: _Published | None = None
         self._history: deque[_Published] = deque(maxlen=history_length(delay_ms, fps))  # for `delay_ms`
+        self._first_frame = threading.Event()  # the output starts on it (or a slate)
         # control
         self._translator: Translator = PassthroughTranslator()
         self._style = "passthrough"
-        self._pending: tuple[int, str, Translator] | None = None  # (generation, name, translator)
-        self._load_generation = 0
-        self._loading: set[str] = set()
+        fallback = (style, fallback_style, lambda: self._style == "passthrough")
+        self._loads = StyleLoads(
+            self._loader, self._notify, self._style_failed, self._close_quietly, fallback, profile=profile
+        )
         self._paused = False
         self._forget_stream = False  # set on pause, resume and reconnect: the work thread resets the translator
         self._last_error: str | None = None
         self._clears_style_error = True  # False while the fallback look stands in for a failed style
-        self._crossfade_from: np.ndarray | None = None
-        self._crossfade_step = 0
+        self._camera_until_styled = True  # show the plain camera image until the translator's first output
+        self._fade_pending = False  # a switch happened: the next styled frame fades in
+        self._fade: tuple[int, np.ndarray] | None = None  # the newest switch's fade, on every frame published since
         self._max_frames: int | None = None
         self._stats = FrameStats()
         self._latency = LatencyMeter()
@@ -168,6 +177,8 @@ class Runtime(OutputThread):
                 opened.append(sink)
                 if sink.url is not None:
                     self._preview_url = sink.url
+            if self._preload is not None:
+                self._preload()  # imports hold the GIL: before the output runs, never during a load
         except BaseException:
             for sink in opened:
                 self._close_quietly(sink)
@@ -207,16 +218,14 @@ class Runtime(OutputThread):
             self._stopped = True
             self._stop.set()
             self._new_frame.notify_all()
+        self._loads.close()  # a load still running frees what it built
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(timeout=10)
-        for sink in self.sinks:
-            if sink not in self._failed_sinks:
-                self._close_quietly(sink)
+        for sink in self._outputs.working():
+            self._close_quietly(sink)
         self._close_quietly(self.source)
         self._close_quietly(self._translator)
-        if self._pending is not None:
-            self._close_quietly(self._pending[2])
         if self._segmentation is not None:
             self._close_quietly(self._segmentation)
         self._notify()
@@ -271,63 +280,16 @@ class Runtime(OutputThread):
     def set_style(self, name: str, settings: ProfileSettings | None = None) -> None:
         """Load style `name` in the background (at the profile `settings`, else as the profile mode says); the
         current style keeps running until it is ready."""
-        with self._lock:
-            self._load_generation += 1
-            generation = self._load_generation
-            self._loading.add(name)
-        recent = list(self._recent_inputs)
-        thread = threading.Thread(
-            target=self._load_style, args=(generation, name, recent, settings), name=f"vcam-load-{name}", daemon=True
-        )
-        thread.start()
+        self._loads.request(name, settings)
         self._notify()
 
-    def _load_style(
-        self, generation: int, name: str, recent: list[np.ndarray], settings: ProfileSettings | None = None
-    ) -> None:
-        try:
-            with CollectorPause():
-                profile = self._profile
-                translator = profile.load(name, settings, recent) if profile is not None else self._loader(name)
-                if recent:
-                    translator.warmup(recent)  # fill the new style's temporal state on the latest camera frames
-        except Exception as error:
-            message = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
-            if not isinstance(error, UserError):
-                log.exception("style %r failed to load", name)
-            self._style_failed(generation, name, message)
-            return
-        stale: Translator | None
-        with self._lock:
-            self._loading.discard(name)
-            if generation != self._load_generation or self._stopped:
-                stale = translator
-            else:
-                stale = self._pending[2] if self._pending is not None else None
-                self._pending = (generation, name, translator)
-        if stale is not None:
-            self._close_quietly(stale)
-        self._notify()
-
-    def _style_failed(self, generation: int, name: str, message: str) -> None:
-        log.warning("style %r could not be loaded: %s", name, message)
+    def _style_failed(self, error: str, falling_back: bool) -> None:
         if self._profile is not None:
             self._profile.request_failed()
-        fall_back = False
         with self._lock:
-            self._loading.discard(name)
-            self._last_error = f"style {name!r} could not be loaded: {message}"
-            fall_back = (
-                generation == self._load_generation
-                and self._style == "passthrough"
-                and name == self._initial_style
-                and name != self._fallback_style
-            )
-        if fall_back:
-            log.warning("showing the classic %r look meanwhile", self._fallback_style)
-            with self._lock:
-                self._clears_style_error = False  # the fallback keeps saying how to get the style
-            self.set_style(self._fallback_style)
+            self._last_error = error
+            if falling_back:
+                self._clears_style_error = False  # the fallback look keeps saying how to get the style
         self._notify()
 
     def set_profile(self, mode: str) -> None:
@@ -360,14 +322,24 @@ class Runtime(OutputThread):
         """Send a still privacy frame instead of the camera until `resume()`."""
         with self._lock:
             self._paused = True
-            self._forget_stream = True
+            self._break_stream_locked()
         self._notify()
 
     def resume(self) -> None:
         with self._lock:
             self._paused = False
-            self._forget_stream = True
+            self._break_stream_locked()
         self._notify()
+
+    def _break_stream_locked(self) -> None:
+        """A break in the stream (pause, resume, reconnect): what was captured or in flight before it is never
+        shown after it (the work thread drops older inputs and resets the translator and the delay line)."""
+        self._epoch += 1
+        self._forget_stream = True
+        self._latest_input = None
+        self._loads.forget_frames()
+        self._published = None
+        self._history.clear()
 
     def add_status_listener(self, listener: StatusListener) -> None:
         """Call `listener(status)` (from a runtime thread) when the state, style, mode or error change."""
@@ -389,7 +361,9 @@ class Runtime(OutputThread):
         with self._lock:
             stats = self._stats
             translator = self._translator
-            holding = [translator] if self._pending is None else [translator, self._pending[2]]
+            pending = self._loads.pending_translator()
+            holding = [translator] if pending is None else [translator, pending]
+            loading = self._loads.loading()
             state: State
             if self._stopped:
                 state = "stopped"
@@ -399,7 +373,7 @@ class Runtime(OutputThread):
                 state = "paused"
             elif self._camera_lost:
                 state = "reconnecting"
-            elif self._loading:
+            elif loading:
                 state = "loading_style"
             elif stats.frames_out == 0:
                 state = "starting"
@@ -415,7 +389,7 @@ class Runtime(OutputThread):
                 style=self._style,
                 segment=segment_mode,
                 source=self.source.description,
-                sinks=tuple(sink.description for sink in self.sinks if sink not in self._failed_sinks),
+                sinks=tuple(sink.description for sink in self._outputs.working()),
                 **figures,
                 delay_ms=self._delay_ms,
                 profile=profile,
@@ -423,7 +397,7 @@ class Runtime(OutputThread):
                 profiles=rungs,
                 last_error=translator.problem or self._last_error,
                 preview_url=self._preview_url,
-                styles_loading=tuple(sorted(self._loading)),
+                styles_loading=loading,
                 model_memory_mb=round(max(held.resident_memory_mb() for held in holding), 1),
             )
 
@@ -447,6 +421,7 @@ class Runtime(OutputThread):
 
         backoff = Backoff()
         while not self._stop.is_set():
+            epoch = self._epoch  # read before the frame: one captured across a break belongs to the old stream
             try:
                 frame = self.source.read()
             except SourceUnavailable as error:
@@ -460,7 +435,7 @@ class Runtime(OutputThread):
             with self._lock:
                 if self._latest_input is not None:
                     self._stats.dropped += 1  # the work thread never saw the previous one
-                self._latest_input = (frame.image, FrameTiming(capture=frame.timestamp))
+                self._latest_input = (frame.image, FrameTiming(capture=frame.timestamp), epoch)
                 self._stats.captured.append(self._clock.now())
                 self._new_frame.notify_all()
 
@@ -469,6 +444,7 @@ class Runtime(OutputThread):
             first = not self._camera_lost
             self._camera_lost = True
             self._latest_input = None
+            self._first_frame.set()  # the output shows the slate
         if first:
             log.warning("camera unavailable (%s); reconnecting", error)
             self._notify()
@@ -484,18 +460,16 @@ class Runtime(OutputThread):
             log.warning("camera back: %s", self.source.description)
             with self._lock:
                 self._camera_lost = False
-                self._forget_stream = True
-            if self._segmentation is not None:
-                self._segmentation.reset()  # the mask's temporal smoothing must not blend across the gap
+                self._break_stream_locked()
             self._notify()
             return
 
     # ------------------------------------------------------------------ work thread
-    def _take_input(self) -> tuple[np.ndarray, FrameTiming] | None:
+    def _take_input(self) -> tuple[np.ndarray, FrameTiming, int] | None:
         with self._lock:
             while self._latest_input is None and not self._stop.is_set():
                 self._new_frame.wait(0.1)
-                if self._pending is not None:
+                if self._loads.has_pending:
                     break
             if self._latest_input is None:
                 return None
@@ -504,19 +478,18 @@ class Runtime(OutputThread):
         return taken
 
     def _swap_pending(self) -> None:
+        pending = self._loads.take_pending()
+        if pending is None:
+            return
+        name, translator = pending
         with self._lock:
-            pending, self._pending = self._pending, None
-            if pending is None:
-                return
-            _, name, translator = pending
             old, self._translator = self._translator, translator
             self._style = name
             if self._clears_style_error and self._last_error is not None and self._last_error.startswith("style "):
                 self._last_error = None  # a style that loaded clears the error of one that did not
             self._clears_style_error = True
-            if self._published is not None:
-                self._crossfade_from = self._published.image
-                self._crossfade_step = 0
+            self._fade_pending = True  # the new look's first frame fades in from what is shown now
+            self._camera_until_styled = old.name == "passthrough"  # the camera flows until the new look's first
             self._delay_line.clear()
         if self._profile is not None:
             self._profile.on_swap(translator, self._clock.now())
@@ -527,35 +500,49 @@ class Runtime(OutputThread):
 
     def _work_loop(self) -> None:
         while not self._stop.is_set():
-            if self._pending is not None:
+            if self._loads.has_pending:
                 self._swap_pending()
             taken = self._take_input()
             if taken is None:
                 continue
-            raw, timing = taken
+            raw, timing, epoch = taken
             image = fit_cover(raw, self.width, self.height)  # [h, w, 3] at the output size
-            self._recent_inputs.append(image)
-            if self._paused:
-                continue
-            if self._forget_stream:
-                with self._lock:
+            with self._lock:
+                if epoch != self._epoch:
+                    continue  # captured before a break
+                self._loads.note_frame(image)  # what a new style is warmed on
+                paused, forget = self._paused, self._forget_stream
+                if not paused:
                     self._forget_stream = False
+            if paused:
+                continue
+            if forget:
                 self._translator.reset()  # the translator's temporal state must not blend across the gap
+                self._delay_line.clear()  # outputs of inputs from before the gap are dropped
+                self._camera_until_styled, self._fade = True, None
+                if self._segmentation is not None:
+                    self._segmentation.reset()  # the mask's temporal smoothing must not blend across the gap
             result = self._process(image, timing)
             if result is None:
                 continue
-            out, out_timing = result
-            out = self._crossfade(out)
+            out, out_timing, styled = result
             with self._lock:
-                out_timing.composited = now = self._clock.now()
+                if epoch != self._epoch:
+                    continue  # a break happened while this frame was processed
                 serial = self._published.serial + 1 if self._published else 1
-                self._published = _Published(out, out_timing, serial)
+                if styled and self._fade_pending:
+                    self._fade_pending = False
+                    self._fade = (serial, self._published.image) if self._published is not None else None
+                out_timing.composited = now = self._clock.now()
+                self._published = _Published(out, out_timing, serial, self._fade)
                 self._history.append(self._published)
                 self._stats.finished.append(now)
+                self._first_frame.set()
         self._notify()
 
-    def _process(self, image: np.ndarray, timing: FrameTiming) -> tuple[np.ndarray, FrameTiming] | None:
-        """Segment, translate and composite one frame; returns the output and the timing of its input."""
+    def _process(self, image: np.ndarray, timing: FrameTiming) -> tuple[np.ndarray, FrameTiming, bool] | None:
+        """Segment, translate and composite one frame: the output, the timing of its input, whether it is styled
+        (False: the plain camera image, shown until a new translator's first output)."""
         clock, stage = self._clock, self._segmentation
         mask = None
         if stage is not None and stage.mode != "off":
@@ -566,7 +553,7 @@ class Runtime(OutputThread):
         translator = self._translator
         if stage is not None and stage.mode != "off" and not stage.needs_translation:
             timing.translated = timing.segmented
-            return stage.composite(image, None, mask), timing
+            return stage.composite(image, None, mask), timing, True
         translated = translator(image)
         end = clock.now()
         self._stats.translate_ms.append((end - timing.segmented) * 1000)
@@ -574,28 +561,17 @@ class Runtime(OutputThread):
         if translator.latency_frames >= self._delay_line.capacity:
             self._delay_line.resize(translator.latency_frames + 1)
         self._delay_line.push(image, mask, timing.capture, timing)
-        if translated is None:
-            if self._published is None or self._style == "passthrough":
-                timing.translated = end
-                return image, timing  # nothing styled yet: show the camera rather than nothing
-            return None
-        entry = self._delay_line.get(translator.latency_frames)
-        if entry is None or entry.timing is None:  # a translator that answers before it saw `latency_frames` inputs
-            return None
+        entry = self._delay_line.get(translator.latency_frames) if translated is not None else None
+        # nothing yet, or an output of an input from before a break (or before `latency_frames` inputs)
+        if translated is None or entry is None or entry.timing is None:
+            if not self._camera_until_styled:
+                return None
+            timing.translated = end
+            return image, timing, False
+        self._camera_until_styled = False
         entry.timing.translated = end
         if translated.shape != entry.image.shape:
             translated = fit_cover(translated, self.width, self.height)
         if stage is not None and stage.mode != "off":
-            return stage.composite(entry.image, translated, entry.mask), entry.timing
-        return translated, entry.timing
-
-    def _crossfade(self, image: np.ndarray) -> np.ndarray:
-        if self._crossfade_from is None:
-            return image
-        self._crossfade_step += 1
-        alpha = self._crossfade_step / CROSSFADE_FRAMES
-        if alpha >= 1.0 or self._crossfade_from.shape != image.shape:
-            self._crossfade_from = None
-            return image
-        blended = self._crossfade_from.astype(np.float32) * (1 - alpha) + image.astype(np.float32) * alpha
-        return blended.astype(np.uint8)
+            return stage.composite(entry.image, translated, entry.mask), entry.timing, True
+        return translated, entry.timing, True

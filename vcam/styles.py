@@ -44,6 +44,8 @@ def list_styles(config: Config, diffusion: bool = True) -> list[StyleInfo]:
     return styles
 
 
+#: the kinds of style that run a diffusion model (torch, diffusers, transformers)
+MODEL_STYLE_KINDS = ("diffusion", "test")
 #: the tiny random-weight model's style name (`vcam.translators.live2diff.build_tiny_translator`)
 TINY_STYLE_NAME = "tiny-random"
 

@@ -19,6 +19,7 @@ TARGETS = {
     "preview": "preview streams: the rate ffprobe reports, how far behind live a timestamp-paced player settles",
     "serve": "remote server engine: 1/2/4 clients, one stacked UNet call per tick vs one per client",
     "onnx": "one UNet stream step: PyTorch (reference, static step) vs onnxruntime, alternating",
+    "switch": "style loads: the longest output gap while a diffusion style loads, at start-up and on a switch",
 }
 
 

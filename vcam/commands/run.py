@@ -9,12 +9,15 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vcam.commands.common import add_config_argument, load_config_from_args, parse_size, positive_int
 from vcam.serve.token import TOKEN_ENV
 from vcam.status import Status
 from vcam.user_settings import UserSettings
+
+if TYPE_CHECKING:
+    from vcam.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +222,18 @@ def keep_measurement(status: Status) -> None:
     )
 
 
+def runs_a_model_style(config: Config) -> bool:
+    """Whether the configured style runs a diffusion model (False for an unknown name: `build_runtime` decides
+    what to do about it)."""
+    from vcam.errors import UserError
+    from vcam.styles import MODEL_STYLE_KINDS, find_style
+
+    try:
+        return find_style(config.style.name, config).kind in MODEL_STYLE_KINDS
+    except UserError:
+        return False
+
+
 def run(args: argparse.Namespace) -> int:
     from vcam.assemble import build_runtime
     from vcam.cli import STOP_SIGNALS
@@ -235,7 +250,9 @@ def run(args: argparse.Namespace) -> int:
 
     settings = RunSettings(config)
     # a saved style or mode that cannot be used starts without it (saying so); one given here is an error
-    runtime = build_runtime(config, settings, keep=saved_settings(args).keys())
+    # an open-ended run may switch to a diffusion style later: import the model libraries before the first frame
+    preload_models = args.frames is None or runs_a_model_style(config)
+    runtime = build_runtime(config, settings, keep=saved_settings(args).keys(), preload_models=preload_models)
     recordings = [sink for sink in runtime.sinks if isinstance(sink, FileSink)]
     for recording in recordings:
         recording.overwrite = args.overwrite

@@ -1,0 +1,187 @@
+"""Benchmark of style loads: the longest gap between two output frames while a diffusion style loads.
+
+The runtime streams the demo source into a sink that records when each frame is sent, at the target fps,
+the way `vcam run` builds it (the model libraries imported before the first frame). Two cases per run:
+- start-up: the runtime starts with the style configured: the camera image flows while it loads and warms;
+- switch: the runtime starts on the classic `cartoon` look and switches to the style.
+Reported per case: the longest output gap from the load's start until the style is shown plus one second,
+in ms and in frame intervals (medians over the runs), and the load time. A baseline gap with no load (the
+same runtime on `cartoon` alone) says what the machine's scheduling adds by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import statistics
+import time
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: the packaged style the real-size random set of tests/full_size_weights.py holds
+FULL_SIZE_STYLE = "pixar"
+#: the loads measured: the style configured at start-up, and a switch to it from the classic `cartoon` look
+CASES = ("startup", "switch")
+#: seconds the runtime runs after the style is shown (the first frames of the new look)
+SETTLE_S = 1.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--style", default="tiny-random", help="the style to load (default tiny-random)")
+    parser.add_argument(
+        "--full-size",
+        metavar="DIR",
+        help=f"load {FULL_SIZE_STYLE!r} from the real-size random model set written by tests/full_size_weights.py "
+        "into DIR (its hub/ folder is the models cache)",
+    )
+    parser.add_argument("--cache-dir", help="the models cache to load the style from (default: the config's)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per case; figures are medians (default 3)")
+    parser.add_argument("--size", default="1280x720", help="output size (default 1280x720)")
+    parser.add_argument("--fps", type=float, default=30.0, help="output fps (default 30)")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds a load may take (default 900)")
+    parser.add_argument(
+        "--cases", default="startup,switch", help="which loads to measure: startup, switch or both (default both)"
+    )
+    parser.add_argument(
+        "--baseline-seconds", type=float, default=5.0, help="length of each no-load baseline run (default 5)"
+    )
+
+
+def _config(args: argparse.Namespace, width: int, height: int) -> Any:
+    from vcam.config import config_from_dict
+
+    models: dict[str, Any] = {"device": "cpu", "dtype": "float32"}
+    cache = os.path.join(args.full_size, "hub") if args.full_size else args.cache_dir
+    if cache:
+        models["cache_dir"] = cache
+    return config_from_dict({"models": models, "output": {"width": width, "height": height, "fps": args.fps}})
+
+
+def _one_run(args: argparse.Namespace, style: str, case: str, width: int, height: int) -> dict[str, float]:
+    import numpy as np
+
+    from vcam.runtime import Runtime
+    from vcam.sinks.null import NullSink
+    from vcam.sources.demo import DemoSource
+    from vcam.style_switch import model_stack_installed, preload_model_stack
+    from vcam.styles import load_translator
+
+    send_times: list[float] = []
+
+    class TimingSink(NullSink):
+        def send(self, image: np.ndarray) -> None:
+            send_times.append(time.perf_counter())
+            super().send(image)
+
+    config = _config(args, width, height)
+    runtime = Runtime(
+        DemoSource(width, height, args.fps),
+        [TimingSink()],
+        width=width,
+        height=height,
+        fps=args.fps,
+        style=style if case == "startup" else "cartoon",
+        translator_loader=lambda name: load_translator(name, config),
+        preload=preload_model_stack if model_stack_installed() else None,
+    )
+    runtime.start()
+    try:
+        started = time.perf_counter()
+        if case == "switch":
+            deadline = started + 30
+            while runtime.status().style != "cartoon" and time.perf_counter() < deadline:
+                time.sleep(0.05)
+            time.sleep(1.0)
+            started = time.perf_counter()
+            runtime.set_style(style)
+        deadline = started + args.timeout
+        while runtime.status().style != style and time.perf_counter() < deadline:
+            if runtime.status().last_error and not runtime.status().styles_loading:
+                raise RuntimeError(runtime.status().last_error)
+            time.sleep(0.02)
+        shown = time.perf_counter()
+        if runtime.status().style != style:
+            raise RuntimeError(f"{style!r} did not load within {args.timeout:.0f} s")
+        time.sleep(SETTLE_S)
+    finally:
+        runtime.stop()
+    during = np.array([t for t in send_times if t >= started])
+    gap = float(np.diff(during).max()) if len(during) > 1 else float("nan")
+    return {"longest_gap_ms": gap * 1000, "load_s": shown - started}
+
+
+def _baseline(args: argparse.Namespace, width: int, height: int, seconds: float = 5.0) -> float:
+    """The longest output gap (ms) over `seconds` with no load (cartoon look): the machine's own jitter."""
+    import numpy as np
+
+    from vcam.runtime import Runtime
+    from vcam.sinks.null import NullSink
+    from vcam.sources.demo import DemoSource
+    from vcam.styles import load_translator
+
+    send_times: list[float] = []
+
+    class TimingSink(NullSink):
+        def send(self, image: np.ndarray) -> None:
+            send_times.append(time.perf_counter())
+            super().send(image)
+
+    config = _config(args, width, height)
+    runtime = Runtime(
+        DemoSource(width, height, args.fps),
+        [TimingSink()],
+        width=width,
+        height=height,
+        fps=args.fps,
+        style="cartoon",
+        translator_loader=lambda name: load_translator(name, config),
+    )
+    runtime.start()
+    try:
+        time.sleep(1.0)
+        begin = time.perf_counter()
+        time.sleep(seconds)
+    finally:
+        runtime.stop()
+    during = np.array([t for t in send_times if t >= begin])
+    return float(np.diff(during).max()) * 1000
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from vcam.commands.common import parse_size
+    from vcam.errors import UserError
+
+    if args.runs < 1:
+        raise UserError(f"--runs {args.runs} must be 1 or more")
+    cases = [case.strip() for case in args.cases.split(",") if case.strip()]
+    if not cases or any(case not in CASES for case in cases):
+        raise UserError(f"--cases {args.cases!r}: choose from {', '.join(CASES)} (comma-separated)")
+    width, height = parse_size(args.size)
+    style = FULL_SIZE_STYLE if args.full_size else args.style
+    interval_ms = 1000 / args.fps
+    result: dict[str, Any] = {
+        "benchmark": "switch",
+        "style": style,
+        "size": f"{width}x{height}",
+        "target_fps": args.fps,
+        "runs": args.runs,
+    }
+    for case in cases:
+        runs = [_one_run(args, style, case, width, height) for _ in range(args.runs)]
+        log.info("%s: %s", case, runs)
+        gaps = [run["longest_gap_ms"] for run in runs]
+        median_gap = statistics.median(gaps)
+        result[case] = {
+            "longest_gap_ms_median": round(median_gap, 1),
+            "longest_gap_ms_max": round(max(gaps), 1),
+            "longest_gap_frame_intervals_median": round(median_gap / interval_ms, 2),
+            "load_s_median": round(statistics.median(run["load_s"] for run in runs), 2),
+        }
+    baseline = [_baseline(args, width, height, args.baseline_seconds) for _ in range(args.runs)]
+    result["baseline_no_load_longest_gap_ms_median"] = round(statistics.median(baseline), 1)
+    result["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}"
+    result["load_average"] = [round(value, 2) for value in os.getloadavg()]
+    return result
