@@ -26,7 +26,7 @@ FULL_SIZE_STYLE = "pixar"
 #: the loads measured: the style configured at start-up, and a switch to it from the classic `cartoon` look
 CASES = ("startup", "switch")
 #: seconds the runtime runs after the style is shown (the first frames of the new look)
-SETTLE_S = 1.0
+SHOWN_FOR_S = 1.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -105,7 +105,7 @@ def _one_run(args: argparse.Namespace, style: str, case: str, width: int, height
         shown = time.perf_counter()
         if runtime.status().style != style:
             raise RuntimeError(f"{style!r} did not load within {args.timeout:.0f} s")
-        time.sleep(SETTLE_S)
+        time.sleep(SHOWN_FOR_S)
     finally:
         runtime.stop()
     during = np.array([t for t in send_times if t >= started])
