@@ -455,7 +455,8 @@ class ChildCamera:
         was started (to watch next)."""
         with self._lock:
             process = self._process
-        assert process is not None
+        if process is None:
+            raise RuntimeError("no camera child to watch")
         started = last_answer = time.monotonic()
         last_state = "starting"
         hung: str | None = None

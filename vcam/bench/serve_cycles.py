@@ -51,7 +51,8 @@ def server_status(url: str, token: str) -> dict[str, object]:
 def _wait_for_line(process: subprocess.Popen[bytes], text: bytes, timeout: float) -> None:
     import select
 
-    assert process.stdout is not None
+    if process.stdout is None:
+        raise RuntimeError("the client process was started without a stdout pipe")
     deadline = time.monotonic() + timeout
     while True:
         remaining = deadline - time.monotonic()

@@ -177,7 +177,8 @@ class RemoteServer:
                 raise BadOffer(f"the SDP offer cannot be used: {error}") from error
             make_inactive(pc, "audio")
             if kind == "whep":
-                assert publisher is not None
+                if publisher is None:
+                    raise RuntimeError("a WHEP session needs its publisher")
                 track = FrameQueueTrack.create(self.loop)
                 pc.addTrack(track)
                 session.output_tracks.append(track)
