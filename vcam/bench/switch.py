@@ -17,7 +17,12 @@ import os
 import platform
 import statistics
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from vcam.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +65,10 @@ def _config(args: argparse.Namespace, width: int, height: int) -> Any:
     return config_from_dict({"models": models, "output": {"width": width, "height": height, "fps": args.fps}})
 
 
-def _one_run(args: argparse.Namespace, style: str, case: str, width: int, height: int) -> dict[str, float]:
-    import numpy as np
-
+def _timed_runtime(
+    args: argparse.Namespace, width: int, height: int, style: str, preload: bool
+) -> tuple[Runtime, list[float]]:
+    """A runtime from the demo source into a sink that records each send's time (the list it returns)."""
     from vcam.runtime import Runtime
     from vcam.sinks.null import NullSink
     from vcam.sources.demo import DemoSource
@@ -83,10 +89,17 @@ def _one_run(args: argparse.Namespace, style: str, case: str, width: int, height
         width=width,
         height=height,
         fps=args.fps,
-        style=style if case == "startup" else "cartoon",
+        style=style,
         translator_loader=lambda name: load_translator(name, config),
-        preload=preload_model_stack if model_stack_installed() else None,
+        preload=preload_model_stack if preload and model_stack_installed() else None,
     )
+    return runtime, send_times
+
+
+def _one_run(args: argparse.Namespace, style: str, case: str, width: int, height: int) -> dict[str, float]:
+    import numpy as np
+
+    runtime, send_times = _timed_runtime(args, width, height, style if case == "startup" else "cartoon", True)
     runtime.start()
     try:
         started = time.perf_counter()
@@ -117,28 +130,7 @@ def _baseline(args: argparse.Namespace, width: int, height: int, seconds: float 
     """The longest output gap (ms) over `seconds` with no load (cartoon look): the machine's own jitter."""
     import numpy as np
 
-    from vcam.runtime import Runtime
-    from vcam.sinks.null import NullSink
-    from vcam.sources.demo import DemoSource
-    from vcam.styles import load_translator
-
-    send_times: list[float] = []
-
-    class TimingSink(NullSink):
-        def send(self, image: np.ndarray) -> None:
-            send_times.append(time.perf_counter())
-            super().send(image)
-
-    config = _config(args, width, height)
-    runtime = Runtime(
-        DemoSource(width, height, args.fps),
-        [TimingSink()],
-        width=width,
-        height=height,
-        fps=args.fps,
-        style="cartoon",
-        translator_loader=lambda name: load_translator(name, config),
-    )
+    runtime, send_times = _timed_runtime(args, width, height, "cartoon", False)
     runtime.start()
     try:
         time.sleep(1.0)
