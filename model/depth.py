@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from vcam.errors import ConfigError
+
 if TYPE_CHECKING:
     import torch
     from transformers import DPTForDepthEstimation
@@ -14,6 +16,19 @@ log = logging.getLogger(__name__)
 
 #: the input size DPT-Hybrid was trained at
 DPT_INPUT_SIZE = 384
+#: `depth_every`'s range: depth on every frame (1) up to once a second at 30 fps
+MAX_DEPTH_EVERY = 30
+
+
+def check_depth_every(value: object, where: str = "depth_every") -> int:
+    """The one `depth_every` rule (a style setting and a pipeline option: depth is estimated on every N-th frame
+    and reused in between): `value` when it is a whole number from 1 to MAX_DEPTH_EVERY, else ConfigError."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_DEPTH_EVERY:
+        raise ConfigError(
+            f"{where} = {value!r} is not allowed: a whole number from 1 (depth on every frame) to {MAX_DEPTH_EVERY}"
+            " (depth on every N-th frame, reused in between)"
+        )
+    return value
 
 
 class DepthEncoder:

@@ -70,6 +70,7 @@ class PipelineSpec:
     similar_filter: bool = False
     attention: str = "auto"  # temporal attention kernel: auto | math | sdpa | xformers
     compile: bool = False  # torch.compile the UNet (CUDA; the first calls are slow)
+    depth_every: int = 1  # estimate depth on every N-th frame, reuse it in between (`StreamPipeline`)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -274,6 +275,7 @@ def assemble_stream_pipeline(
         noise=spec.noise,
         similar_filter=SimilarFrameFilter(seed=spec.seed) if spec.similar_filter else None,
         unet_lock=unet_lock,
+        depth_every=spec.depth_every,
     )
 
 

@@ -27,6 +27,7 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from vcam.model.depth import check_depth_every
 from vcam.model.noise import DEFAULT_NOISE, NOISE_MODES, StreamNoise, check_noise_mode
 from vcam.model.similar_filter import SimilarFrameFilter
 from vcam.model.stage_times import STAGES, StageTimes
@@ -81,8 +82,7 @@ class StreamPipeline:
         """`unet_lock`: shared by every pipeline on the same `unet` (see `sibling`); a new lock when None.
         `depth_every`: estimate depth on every N-th frame only and reuse it in between (depth changes slowly)."""
         check_noise_mode(noise)
-        if depth_every < 1:
-            raise ConfigError(f"depth_every {depth_every} is not 1 or more: 1 estimates depth on every frame")
+        check_depth_every(depth_every)
         if width % 8 or height % 8 or width < 8 or height < 8:
             raise ConfigError(f"model size {width}x{height} is not a positive multiple of 8: use e.g. 512x512")
         self.unet = unet

@@ -21,6 +21,7 @@ from typing import Any
 from vcam.atomic_files import fsync_folder, remove_stale_temporaries, temporary_path
 from vcam.errors import ConfigError
 from vcam.latency import MAX_DELAY_MS
+from vcam.model.depth import check_depth_every
 from vcam.model.loading import DEVICES, DTYPES, VAE_KINDS
 from vcam.model.noise import check_noise_mode
 from vcam.model.scheduler import check_t_index_list
@@ -40,7 +41,7 @@ ICE_SCHEMES = ("stun:", "turn:", "turns:")
 #: the longest prompt accepted (CLIP reads 77 tokens; this only bounds what a client may send)
 MAX_PROMPT_CHARS = 1000
 #: the `[style]` keys that belong to the style being started (recorded as "styles.NAME.key")
-PER_STYLE_KEYS = ("prompt", "t_index_list", "noise")
+PER_STYLE_KEYS = ("prompt", "t_index_list", "noise", "depth_every")
 
 
 @dataclass
@@ -76,6 +77,7 @@ class StyleConfig:
     prompt: str = ""
     t_index_list: list[int] = field(default_factory=list)  # the strength: indices into the 50-step schedule
     noise: str = ""  # fixed | fresh
+    depth_every: int = 1  # depth on every N-th frame (1..30); applies when set, else the style's own
     profile: str = "off"  # off | auto | a pinned profile such as "t1-448x256-taesd" (`vcam.profile`)
     target_fps: float = DEFAULT_TARGET_FPS  # the content frame rate the auto profile holds
 
@@ -185,12 +187,13 @@ def validate_prompt(key: str, prompt: str) -> None:
 
 
 def validate_style_settings(style: StyleConfig) -> None:
-    """`[style]` prompt, t_index_list and noise (each may be empty: the style's own)."""
+    """`[style]` prompt, t_index_list and noise (each may be empty: the style's own), and depth_every."""
     validate_prompt("style.prompt", style.prompt)
     if style.t_index_list:
         check_t_index_list(style.t_index_list, "style")
     if style.noise:  # empty: the style's own
         check_noise_mode(style.noise, "style.noise")
+    check_depth_every(style.depth_every, "style.depth_every")
 
 
 def validate_model_settings(models: ModelsConfig) -> None:

@@ -1,10 +1,23 @@
 """The auto profile: the model settings that hold a target content frame rate on this device.
 
-A profile is one rung of a ladder of settings, best first: the number of denoising steps T, the model
-size (512x288, 448x256, 384x216 for a 16:9 output of an SD1.5 style), and the VAE that decodes (the full
-"kl" VAE or TAESD). Depth at a lower rate is not a rung: the pipeline has no such option yet.
-A knob the user set (`Config.user_set`: the config file or the CLI) stays at the user's value on every rung;
-changing T keeps the strength (the first index of `t_index_list`, `t_index_list_for_steps`).
+A profile is one rung of a ladder of settings: the number of denoising steps T, the model size (512x288,
+448x256, 384x216 for a 16:9 output of an SD1.5 style), the VAE that decodes (the full "kl" VAE or TAESD) and
+the depth rate (`depth_every`: depth estimated on every N-th frame, reused in between). A rung's id names
+them, e.g. "t2-512x288-taesd-d2"; depth on every frame has no suffix ("t1-448x256-taesd"), so the ids of
+the ladder without depth rates still name the same settings. A knob the user set (`Config.user_set`: the
+config file, the CLI or the control API) stays at the user's value on every rung; changing T keeps the
+strength (the first index of `t_index_list`, `t_index_list_for_steps`).
+
+The ladder (`build_ladder`), best first, gives up one thing per rung and keeps what it gave up:
+1. the full VAE, then TAESD: TAESD is every style's own decoder, so the full VAE is a gain above the
+   style's own settings and the first thing to give back;
+2. depth at half the rate (`LOWER_DEPTH_RATES`): the smallest loss below the style's own settings. Depth
+   changes slowly (a map one frame old is 67 ms old at 15 fps) and only guides the coarse structure, while
+   the steps after it change every pixel of every frame; it also saves the least (`DEPTH_COST`), so it
+   comes first where the rungs that save more cost more quality. Only a style with a depth prior has this
+   knob (`StyleKnobs.depth`);
+3. the next model size; 4. fewer steps, one by one; 5. the smaller sizes.
+Each rung costs less than the one before it (`ProfileSettings.cost`).
 
 `[style] profile`:
 - "off": the style's own settings (the default);
@@ -17,7 +30,8 @@ changing T keeps the strength (the first index of `t_index_list`, `t_index_list_
   through the runtime's no-stall switch.
 
 The controller predicts a rung's frame rate from a relative cost model (`ProfileSettings.cost`: pixels x
-(steps + the VAE's and the per-frame work's share)) scaled by the capacity it measured at the current rung.
+(steps + the VAE's, the per-frame work's and the depth's share, the depth's divided by `depth_every`)) scaled
+by the capacity it measured at the current rung.
 """
 
 from __future__ import annotations
@@ -34,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from vcam.clock import SYSTEM_CLOCK, Clock
 from vcam.errors import ConfigError
+from vcam.model.depth import MAX_DEPTH_EVERY
 from vcam.model.scheduler import MAX_DENOISING_STEPS
 
 if TYPE_CHECKING:
@@ -48,18 +63,23 @@ PROFILE_MODES = ("off", "auto")
 #: the VAEs a rung can decode with, fastest last
 PROFILE_VAES = ("kl", "taesd")
 #: the knobs a profile changes (a knob the user set is pinned)
-KNOBS = ("steps", "size", "vae")
+KNOBS = ("steps", "size", "vae", "depth")
 #: the config keys (under `style.` or `styles.NAME.`) that pin each knob when the user set them
 PINNING_KEYS: dict[str, tuple[str, ...]] = {
     "steps": ("t_index_list", "steps"),
     "size": ("model_size", "size", "width", "height"),
     "vae": ("vae",),
+    "depth": ("depth_every",),
 }
 #: the model's long side on each size rung, as a fraction of the style's own
 SIZE_FACTORS = (1.0, 7 / 8, 6 / 8)
-#: the cost of the VAE and of the per-frame work besides the UNet (depth, text), in UNet steps
+#: the depth rates below the style's own that the ladder tries (depth on every N-th frame)
+LOWER_DEPTH_RATES = (2,)
+#: the cost of the VAE, of the depth (DPT and the depth map's encode: 1 549 ms against one UNet step's 9 880 ms
+#: in the README's real-size CPU figure) and of the rest of the per-frame work, in UNet steps
 VAE_COST = {"kl": 1.0, "taesd": 0.2}
-FRAME_COST = 0.5
+DEPTH_COST = 0.15
+FRAME_COST = 0.35
 #: default `[style] target_fps`
 DEFAULT_TARGET_FPS = 15.0
 
@@ -80,37 +100,53 @@ MEASURE_CALLS = 6
 #: the cache of load-time measurements, in the user cache folder
 CACHE_FILE = "profiles.json"
 
-_RUNG_ID = re.compile(rf"^t([1-{MAX_DENOISING_STEPS}])-(\d+)x(\d+)-(" + "|".join(PROFILE_VAES) + r")$")
+_RUNG_ID = re.compile(
+    rf"^t([1-{MAX_DENOISING_STEPS}])-(\d+)x(\d+)-(" + "|".join(PROFILE_VAES) + r")(?:-d([1-9]\d*))?$"
+)
 
 
 @dataclass(frozen=True)
 class ProfileSettings:
-    """One rung: denoising steps, model size (pixels, multiples of 8) and decoding VAE."""
+    """One rung: denoising steps, model size (pixels, multiples of 8), decoding VAE and depth rate."""
 
     steps: int
     width: int
     height: int
     vae: str
+    depth_every: int = 1
 
     @property
     def id(self) -> str:
-        """The rung's name, e.g. "t2-512x288-taesd" (what `[style] profile` pins)."""
-        return f"t{self.steps}-{self.width}x{self.height}-{self.vae}"
+        """The rung's name, e.g. "t2-512x288-taesd" or, with depth on every 2nd frame, "t2-512x288-taesd-d2" (what
+        `[style] profile` pins)."""
+        depth = f"-d{self.depth_every}" if self.depth_every > 1 else ""
+        return f"t{self.steps}-{self.width}x{self.height}-{self.vae}{depth}"
 
     @classmethod
     def parse(cls, text: str) -> ProfileSettings:
+        """The rung an id names (no "-dN": depth on every frame); ConfigError naming the value."""
         match = _RUNG_ID.match(text)
-        if match is None or int(match[2]) % 8 or int(match[3]) % 8 or int(match[2]) < 8 or int(match[3]) < 8:
+        width, height = (int(match[2]), int(match[3])) if match is not None else (0, 0)
+        depth_every = int(match[5]) if match is not None and match[5] is not None else 1
+        if match is None or width % 8 or height % 8 or width < 8 or height < 8 or match[5] == "1":
             raise ConfigError(
                 f"style.profile = {text!r} is not allowed: use auto, off, or a profile like t2-512x288-taesd "
                 f"(steps 1-{MAX_DENOISING_STEPS}, model width x height in multiples of 8, "
-                f"vae {' or '.join(PROFILE_VAES)})"
+                f"vae {' or '.join(PROFILE_VAES)}), optionally -dN for depth on every N-th frame "
+                f"(N 2-{MAX_DEPTH_EVERY}, e.g. t2-512x288-taesd-d2)"
             )
-        return cls(int(match[1]), int(match[2]), int(match[3]), match[4])
+        if depth_every > MAX_DEPTH_EVERY:
+            raise ConfigError(
+                f"style.profile = {text!r} is not allowed: -d{depth_every} is over {MAX_DEPTH_EVERY}, "
+                f"the longest depth interval (depth on every N-th frame, N 2-{MAX_DEPTH_EVERY})"
+            )
+        return cls(int(match[1]), width, height, match[4], depth_every)
 
     def cost(self) -> float:
-        """Relative cost of one frame (one UNet step on one pixel is 1)."""
-        return self.width * self.height * (self.steps + VAE_COST[self.vae] + FRAME_COST)
+        """Relative cost of one frame (one UNet step on one pixel is 1): the depth's share is paid on every
+        `depth_every`-th frame only."""
+        per_pixel = self.steps + VAE_COST[self.vae] + FRAME_COST + DEPTH_COST / self.depth_every
+        return self.width * self.height * per_pixel
 
 
 def check_profile(value: str) -> str:
@@ -148,10 +184,12 @@ def size_ladder(width: int, height: int) -> list[tuple[int, int]]:
 
 @dataclass(frozen=True)
 class StyleKnobs:
-    """What a style offers the profile: its own settings and which knobs the user pinned."""
+    """What a style offers the profile: its own settings, which knobs the user pinned, and whether it estimates
+    depth (`depth`: a style without a depth prior has no depth rate to lower)."""
 
     default: ProfileSettings
     pinned: frozenset[str] = frozenset()
+    depth: bool = True
 
 
 def pinned_knobs(user_set: Container[str], style: str) -> frozenset[str]:
@@ -164,18 +202,23 @@ def pinned_knobs(user_set: Container[str], style: str) -> frozenset[str]:
 
 
 def build_ladder(knobs: StyleKnobs) -> list[ProfileSettings]:
-    """The rungs for a style, best first: the full VAE, then TAESD, then the next size, then fewer steps one by
-    one, then the smaller sizes. Pinned knobs keep the style's value on every rung."""
+    """The rungs for a style, best first (the rule is the module docstring's): the full VAE, then TAESD, then depth
+    at half the rate (a style with a depth prior), then the next size, then fewer steps one by one, then the
+    smaller sizes. Pinned knobs keep the style's value on every rung."""
     top = knobs.default
     vaes = [top.vae] if "vae" in knobs.pinned else list(PROFILE_VAES)
     sizes = [(top.width, top.height)] if "size" in knobs.pinned else size_ladder(top.width, top.height)
     steps = [top.steps] if "steps" in knobs.pinned else list(range(top.steps, 0, -1))
+    lower_depth = knobs.depth and "depth" not in knobs.pinned
+    depth_rates = [rate for rate in LOWER_DEPTH_RATES if rate > top.depth_every] if lower_depth else []
     rungs = [replace(top, vae=vae) for vae in vaes]  # 1. the VAE
+    for rate in depth_rates:  # 2. depth at a lower rate
+        rungs.append(replace(rungs[-1], depth_every=rate))
     width, height = sizes[min(1, len(sizes) - 1)]
-    rungs.append(replace(rungs[-1], width=width, height=height))  # 2. the next size
-    for count in steps[1:]:  # 3. fewer steps
+    rungs.append(replace(rungs[-1], width=width, height=height))  # 3. the next size
+    for count in steps[1:]:  # 4. fewer steps
         rungs.append(replace(rungs[-1], steps=count))
-    for width, height in sizes[2:]:  # 4. the smaller sizes
+    for width, height in sizes[2:]:  # 5. the smaller sizes
         rungs.append(replace(rungs[-1], width=width, height=height))
     unique: list[ProfileSettings] = []
     for rung in rungs:
@@ -296,9 +339,11 @@ class ProfileController:
         self.changes: list[tuple[float, str, str]] = []  # (time, rung id, why): every automatic change
 
     # ------------------------------------------------------------------ loading
-    def ladder(self, style: str) -> list[ProfileSettings] | None:
+    def ladder(self, style: str, fresh: bool = False) -> list[ProfileSettings] | None:
+        """The style's rungs, best first (None: no knobs); `fresh` builds them again (what the user pinned may have
+        changed since)."""
         with self._lock:
-            if style in self._ladders:
+            if style in self._ladders and not fresh:
                 return self._ladders[style]
         knobs = self._knobs_for(style)
         if knobs is None:
@@ -311,7 +356,7 @@ class ProfileController:
     def load(self, style: str, settings: ProfileSettings | None, recent: Sequence[np.ndarray]) -> Translator:
         """The translator for `style`: at `settings` when given; else as the mode says (off: the style's own
         settings; a pinned rung; auto: the cached or freshly measured best rung)."""
-        ladder = self.ladder(style)
+        ladder = self.ladder(style, fresh=True)  # a setting changed through the control API reloads the style
         if ladder is None:
             settings = None  # a look without knobs (classic, remote): loaded as it is
         elif settings is None and self.mode == "auto":

@@ -1,8 +1,9 @@
 """`RunSettings`: the settings a user may change while the camera runs, shared by the loader, the translators
 and the control API.
 
-Per style (the style being started gets `[style] prompt / t_index_list / noise` and `--prompt` etc.; the
-control API changes the selected style's): the prompt, the strength (`t_index_list`) and the noise mode.
+Per style (the style being started gets `[style] prompt / t_index_list / noise / depth_every` and `--prompt`
+etc.; the control API changes the selected style's): the prompt, the strength (`t_index_list`), the noise mode
+and the depth rate (`depth_every`).
 For every diffusion style: the decoding VAE, `torch.compile`, the similar-frame filter and its threshold.
 Every change is validated exactly as the config file is (`vcam.config.with_changes`) and recorded in
 `UserSettings` (a value the user set is never changed automatically).
@@ -32,6 +33,7 @@ SETTING_KEYS: dict[str, str] = {
     "prompt": "style.prompt",
     "t_index_list": "style.t_index_list",
     "noise": "style.noise",
+    "depth_every": "style.depth_every",
     "vae": "models.vae",
     "compile": "models.compile",
     "similar_filter": "models.similar_filter",
@@ -48,6 +50,7 @@ class StyleSettings:
     prompt: str = ""
     t_index_list: tuple[int, ...] = ()
     noise: str = ""
+    depth_every: int | None = None
 
 
 @dataclass(frozen=True)
@@ -66,8 +69,11 @@ class RunSettings:
         self._lock = threading.Lock()
         self._config = config  # validated; the base every change is checked against
         self._models: ModelsConfig = copy.deepcopy(config.models)
+        depth_every = config.style.depth_every if "style.depth_every" in config.user_set else None
         self._styles: dict[str, StyleSettings] = {
-            config.style.name: StyleSettings(config.style.prompt, tuple(config.style.t_index_list), config.style.noise)
+            config.style.name: StyleSettings(
+                config.style.prompt, tuple(config.style.t_index_list), config.style.noise, depth_every
+            )
         }
         self.user_set = config.user_set.copy()
         for key in PER_STYLE_KEYS:  # [style] prompt etc. belong to the style being started
@@ -102,6 +108,8 @@ class RunSettings:
             overrides["t_index_list"] = style.t_index_list
         if style.noise:
             overrides["noise"] = style.noise
+        if style.depth_every is not None:
+            overrides["depth_every"] = style.depth_every
         for key in ("vae", "compile"):
             if self.user_set.is_set(f"models.{key}"):
                 overrides[key] = getattr(models, key)
@@ -112,7 +120,12 @@ class RunSettings:
         with self._lock:
             models = self._models
             styles = {
-                name: {"prompt": s.prompt, "t_index_list": list(s.t_index_list), "noise": s.noise}
+                name: {
+                    "prompt": s.prompt,
+                    "t_index_list": list(s.t_index_list),
+                    "noise": s.noise,
+                    "depth_every": s.depth_every,
+                }
                 for name, s in sorted(self._styles.items())
             }
         return {
@@ -140,10 +153,14 @@ class RunSettings:
             base.style.prompt = current.prompt
             base.style.t_index_list = list(current.t_index_list)
             base.style.noise = current.noise
+            base.style.depth_every = current.depth_every or 1
             base.models = copy.deepcopy(self._models)
             checked = with_changes(base, {SETTING_KEYS[name]: value for name, value in changes.items()}, origin)
             updated = StyleSettings(
-                checked.style.prompt.strip(), tuple(checked.style.t_index_list), checked.style.noise
+                checked.style.prompt.strip(),
+                tuple(checked.style.t_index_list),
+                checked.style.noise,
+                checked.style.depth_every if "depth_every" in changes else current.depth_every,
             )
             changed = tuple(
                 name
@@ -168,6 +185,7 @@ class RunSettings:
             "prompt": current.prompt,
             "t_index_list": current.t_index_list,
             "noise": current.noise,
+            "depth_every": current.depth_every,
             "vae": models.vae,
             "compile": models.compile,
             "similar_filter": models.similar_filter,
@@ -175,5 +193,5 @@ class RunSettings:
         }
 
     def values(self, style: str) -> dict[str, Any]:
-        """The settings as they apply to `style` (the control API's flat view; empty: the style's own)."""
+        """The settings as they apply to `style` (the control API's flat view; empty or None: the style's own)."""
         return {name: (list(v) if isinstance(v, tuple) else v) for name, v in self._values(style).items()}

@@ -135,7 +135,12 @@ def load_translator(
         steps = t_index_list_for_steps(TINY_T_INDEX_LIST, profile.steps)
         size = (profile.width, profile.height)
         return build_tiny_translator(
-            seed=config.style.seed, t_index_list=steps, size=size, vae=profile.vae, settings=settings
+            seed=config.style.seed,
+            t_index_list=steps,
+            size=size,
+            vae=profile.vae,
+            depth_every=profile.depth_every,
+            settings=settings,
         )
     from vcam.store.store import ModelStore
     from vcam.translators.live2diff import Live2DiffTranslator
@@ -144,7 +149,11 @@ def load_translator(
     paths = store.path(name)  # NotDownloadedError (a UserError) with the exact download command
     if profile is None:
         return Live2DiffTranslator.from_style(paths, config, settings=settings)
-    overrides = {"t_index_list": t_index_list_for_steps(paths.t_index_list, profile.steps), "vae": profile.vae}
+    overrides = {
+        "t_index_list": t_index_list_for_steps(paths.t_index_list, profile.steps),
+        "vae": profile.vae,
+        "depth_every": profile.depth_every,
+    }
     size = (profile.width, profile.height)
     return Live2DiffTranslator.from_style(paths, config, size=size, overrides=overrides, settings=settings)
 
@@ -152,7 +161,9 @@ def load_translator(
 def style_knobs(name: str, config: Config, settings: RunSettings | None = None) -> StyleKnobs | None:
     """What style `name` offers the auto profile (its own settings, the knobs the user pinned: in the config, on
     the command line, or through the control API when `settings` is the run's); None for looks without model
-    settings (passthrough, classic looks, styles that run on a remote server)."""
+    settings (passthrough, classic looks, styles that run on a remote server). Every Live2Diff style has a depth
+    prior (the tiny test model too), so each offers the depth rate; its top rung runs at the depth rate the user
+    set, else the style's own."""
     from vcam.profile import ProfileSettings, StyleKnobs, pinned_knobs
     from vcam.translators.classic import CLASSIC_STYLES
 
@@ -160,10 +171,14 @@ def style_knobs(name: str, config: Config, settings: RunSettings | None = None) 
         return None
     info = find_style(name, config)
     pinned = pinned_knobs(settings.user_set if settings is not None else config.user_set, name)
+    user_depth_every = settings.style(name).depth_every if settings is not None else None
+    if user_depth_every is None and name == config.style.name and "style.depth_every" in config.user_set:
+        user_depth_every = config.style.depth_every
     if info.kind == "test":
         from vcam.model.tiny import TINY_HEIGHT, TINY_T_INDEX_LIST, TINY_WIDTH
 
-        return StyleKnobs(ProfileSettings(len(TINY_T_INDEX_LIST), TINY_WIDTH, TINY_HEIGHT, "kl"), pinned)
+        tiny = ProfileSettings(len(TINY_T_INDEX_LIST), TINY_WIDTH, TINY_HEIGHT, "kl", user_depth_every or 1)
+        return StyleKnobs(tiny, pinned)
     from vcam.model.loading import PipelineSpec
     from vcam.store.store import ModelStore
     from vcam.translators.live2diff import model_size_for_output, native_model_size
@@ -171,4 +186,5 @@ def style_knobs(name: str, config: Config, settings: RunSettings | None = None) 
     paths = ModelStore.from_config(config, strict=False).path(name)
     width, height = model_size_for_output(native_model_size(paths.base), config.output.width, config.output.height)
     vae = PipelineSpec.__dataclass_fields__["vae"].default
-    return StyleKnobs(ProfileSettings(len(paths.t_index_list), width, height, str(vae)), pinned)
+    depth_every = user_depth_every or paths.depth_every
+    return StyleKnobs(ProfileSettings(len(paths.t_index_list), width, height, str(vae), depth_every), pinned)

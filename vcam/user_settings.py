@@ -6,7 +6,7 @@ automatic profile may change only what was left unset. `UserSettings` records th
 
 - config keys as the file spells them, "section.key" (e.g. "models.vae", "style.prompt");
 - per-style settings as "styles.NAME.key" (e.g. "styles.pixar.t_index_list"): a `[styles.NAME]` table's keys,
-  and `[style] prompt` / `t_index_list` / `noise`, which belong to the style being started.
+  and `[style] prompt` / `t_index_list` / `noise` / `depth_every`, which belong to the style being started.
 """
 
 from __future__ import annotations

@@ -79,6 +79,12 @@ def add_parser(subparsers: Any) -> None:
         help="the style's strength: denoising steps into the 50-step schedule, e.g. 30,40 (lower = stronger)",
     )
     parser.add_argument("--noise", metavar="MODE", help="fixed | fresh: the noise each denoising step adds")
+    parser.add_argument(
+        "--depth-every",
+        type=int,
+        metavar="N",
+        help="estimate depth on every N-th frame only and reuse it in between (1..30; default: the style's own)",
+    )
     parser.add_argument("--vae", metavar="KIND", help="taesd (fast, the default) | kl (SD's full VAE) for decoding")
     parser.add_argument(
         "--compile", action=argparse.BooleanOptionalAction, help="torch.compile the UNet (CUDA only; slow start)"
@@ -118,6 +124,7 @@ SETTING_FLAGS = (
     ("prompt", "style.prompt"),
     ("t_index_list", "style.t_index_list"),
     ("noise", "style.noise"),
+    ("depth_every", "style.depth_every"),
     ("vae", "models.vae"),
     ("compile", "models.compile"),
     ("similar_filter", "models.similar_filter"),

@@ -3,7 +3,7 @@
 The page, the tray and a supervising tray process all change the same runtime state through here. Every
 value goes through `vcam.config.with_changes` (the config file's own types and validators) before anything
 changes, so a bad value gets exactly the message the config file would get. Settings that need the style
-rebuilt (VAE, compile, strength, noise) go through the runtime's style switch (load in the background, then
+rebuilt (VAE, compile, strength, noise, depth rate) go through the runtime's style switch (load in the background, then
 swap between two frames): the camera never stalls for them. `health()` takes no runtime lock: it answers
 while a style loads.
 """
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: the settings that belong to one style (the others apply to every diffusion style)
-PER_STYLE_SETTINGS = ("prompt", "t_index_list", "noise")
+PER_STYLE_SETTINGS = ("prompt", "t_index_list", "noise", "depth_every")
 #: the style kinds whose model takes a prompt and the other settings
 MODEL_KINDS = ("diffusion", "test")
 

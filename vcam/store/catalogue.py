@@ -4,14 +4,15 @@ A diffusion style is a Stable Diffusion 1.5 base (a DreamBooth / fine-tuned chec
 an optional LoRA with its scale, a prompt, the denoising steps (`t_index_list`, indices into the 50-step
 LCM schedule), `clip_skip` (counted as in AUTOMATIC1111 and on civitai model cards: 1 = CLIP's last layer,
 2 = the penultimate one; Live2Diff's and diffusers' `clip_skip: N` is N + 1 here) and the noise mode
-(`fresh`, Live2Diff's, or `fixed`, StreamDiffusion's: `vcam.model.noise`). Every style also needs the
+(`fresh`, Live2Diff's, or `fixed`, StreamDiffusion's: `vcam.model.noise`) and `depth_every` (depth estimated on
+every N-th frame, reused in between; 1, the default: every frame). Every style also needs the
 shared parts (SD1.5 tokenizer, text encoder, VAE and configs, the LCM-LoRA, TAESD, the Live2Diff motion
 checkpoint, the DPT-Hybrid depth model), which are downloaded once.
 
 Catalogue styles point at public Hugging Face repositories with a pinned revision and the exact file
 names; user styles (`[styles.NAME]` in the config) point at local files. A `[styles.NAME]` table without
 `base` for a catalogue style's name overrides that style's settings (prompt, t_index_list, clip_skip,
-lora_scale, noise, title, description), validated as a user style's are. Loading only parses TOML:
+lora_scale, noise, depth_every, title, description), validated as a user style's are. Loading only parses TOML:
 nothing here touches the network or imports anything heavy.
 """
 
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from vcam.errors import ConfigError, UnknownStyleError
+from vcam.model.depth import check_depth_every
 from vcam.model.noise import DEFAULT_NOISE, check_noise_mode
 from vcam.model.scheduler import check_t_index_list
 
@@ -42,7 +44,16 @@ CATALOGUE_FILE = "data/styles.toml"
 #: clip_skip's range: SD1.5's CLIP text model has 12 layers
 MAX_CLIP_SKIP = 12
 #: what a `[styles.NAME]` table may change of a catalogue style (without `base`: an override, not a new style)
-OVERRIDE_FIELDS = ("prompt", "t_index_list", "clip_skip", "lora_scale", "noise", "title", "description")
+OVERRIDE_FIELDS = (
+    "prompt",
+    "t_index_list",
+    "clip_skip",
+    "lora_scale",
+    "noise",
+    "depth_every",
+    "title",
+    "description",
+)
 
 BaseFormat = Literal["single_file", "diffusers"]
 StyleKind = Literal["catalogue", "user"]
@@ -129,6 +140,7 @@ class StyleEntry:
     verified: bool = True
     note: str = ""
     noise: str = DEFAULT_NOISE
+    depth_every: int = 1  # depth on every N-th frame (`vcam.model.depth.check_depth_every`)
     #: the fields a user's `[styles.NAME]` table overrides (a catalogue style; empty when none)
     overrides: tuple[str, ...] = ()
 
@@ -243,6 +255,10 @@ def _parse_noise(table: Mapping[str, Any], where: str) -> str:
     return check_noise_mode(table.get("noise", DEFAULT_NOISE), f"{where}: noise")
 
 
+def _parse_depth_every(table: Mapping[str, Any], where: str) -> int:
+    return check_depth_every(table.get("depth_every", 1), f"{where}: depth_every")
+
+
 def _parse_scale(table: Mapping[str, Any], where: str) -> float:
     what = "a number from 0 to 2 (1.0 = the LoRA at full strength)"
     value = table.get("lora_scale", table.get("scale", 1.0))
@@ -334,6 +350,7 @@ def _parse_catalogue_style(name: str, table: Any) -> StyleEntry:
         "t_index_list",
         "clip_skip",
         "noise",
+        "depth_every",
         "licence",
         "base",
         "lora",
@@ -372,6 +389,7 @@ def _parse_catalogue_style(name: str, table: Any) -> StyleEntry:
         t_index_list=check_t_index_list(table.get("t_index_list"), where),
         clip_skip=_parse_clip_skip(table, where, default=None),
         noise=_parse_noise(table, where),
+        depth_every=_parse_depth_every(table, where),
         licence=_get(table, "licence", str, where, "the licence id from the model card"),
         description=_optional(table, "description", str, "", where, "a text"),
         lora=lora,
@@ -415,8 +433,9 @@ def parse_user_style(name: str, table: Any, relative_to: Path | None = None) -> 
     Fields: base (a single-file .safetensors/.ckpt checkpoint or a diffusers folder with unet/), lora (a
     .safetensors file, optional), lora_scale (0..2, default 1), prompt, t_index_list (default [30, 40]),
     clip_skip (1..12 counted as in AUTOMATIC1111, default 2: the penultimate layer), noise ("fresh", the
-    default, or "fixed"), title and description (optional). Relative paths are taken from the
-    config file's folder. Whether the files exist is checked when the style is used, not here.
+    default, or "fixed"), depth_every (1..30, default 1: depth on every frame), title and description
+    (optional). Relative paths are taken from the config file's folder. Whether the files exist is checked when
+    the style is used, not here.
     """
     where = _where("styles", name)
     if STYLE_NAME.match(name) is None:
@@ -431,6 +450,7 @@ def parse_user_style(name: str, table: Any, relative_to: Path | None = None) -> 
         "t_index_list",
         "clip_skip",
         "noise",
+        "depth_every",
         "title",
         "description",
         "licence",
@@ -467,6 +487,7 @@ def parse_user_style(name: str, table: Any, relative_to: Path | None = None) -> 
         t_index_list=t_index_list,
         clip_skip=_parse_clip_skip(table, where, default=2),
         noise=_parse_noise(table, where),
+        depth_every=_parse_depth_every(table, where),
         licence=_optional(table, "licence", str, "see the model's own licence", where, "a text"),
         description=_optional(table, "description", str, "your own style", where, "a text"),
         lora=lora,
@@ -503,6 +524,8 @@ def apply_style_override(style: StyleEntry, table: Any) -> StyleEntry:
         changes["lora_scale"] = _parse_scale(table, where)
     if "noise" in table:
         changes["noise"] = _parse_noise(table, where)
+    if "depth_every" in table:
+        changes["depth_every"] = _parse_depth_every(table, where)
     for key in ("title", "description"):
         if key in table:
             changes[key] = _get(table, key, str, where, "a text")

@@ -66,6 +66,7 @@ class StylePaths:
     t_index_list: tuple[int, ...]
     clip_skip: int
     noise: str = DEFAULT_NOISE  # vcam.model.noise.NOISE_MODES
+    depth_every: int = 1  # depth on every N-th frame (`vcam.model.depth.check_depth_every`)
 
 
 def download_command(names: Iterable[str]) -> str:
@@ -326,6 +327,7 @@ class ModelStore:
             t_index_list=style.t_index_list,
             clip_skip=style.clip_skip,
             noise=style.noise,
+            depth_every=style.depth_every,
         )
 
 

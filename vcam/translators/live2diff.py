@@ -134,6 +134,7 @@ def pipeline_spec(paths: StylePaths, **overrides: Any) -> PipelineSpec:
         "t_index_list": tuple(paths.t_index_list),
         "clip_skip": int(paths.clip_skip),
         "noise": paths.noise,
+        "depth_every": paths.depth_every,
     }
     fields.update(overrides)
     return PipelineSpec(**fields)
@@ -203,8 +204,8 @@ class Live2DiffTranslator(Translator):
         SD1.5) shaped to the output's aspect (512x288 for 1280x720); camera frames are fitted to it and the
         output scaled back. Models come from `pool` (the process's shared pool by default): a style on models
         already loaded for another style shares them. `overrides` replace `PipelineSpec` fields (a profile's
-        `t_index_list` and `vae`); what the user set in `settings` (prompt, strength, noise, VAE, compile)
-        overrides both the style's own and the profile's.
+        `t_index_list`, `vae` and `depth_every`); what the user set in `settings` (prompt, strength, noise, depth
+        rate, VAE, compile) overrides both the style's own and the profile's.
         """
         from vcam.model.pool import shared_pool
 
@@ -311,12 +312,19 @@ def build_tiny_translator(
     settings: RunSettings | None = None,
     size: tuple[int, int] = (TINY_WIDTH, TINY_HEIGHT),
     vae: str = "kl",
+    depth_every: int = 1,
 ) -> Translator:
     """The "tiny-random" style: a `Live2DiffTranslator` over `vcam.model.tiny.build_tiny_pipeline(seed)`, with
-    what the user set in `settings` (prompt, strength, noise, VAE; compile does not apply on the CPU)."""
+    what the user set in `settings` (prompt, strength, noise, depth rate, VAE; compile does not apply on the CPU)."""
     from vcam.model.tiny import build_tiny_pipeline
 
-    overrides: dict[str, Any] = {"t_index_list": t_index_list, "width": size[0], "height": size[1], "vae": vae}
+    overrides: dict[str, Any] = {
+        "t_index_list": t_index_list,
+        "width": size[0],
+        "height": size[1],
+        "vae": vae,
+        "depth_every": depth_every,
+    }
     if settings is not None:
         overrides.update(settings.spec_overrides(TINY_STYLE_NAME))  # the user's values win
     overrides.pop("compile", None)
