@@ -46,5 +46,5 @@ def test_depth_runs_on_every_nth_frame_and_is_reused_between() -> None:
 
 
 def test_depth_every_must_be_positive() -> None:
-    with pytest.raises(ConfigError, match="depth_every 0 is not 1 or more"):
+    with pytest.raises(ConfigError, match="depth_every = 0 is not allowed: a whole number from 1"):
         build_tiny_pipeline().sibling(depth_every=0)

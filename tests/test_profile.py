@@ -3,6 +3,7 @@ its cache, and the adaptive loop under a scripted load (a fake model whose cost 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,12 @@ from tests.waiting import wait_for
 from vcam.config import config_from_dict
 from vcam.errors import ConfigError
 from vcam.profile import (
+    DEPTH_COST,
     DOWN_AFTER_S,
+    FRAME_COST,
     MEASURE_CALLS,
     UP_AFTER_S,
+    VAE_COST,
     MeasurementCache,
     ProfileController,
     ProfileSettings,
@@ -97,13 +101,73 @@ def test_fewer_steps_keep_the_strength() -> None:
 
 def test_the_ladder_goes_from_best_to_fastest_and_keeps_what_the_user_set() -> None:
     ladder = [rung.id for rung in build_ladder(StyleKnobs(DEFAULT))]
-    assert ladder == ["t2-512x288-kl", "t2-512x288-taesd", "t2-448x256-taesd", "t1-448x256-taesd", "t1-384x216-taesd"]
+    assert ladder == [
+        "t2-512x288-kl",
+        "t2-512x288-taesd",
+        "t2-512x288-taesd-d2",  # depth on every 2nd frame: the first thing given up below the style's own
+        "t2-448x256-taesd-d2",
+        "t1-448x256-taesd-d2",
+        "t1-384x216-taesd-d2",
+    ]
     costs = [rung.cost() for rung in build_ladder(StyleKnobs(DEFAULT))]
-    assert costs == sorted(costs, reverse=True)
+    assert costs == sorted(costs, reverse=True) and len(set(costs)) == len(costs)
     steps_pinned = [rung.id for rung in build_ladder(StyleKnobs(DEFAULT, frozenset({"steps"})))]
-    assert steps_pinned == ["t2-512x288-kl", "t2-512x288-taesd", "t2-448x256-taesd", "t2-384x216-taesd"]
-    all_pinned = build_ladder(StyleKnobs(DEFAULT, frozenset({"steps", "size", "vae"})))
+    assert steps_pinned == [
+        "t2-512x288-kl",
+        "t2-512x288-taesd",
+        "t2-512x288-taesd-d2",
+        "t2-448x256-taesd-d2",
+        "t2-384x216-taesd-d2",
+    ]
+    all_pinned = build_ladder(StyleKnobs(DEFAULT, frozenset({"steps", "size", "vae", "depth"})))
     assert all_pinned == [DEFAULT]
+
+
+def test_a_style_without_a_depth_prior_has_no_depth_rungs() -> None:
+    ladder = [rung.id for rung in build_ladder(StyleKnobs(DEFAULT, depth=False))]
+    assert ladder == ["t2-512x288-kl", "t2-512x288-taesd", "t2-448x256-taesd", "t1-448x256-taesd", "t1-384x216-taesd"]
+
+
+def test_depth_every_n_costs_the_depth_over_n() -> None:
+    every, second, fourth = (replace(DEFAULT, depth_every=n) for n in (1, 2, 4))
+    pixels = DEFAULT.width * DEFAULT.height
+    assert every.cost() - second.cost() == pytest.approx(pixels * DEPTH_COST / 2)
+    assert every.cost() - fourth.cost() == pytest.approx(pixels * DEPTH_COST * 3 / 4)
+    assert every.cost() == pytest.approx(pixels * (DEFAULT.steps + VAE_COST["taesd"] + FRAME_COST + DEPTH_COST))
+
+
+def test_rung_ids_name_the_depth_rate_and_the_old_ids_still_parse() -> None:
+    """A profile saved before depth rungs existed (three parts) is depth on every frame; "-dN" is every N-th."""
+    assert ProfileSettings.parse("t1-448x256-taesd") == ProfileSettings(1, 448, 256, "taesd", depth_every=1)
+    assert ProfileSettings.parse("t1-448x256-taesd").id == "t1-448x256-taesd"
+    assert ProfileSettings.parse("t2-512x288-kl-d3") == ProfileSettings(2, 512, 288, "kl", depth_every=3)
+    for rung in build_ladder(StyleKnobs(DEFAULT)):
+        assert ProfileSettings.parse(rung.id) == rung
+    assert config_from_dict({"style": {"profile": "t1-448x256-taesd"}}).style.profile == "t1-448x256-taesd"
+    assert config_from_dict({"style": {"profile": "t1-448x256-taesd-d2"}}).style.profile == "t1-448x256-taesd-d2"
+    for bad in ("t1-448x256-taesd-d1", "t1-448x256-taesd-d0", "t1-448x256-taesd-d31", "t1-448x256-taesd-dx"):
+        with pytest.raises(ConfigError, match="style.profile"):
+            config_from_dict({"style": {"profile": bad}})
+
+
+def test_a_depth_rate_the_user_set_pins_the_knob() -> None:
+    """`[styles.NAME] depth_every` or `[style] depth_every` (the CLI's --depth-every, the control API): every rung
+    keeps it; the other knobs still move."""
+    from_table = config_from_dict({"style": {"name": STYLE}, "styles": {STYLE: {"depth_every": 3}}})
+    assert pinned_knobs(from_table.user_set, STYLE) == {"depth"}
+    from_style = config_from_dict({"style": {"name": STYLE, "depth_every": 1}})
+    assert pinned_knobs(from_style.user_set, STYLE) == {"depth"}  # 1 set on purpose pins depth on every frame
+    assert pinned_knobs(config_from_dict({"style": {"name": STYLE}}).user_set, STYLE) == frozenset()
+    pinned = build_ladder(StyleKnobs(replace(DEFAULT, depth_every=3), frozenset({"depth"})))
+    assert [rung.id for rung in pinned] == [
+        "t2-512x288-kl-d3",
+        "t2-512x288-taesd-d3",
+        "t2-448x256-taesd-d3",
+        "t1-448x256-taesd-d3",
+        "t1-384x216-taesd-d3",
+    ]
+    every_frame = build_ladder(StyleKnobs(DEFAULT, frozenset({"depth"})))
+    assert all(rung.depth_every == 1 for rung in every_frame) and len(every_frame) == 5
 
 
 def test_the_config_records_what_the_user_set_and_checks_the_profile() -> None:
@@ -115,7 +179,7 @@ def test_the_config_records_what_the_user_set_and_checks_the_profile() -> None:
     assert pinned_knobs(config.user_set, STYLE) == {"steps"}
     assert pinned_knobs(config.user_set, "other") == frozenset()
     assert config_from_dict({"style": {"profile": "t1-448x256-taesd"}}).style.profile == "t1-448x256-taesd"
-    for bad in ("fast", "t9-448x256-taesd", "t1-450x256-taesd", "t1-448x256-vqgan"):
+    for bad in ("fast", "t9-448x256-taesd", "t1-450x256-taesd", "t1-448x256-vqgan", "t1-448x256-taesd-2"):
         with pytest.raises(ConfigError, match="style.profile"):
             config_from_dict({"style": {"profile": bad}})
     with pytest.raises(ConfigError, match="output.delay_ms"):
@@ -124,20 +188,34 @@ def test_the_config_records_what_the_user_set_and_checks_the_profile() -> None:
 
 def test_a_scripted_slowdown_gives_exactly_the_expected_changes(tmp_path: Path) -> None:
     """At 20 fps on the style's own settings (t2-512x288-taesd), the model slows to half at 30 s, to a quarter at
-    60 s and recovers at 90 s. The profile drops to the best rung predicted to hold 15 fps, then to the fastest,
-    and after 10 s of headroom goes back to the best rung that holds (a rung left for being too slow is retried only
-    with 1.25x the capacity it was left at)."""
+    60 s, recovers to 82 % at 90 s and fully at 150 s. The profile drops to the best rung predicted to hold 15 fps
+    (x 1.1), then to the fastest; after 10 s of headroom it goes up to the best rung that holds: at 82 % that is
+    depth on every 2nd frame (16.9 fps predicted where every frame's depth gives 16.4), at 100 % the style's own
+    settings again (a rung left for being too slow is retried only with 1.25x the capacity it was left at)."""
     capacity = 20 * DEFAULT.cost()
     profile = controller(tmp_path, capacity)
-    changes = simulate(profile, {0.0: capacity, 30.0: capacity / 2, 60.0: capacity / 4, 90.0: capacity}, 200)
-    assert changes == ["t1-448x256-taesd", "t1-384x216-taesd", "t2-512x288-taesd"]
+    load = {0.0: capacity, 30.0: capacity / 2, 60.0: capacity / 4, 90.0: capacity * 0.82, 150.0: capacity}
+    changes = simulate(profile, load, 250)
+    assert changes == ["t1-448x256-taesd-d2", "t1-384x216-taesd-d2", "t2-512x288-taesd-d2", "t2-512x288-taesd"]
     times = [when for when, _, _ in profile.changes]
     assert 30 + DOWN_AFTER_S <= times[0] <= 30 + DOWN_AFTER_S + 2 * STEP_S  # under for a few seconds, not at once
     assert 60 + DOWN_AFTER_S <= times[1] <= 60 + DOWN_AFTER_S + 2 * STEP_S
     assert 90 + UP_AFTER_S <= times[2] <= 90 + UP_AFTER_S + 2 * STEP_S
+    assert 150 + UP_AFTER_S <= times[3] <= 150 + UP_AFTER_S + 2 * STEP_S
 
 
-@pytest.mark.parametrize("load", [6.0, 11.0, 17.0, 24.0, 40.0, 80.0])
+def test_a_slowdown_the_depth_rate_alone_absorbs_takes_only_the_depth_step(tmp_path: Path) -> None:
+    """At 20 fps on the style's own settings, the model slows by 5 % (19 fps: over the target, nothing changes),
+    then to 13 fps: the depth rung alone would not hold 15 x 1.1, so the profile goes past it to the next size; at
+    16.4 fps (just under 15 x 1.1 with depth on every frame) it comes back up exactly to the depth rung, and stays."""
+    capacity = 20 * DEFAULT.cost()
+    profile = controller(tmp_path, capacity)
+    load = {0.0: capacity, 20.0: capacity * 0.95, 40.0: capacity * 0.65, 80.0: capacity * 0.82}
+    changes = simulate(profile, load, 200)
+    assert changes == ["t2-448x256-taesd-d2", "t2-512x288-taesd-d2"]
+
+
+@pytest.mark.parametrize("load", [6.0, 11.0, 14.0, 16.45, 17.0, 24.0, 40.0, 80.0])
 @pytest.mark.parametrize("measured_error", [0.7, 1.0, 1.4])
 def test_a_constant_load_changes_the_profile_at_most_once(tmp_path: Path, load: float, measured_error: float) -> None:
     """`load`: the fps the style's own settings would run at; the load-time measurement was off by

@@ -289,6 +289,7 @@ def run_cells(args: argparse.Namespace) -> dict[str, Any]:
     """`vcam bench model` in grid mode: runs the cells in order, writing each one as soon as it is done."""
     import torch
 
+    from vcam.model.depth import check_depth_every
     from vcam.model.loading import resolve_device
     from vcam.model.random_full import RANDOM_FULL_VAES, SD15_RANDOM_NAME, T_INDEX_LISTS
 
@@ -300,8 +301,7 @@ def run_cells(args: argparse.Namespace) -> dict[str, Any]:
         raise UserError(f"--settle {args.settle} must be 0 or more")
     if args.repeats is None:
         args.repeats = 1
-    if args.depth_every < 1:
-        raise UserError(f"--depth-every {args.depth_every} must be 1 or more")
+    check_depth_every(args.depth_every, "--depth-every")
     device = resolve_device(args.device)
     default_sizes = "64x64,64x32" if args.model == "tiny" else ",".join(f"{w}x{h}" for w, h in GPU_PLAN_SIZES)
     sizes = parse_sizes(args.sizes or default_sizes)
