@@ -31,6 +31,14 @@ def test_an_override_merges_over_the_catalogue_entry() -> None:
     assert other == load_catalogue().style("toon") and other.overrides == ()
 
 
+def test_the_depth_rate_can_be_set_per_style() -> None:
+    assert load_catalogue().style("inkwash").depth_every == 1  # depth on every frame unless the user says
+    style = load_catalogue({"inkwash": {"depth_every": 2}}).style("inkwash")
+    assert style.depth_every == 2 and style.overrides == ("depth_every",)
+    mine = load_catalogue({"mine": {"base": "m.safetensors", "prompt": "p", "depth_every": 3}}).style("mine")
+    assert mine.depth_every == 3
+
+
 def test_lora_scale_title_and_description_can_be_overridden() -> None:
     style = load_catalogue({"clay": {"lora_scale": 0.5, "title": "Soft clay", "description": "less clay"}}).style(
         "clay"
@@ -43,6 +51,9 @@ def test_lora_scale_title_and_description_can_be_overridden() -> None:
     ("name", "table", "message"),
     [
         ("pixel", {"noise": "random"}, r"\[styles.pixel\]: noise = 'random' is not allowed: use one of fresh, fixed"),
+        ("pixel", {"depth_every": 0}, r"\[styles.pixel\]: depth_every = 0 is not allowed: a whole number from 1"),
+        ("pixel", {"depth_every": "x"}, r"\[styles.pixel\]: depth_every = 'x' is not allowed: a whole number"),
+        ("pixel", {"depth_every": 2.0}, r"\[styles.pixel\]: depth_every = 2.0 is not allowed: a whole number"),
         ("pixel", {"t_index_list": [40, 30]}, r"\[styles.pixel\]: t_index_list = \[40, 30\]"),
         ("pixel", {"clip_skip": 0}, r"\[styles.pixel\]: clip_skip = 0 is not allowed"),
         ("pixel", {"prompt": " "}, r"\[styles.pixel\]: prompt = ' ' is not allowed"),
@@ -73,7 +84,7 @@ def test_a_table_with_base_replaces_the_catalogue_style(tmp_path: Path) -> None:
     assert fixed.noise == "fixed" and fixed.clip_skip == 2
 
 
-def test_the_noise_mode_reaches_the_pipeline_spec(tmp_path: Path) -> None:
+def test_the_noise_mode_and_the_depth_rate_reach_the_pipeline_spec(tmp_path: Path) -> None:
     paths = StylePaths(
         name="inkwash",
         base=tmp_path / "base.safetensors",
@@ -89,6 +100,7 @@ def test_the_noise_mode_reaches_the_pipeline_spec(tmp_path: Path) -> None:
         t_index_list=(30, 40),
         clip_skip=3,
         noise="fixed",
+        depth_every=2,
     )
     spec = pipeline_spec(paths)
-    assert (spec.noise, spec.clip_skip) == ("fixed", 3)
+    assert (spec.noise, spec.clip_skip, spec.depth_every) == ("fixed", 3, 2)

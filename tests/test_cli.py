@@ -68,6 +68,9 @@ def busy_port() -> socket.socket:
         (["--fps", "500"], "output.fps = 500.0 is out of range: allowed 1 to 120"),
         (["--style", "no-such-style"], "unknown style 'no-such-style'"),
         (["--segment", "sparkles"], "segment.mode = 'sparkles' is not allowed"),
+        (["--depth-every", "0"], "style.depth_every = 0 is not allowed: a whole number from 1"),
+        (["--depth-every", "-1"], "style.depth_every = -1 is not allowed: a whole number from 1"),
+        (["--depth-every", "x"], "invalid int value: 'x'"),
     ],
 )
 def test_bad_input_gives_a_message_and_exit_code_2(

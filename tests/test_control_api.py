@@ -187,6 +187,12 @@ def test_per_style_settings_are_checked_like_the_config_for_a_diffusion_style(ru
     code, answer = call(run, "POST", "/api/settings", {"t_index_list": [20, 35]})
     assert code == 200 and answer["t_index_list"] == [20, 35] and answer["reloading"] is True
     assert answer["all"]["user_set"]["styles.tiny-random.t_index_list"] == "api"
+    for bad, message in ((0, "style.depth_every = 0 is not allowed: a whole number from 1"), ("x", "must be of type")):
+        code, answer = call(run, "POST", "/api/settings", {"depth_every": bad})
+        assert code == 400 and message in answer["error"], answer
+    code, answer = call(run, "POST", "/api/settings", {"depth_every": 2})
+    assert code == 200 and answer["depth_every"] == 2 and answer["reloading"] is True
+    assert answer["all"]["user_set"]["styles.tiny-random.depth_every"] == "api"
 
 
 def test_requests_without_the_token_get_401(run: Run) -> None:
@@ -272,3 +278,21 @@ def test_the_profile_is_pinned_through_the_api_and_checked_like_the_config(run: 
     assert code == 200 and answer["profile"] == "off"
     code, answer = call(run, "POST", "/api/profile", {})
     assert code == 400 and "/api/profile needs mode" in answer["error"]
+
+
+def test_the_profile_shows_and_pins_a_depth_rate(run: Run) -> None:
+    """The tiny model's rungs include depth on every 2nd frame (its own ladder's step, or on every rung when the
+    settings test pinned depth_every = 2); the page's and the tray's list is the status's, and a rung with its
+    depth rate is pinned through /api/profile."""
+    code, _ = call(run, "POST", "/api/style", {"name": "tiny-random"})
+    assert code == 200
+    wait_for(lambda: status(run)["style"] == "tiny-random" and bool(status(run)["profiles"]), 60, "the tiny model")
+    rungs = status(run)["profiles"]
+    rung = next((rung for rung in rungs if rung.endswith("-d2")), None)
+    assert rung is not None, rungs
+    code, answer = call(run, "POST", "/api/profile", {"mode": rung})
+    assert code == 200 and answer["profile"] == rung
+    wait_for(lambda: status(run)["profile_settings"] == rung, 60, "the pinned rung")
+    code, answer = call(run, "POST", "/api/profile", {"mode": "t1-64x64-kl-d1"})
+    assert code == 400 and "optionally -dN for depth on every N-th frame" in answer["error"]
+    assert call(run, "POST", "/api/profile", {"mode": "off"})[0] == 200

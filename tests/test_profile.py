@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -285,3 +286,36 @@ def test_set_profile_pins_a_rung_through_the_style_switch(tmp_path: Path) -> Non
     finally:
         runtime.stop()
     assert loaded == [None, ProfileSettings.parse("t1-384x216-taesd"), None]  # passthrough: loaded as it is
+
+
+def test_the_depth_rate_reaches_the_pipeline_and_the_users_value_wins() -> None:
+    """The tiny model's knobs: its ladder's depth rung loads a pipeline with depth on every 2nd frame; a depth rate
+    the user set (the file, the CLI, the control API) pins the knob, and wins over a rung that says otherwise."""
+    from vcam.run_settings import RunSettings
+    from vcam.styles import TINY_STYLE_NAME, load_translator, style_knobs
+
+    config = config_from_dict({"style": {"name": TINY_STYLE_NAME}})
+    knobs = style_knobs(TINY_STYLE_NAME, config)
+    assert knobs is not None and knobs.depth and knobs.default.depth_every == 1 and "depth" not in knobs.pinned
+    rung = build_ladder(knobs)[2]
+    assert rung.id == "t2-64x64-taesd-d2"
+    translator: Any = load_translator(TINY_STYLE_NAME, config, profile=rung)
+    try:
+        assert translator.pipeline.depth_every == 2 and translator.pipeline.codec.vae.__class__.__name__ == (
+            "AutoencoderTiny"
+        )
+    finally:
+        translator.close()
+    pinned = config_from_dict({"style": {"name": TINY_STYLE_NAME, "depth_every": 3}})
+    knobs = style_knobs(TINY_STYLE_NAME, pinned)
+    assert knobs is not None and knobs.default.depth_every == 3 and "depth" in knobs.pinned
+    assert {each.depth_every for each in build_ladder(knobs)} == {3}
+    translator = load_translator(TINY_STYLE_NAME, pinned, profile=rung)  # a rung from before the pin
+    try:
+        assert translator.pipeline.depth_every == 3
+    finally:
+        translator.close()
+    settings = RunSettings(config)
+    settings.change(TINY_STYLE_NAME, {"depth_every": 4})  # through the control API
+    knobs = style_knobs(TINY_STYLE_NAME, config, settings)
+    assert knobs is not None and knobs.default.depth_every == 4 and "depth" in knobs.pinned

@@ -9,6 +9,7 @@ fails to load leaves the old one running with the error in the status.
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,6 +128,33 @@ def test_real_loader_builds_the_style_from_the_cache(config: Config, tiny_set: T
     assert pool.unets() == [unet]  # tiny-b still uses it
     translator_b.close()
     assert pool.unets() == [] and pool.resident_bytes() == 0
+
+
+def test_the_depth_rate_reaches_the_pipeline_through_the_real_loader(
+    config: Config, tiny_set: TinyModelSet, pool: ModelPool
+) -> None:
+    """`[styles.NAME] depth_every` over a catalogue style -> StylePaths -> PipelineSpec -> the pipeline; the profile's
+    rung sets it where the user did not, and pins nothing the user set."""
+    from vcam.profile import build_ladder
+    from vcam.styles import style_knobs
+
+    translator: Any = load_translator("tiny-a", config)
+    assert translator.pipeline.depth_every == 1  # the style's own: depth on every frame
+    translator.close()
+    knobs = style_knobs("tiny-a", config)
+    assert knobs is not None and knobs.depth and "depth" not in knobs.pinned
+    depth_rung = next(rung for rung in build_ladder(knobs) if rung.depth_every == 2)
+    translator = load_translator("tiny-a", config, profile=depth_rung)
+    assert translator.pipeline.depth_every == 2
+    translator.close()
+    set_in_table = config_from_dict(
+        {"models": dataclasses.asdict(config.models), "styles": {"tiny-a": {"depth_every": 3}}}
+    )
+    knobs = style_knobs("tiny-a", set_in_table)
+    assert knobs is not None and knobs.default.depth_every == 3 and "depth" in knobs.pinned
+    translator = load_translator("tiny-a", set_in_table, profile=depth_rung)  # the user's value wins
+    assert translator.pipeline.depth_every == 3
+    translator.close()
 
 
 class _Recorder:

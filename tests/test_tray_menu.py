@@ -34,7 +34,7 @@ with dummy_pystray_backend():
     import pystray
 
 
-RUNGS = ("t2-512x288-taesd", "t1-448x256-taesd")
+RUNGS = ("t2-512x288-taesd", "t2-512x288-taesd-d2", "t1-448x256-taesd-d2")
 
 
 class Harness:
@@ -273,20 +273,22 @@ def test_tooltip_shows_style_and_fps() -> None:
 def test_the_profile_menu_shows_the_live_styles_rungs_and_pins_one() -> None:
     harness = Harness()
     assert LABEL_PROFILE not in top_labels(harness.menu)  # a look without model settings: no profile menu
-    harness.set_status(style="anime", profile="auto", profile_settings="t1-448x256-taesd", profiles=RUNGS)
+    harness.set_status(style="anime", profile="auto", profile_settings="t1-448x256-taesd-d2", profiles=RUNGS)
     assert LABEL_PROFILE in top_labels(harness.menu)
     items = list(harness.item(LABEL_PROFILE).submenu)
     assert [item.text for item in items] == [
         PROFILE_LABELS["auto"],
         PROFILE_LABELS["off"],
         "t2-512x288-taesd",
-        "t1-448x256-taesd (now)",
+        "t2-512x288-taesd-d2",
+        "t1-448x256-taesd-d2 (now)",
     ]
-    assert [item.checked for item in items] == [True, False, False, False] and all(item.radio for item in items)
-    harness.click(LABEL_PROFILE, "t2-512x288-taesd")
-    assert harness.runtime.calls == [("set_profile", "t2-512x288-taesd")]
-    assert harness.actions.calls == [("save_setting", "style.profile", "t2-512x288-taesd")]
-    assert harness.item(LABEL_PROFILE, "t2-512x288-taesd").checked
+    assert [item.checked for item in items] == [True, False, False, False, False]
+    assert all(item.radio for item in items)
+    harness.click(LABEL_PROFILE, "t2-512x288-taesd-d2")  # depth on every 2nd frame, pinned
+    assert harness.runtime.calls == [("set_profile", "t2-512x288-taesd-d2")]
+    assert harness.actions.calls == [("save_setting", "style.profile", "t2-512x288-taesd-d2")]
+    assert harness.item(LABEL_PROFILE, "t2-512x288-taesd-d2").checked
 
 
 def test_the_tooltip_shows_the_styled_rate_the_latency_and_the_audio_delay() -> None:

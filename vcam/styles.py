@@ -85,10 +85,11 @@ def find_style(name: str, config: Config) -> StyleInfo:
     if name == "passthrough" or name in CLASSIC_STYLES or name in {info.name for info in _test_styles()}:
         return next(info for info in list_styles(config, diffusion=False) if info.name == name)
     styles = list_styles(config)
+    for info in styles:  # a bad `[styles.NAME]` table first: for a catalogue style the listing shows both
+        if info.name == name and info.error is not None:
+            raise ConfigError(info.error)
     for info in styles:
         if info.name == name:
-            if info.error is not None:
-                raise ConfigError(info.error)
             return info
     names = ", ".join(info.name for info in styles)
     raise UnknownStyleError(f"unknown style {name!r}: choose one of {names} (`vcam styles` lists them)")
@@ -149,10 +150,11 @@ def load_translator(
     paths = store.path(name)  # NotDownloadedError (a UserError) with the exact download command
     if profile is None:
         return Live2DiffTranslator.from_style(paths, config, settings=settings)
+    table_depth = f"styles.{name}.depth_every" in settings.user_set  # the user's `[styles.NAME] depth_every`
     overrides = {
         "t_index_list": t_index_list_for_steps(paths.t_index_list, profile.steps),
         "vae": profile.vae,
-        "depth_every": profile.depth_every,
+        "depth_every": paths.depth_every if table_depth else profile.depth_every,
     }
     size = (profile.width, profile.height)
     return Live2DiffTranslator.from_style(paths, config, size=size, overrides=overrides, settings=settings)
