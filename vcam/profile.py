@@ -12,16 +12,17 @@ The ladder (`build_ladder`), best first, gives up one thing per rung and keeps w
 1. the full VAE, then TAESD: TAESD is every style's own decoder, so the full VAE is a gain above the
    style's own settings and the first thing to give back;
 2. depth at half the rate (`LOWER_DEPTH_RATES`): the smallest loss below the style's own settings. Depth
-   changes slowly (a map one frame old is 67 ms old at 15 fps) and only guides the coarse structure, while
-   the steps after it change every pixel of every frame; it also saves the least (`DEPTH_COST`), so it
-   comes first where the rungs that save more cost more quality. Only a style with a depth prior has this
-   knob (`StyleKnobs.depth`);
+   changes slowly (at 15 fps a reused map is 67 ms old) and only guides the coarse structure, where each
+   later step changes every pixel of every frame. It also saves the least (`DEPTH_COST`): going down, the
+   controller often passes this rung for the next size (keeping the lower rate); going up, it fits a
+   capacity just short of the style's own settings. Only a style with a depth prior has this knob
+   (`StyleKnobs.depth`); a `depth_every` the user set pins it;
 3. the next model size; 4. fewer steps, one by one; 5. the smaller sizes.
 Each rung costs less than the one before it (`ProfileSettings.cost`).
 
 `[style] profile`:
 - "off": the style's own settings (the default);
-- a rung id, e.g. "t1-448x256-taesd" (pinned);
+- a rung id, e.g. "t1-448x256-taesd" or "t1-448x256-taesd-d2" (pinned);
 - "auto": at load time, the best rung predicted to hold `[style] target_fps` from a short measurement
   (cached per device and style in the user cache folder); then, while the camera runs, `ProfileController
   .observe` steps down when the content rate stays under the target for `DOWN_AFTER_S` seconds and up when
