@@ -174,6 +174,28 @@ def test_exact_frame_count_and_sink_lifecycle(no_thread_leak: None) -> None:
     assert all(frame.shape == (H, W, 3) and frame.dtype == np.uint8 for frame in sink.frames)
 
 
+def test_a_frame_sent_while_a_stop_arrives_is_counted(no_thread_leak: None) -> None:
+    """SIGHUP/SIGTERM land at any moment: a frame the sinks got is in `frames_out` (the summary's "sent N")."""
+
+    class StoppingSink(RecordingSink):
+        runtime: Runtime | None = None
+
+        def send(self, image: np.ndarray) -> None:
+            super().send(image)
+            if len(self.frames) == 5 and self.runtime is not None:
+                stopper = threading.Thread(target=self.runtime.stop)
+                stopper.start()
+                wait_for(self.runtime._stop.is_set, timeout=10, what="the stop to be requested")  # mid-send
+
+    sink = StoppingSink()
+    runtime = Runtime(DemoSource(W, H, FPS, realtime=False), [sink], width=W, height=H, fps=60.0)
+    sink.runtime = runtime
+    runtime.start()
+    wait_for(lambda: sink.closed == 1, timeout=30, what="the runtime to stop")
+    assert len(sink.frames) == 5
+    assert runtime.status().frames_out == 5
+
+
 def test_frames_are_resized_to_the_output_size() -> None:
     sink = RecordingSink()
     runtime = Runtime(DemoSource(320, 240, FPS, realtime=False), [sink], width=W, height=H, fps=60.0)

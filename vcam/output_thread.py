@@ -120,9 +120,8 @@ class OutputThread:
             last_slate = image if serial == 0 else None
             if not self._outputs.send(image):
                 self._fail(f"every output failed; the last: {self._last_error}")
-            if self._stop.is_set():
                 break
-            now = self._clock.now()
+            now = self._clock.now()  # the frame reached the sinks: it is counted even when a stop came meanwhile
             with self._lock:
                 stats = self._stats
                 stats.frames_out += 1
@@ -133,6 +132,8 @@ class OutputThread:
                 elif serial != 0:
                     stats.repeated += 1
                 done = self._max_frames is not None and stats.frames_out >= self._max_frames
+            if self._stop.is_set():
+                break
             last_serial = serial
             tick += 1
             if tick % NOTIFY_EVERY_TICKS == 0 or tick == 1:
