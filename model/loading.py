@@ -70,6 +70,7 @@ class PipelineSpec:
     similar_filter: bool = False
     attention: str = "auto"  # temporal attention kernel: auto | math | sdpa | xformers
     compile: bool = False  # torch.compile the UNet (CUDA; the first calls are slow)
+    overlap: bool = False  # encode the next frame during the UNet call (vcam.model.overlap; one more frame late)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -274,6 +275,7 @@ def assemble_stream_pipeline(
         noise=spec.noise,
         similar_filter=SimilarFrameFilter(seed=spec.seed) if spec.similar_filter else None,
         unet_lock=unet_lock,
+        overlap=spec.overlap,
     )
 
 

@@ -161,6 +161,7 @@ def build_tiny_pipeline(
     clip_skip: int = 1,
     depth: bool = True,
     vae: str = "kl",
+    overlap: bool = False,
 ) -> StreamPipeline:
     """The whole streaming pipeline with tiny random weights (seeded), on the CPU in float32.
 
@@ -193,4 +194,5 @@ def build_tiny_pipeline(
         noise=noise,
         stream_batch=stream_batch,
         similar_filter=similar_filter,
+        overlap=overlap,
     )

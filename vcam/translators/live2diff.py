@@ -214,13 +214,14 @@ class Live2DiffTranslator(Translator):
         spec_overrides = dict(overrides or {})
         if settings is not None:
             spec_overrides.update(settings.spec_overrides(paths.name))  # the user's values win
-        if spec_overrides.get("compile"):
-            from vcam.model.loading import resolve_device
+        from vcam.model.loading import resolve_device
+        from vcam.model.overlap import resolve_overlap
 
-            device = resolve_device(config.models.device)
-            if device.type != "cuda":
-                log.warning("models.compile applies on CUDA only: running %s without it on %s", paths.name, device)
-                spec_overrides["compile"] = False
+        device = resolve_device(config.models.device)
+        if spec_overrides.get("compile") and device.type != "cuda":
+            log.warning("models.compile applies on CUDA only: running %s without it on %s", paths.name, device)
+            spec_overrides["compile"] = False
+        spec_overrides.setdefault("overlap", resolve_overlap(config.models.overlap, device.type))
         spec = pipeline_spec(paths, seed=config.style.seed, width=width, height=height, **spec_overrides)
         pool = pool or shared_pool()
         lease = pool.acquire(spec, device=config.models.device, dtype=config.models.dtype)
@@ -263,6 +264,7 @@ class Live2DiffTranslator(Translator):
         for image in images[-self.pipeline.warmup_frames :]:
             check_image(image)
             self.pipeline.step(self.fitter.to_model(image))
+        self.pipeline.run_pending()  # with overlap, the last frame (and so the warmup) waits for the next call
         self._ready.clear()
 
     def resident_memory_mb(self) -> float:
@@ -311,12 +313,14 @@ def build_tiny_translator(
     settings: RunSettings | None = None,
     size: tuple[int, int] = (TINY_WIDTH, TINY_HEIGHT),
     vae: str = "kl",
+    overlap: bool = False,
 ) -> Translator:
     """The "tiny-random" style: a `Live2DiffTranslator` over `vcam.model.tiny.build_tiny_pipeline(seed)`, with
     what the user set in `settings` (prompt, strength, noise, VAE; compile does not apply on the CPU)."""
     from vcam.model.tiny import build_tiny_pipeline
 
     overrides: dict[str, Any] = {"t_index_list": t_index_list, "width": size[0], "height": size[1], "vae": vae}
+    overrides["overlap"] = overlap
     if settings is not None:
         overrides.update(settings.spec_overrides(TINY_STYLE_NAME))  # the user's values win
     overrides.pop("compile", None)
