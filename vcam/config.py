@@ -23,9 +23,9 @@ from vcam.errors import ConfigError
 from vcam.latency import MAX_DELAY_MS
 from vcam.model.loading import DEVICES, DTYPES, VAE_KINDS
 from vcam.model.noise import check_noise_mode
+from vcam.model.overlap import check_overlap_mode
 from vcam.model.scheduler import check_t_index_list
 from vcam.model.similar_filter import SIMILAR_THRESHOLD, check_similar_threshold
-from vcam.model.overlap import check_overlap_mode
 from vcam.model.step_backends import MODEL_BACKENDS
 from vcam.paths import config_file, runtime_dir
 from vcam.profile import DEFAULT_TARGET_FPS, check_profile
