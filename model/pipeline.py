@@ -369,8 +369,8 @@ class StreamPipeline:
     # model stages
 
     def _timed(self, stage: str) -> AbstractContextManager[None]:
-        """With overlap on CUDA, device time on the current stream (a synchronisation would serialise them)."""
-        return self.times.timed(stage, self.device, self._overlap.current_stream() if self.overlap else None)
+        """On CUDA, device time on the current stream (no host sync inside a frame); on other devices wall time."""
+        return self.times.timed(stage, self.device, self._overlap.current_stream())
 
     def _to_tensor(self, image: np.ndarray) -> torch.Tensor:
         from vcam.model.vae import images_to_tensor

@@ -18,9 +18,10 @@ STAGES = ("encode", "depth", "unet", "decode")
 class StageTimes:
     """Seconds spent per stage since the last `clear()`.
 
-    A stage timed without a stream is wall time, CUDA work synchronised before the clock is read. A stage timed on
-    a CUDA stream (the encode overlap, where a synchronisation would serialise the two streams) is device time:
-    CUDA events recorded on that stream around the body, read once they have completed.
+    A stage timed on a CUDA stream (what a pipeline on CUDA does) is device time: CUDA events recorded on that
+    stream around the body, read once they have completed, so timing adds no host sync inside a frame (one would
+    also serialise the encode overlap's two streams). A stage timed without a stream is wall time, CUDA work
+    synchronised before the clock is read.
     """
 
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))

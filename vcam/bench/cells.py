@@ -15,7 +15,8 @@ of the UNet over the static stream step), "cudagraph" (the static stream step ca
 composition; CUDA only) and "onnx" (the stream step as an ONNX graph run by onnxruntime, see
 `vcam.model.onnx_step`). `--overlap off,on` times each cell without and with the encode overlap
 (`vcam.model.overlap`: the next frame's encode and depth on a side CUDA stream during the UNet call; cells named
-`...-overlap`); with overlap on CUDA the per-stage breakdown is device time from CUDA events (`stage_timing`).
+`...-overlap`). On CUDA the per-stage breakdown is device time from CUDA events (`stage_timing`; no host sync
+inside a frame, with or without overlap), on a CPU wall time.
 """
 
 from __future__ import annotations
@@ -210,7 +211,7 @@ def measure_stream(pipeline: StreamPipeline, frames: int, settle: int = 0) -> di
         "latency_frames": max(latencies) if latencies else None,
         "outputs": emitted,
         "overlap": pipeline.overlap,
-        "stage_timing": "cuda-events" if pipeline.overlap and device_type == "cuda" else "wall",
+        "stage_timing": "cuda-events" if device_type == "cuda" else "wall",  # device time per stage on CUDA
         "warmup_s": round(warmup_seconds, 3),
         "settle_s": round(settle_seconds, 3),
         "kv_cache_mb": round(pipeline.cache_nbytes() / 2**20, 2),
