@@ -62,10 +62,9 @@ class EncodeOverlap:
     """The frame a pipeline holds back for its next call, and the side stream that encodes it."""
 
     def __init__(self, device: torch.device) -> None:
-        import torch
-
         self.device = device
-        self.stream: torch.cuda.Stream | None = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.cuda = device.type == "cuda"
+        self.stream: torch.cuda.Stream | None = None  # the side stream, made by the first `launch` on CUDA
         self._deferred: _Deferred | None = None
         self._held: EncodedFrame | SkippedFrame | None = None
         self._encoded: Any = None  # torch.cuda.Event recorded on the side stream after `_held` was made
@@ -84,7 +83,7 @@ class EncodeOverlap:
 
     def current_stream(self) -> torch.cuda.Stream | None:
         """The stream work is queued on now (the side stream inside `launch`), None off CUDA."""
-        if self.stream is None:
+        if not self.cuda:
             return None
         import torch
 
@@ -97,7 +96,7 @@ class EncodeOverlap:
     def defer(self, index: int, pixels: torch.Tensor) -> None:
         """Hold frame `index` for `launch`; its pixels were made on the current (main) stream."""
         uploaded = None
-        if self.stream is not None:
+        if self.cuda:
             import torch
 
             uploaded = torch.cuda.Event()
@@ -110,11 +109,13 @@ class EncodeOverlap:
         if deferred is None:
             return
         self._deferred = None
-        if self.stream is None:
+        if not self.cuda:
             self._held = encode(deferred.index, deferred.pixels)
             return
         import torch
 
+        if self.stream is None:
+            self.stream = torch.cuda.Stream(self.device)
         self.stream.wait_event(deferred.uploaded)
         with torch.cuda.stream(self.stream):
             self._held = encode(deferred.index, deferred.pixels)
@@ -128,7 +129,7 @@ class EncodeOverlap:
         self.launch(encode)
         held = self._held
         self._held = None
-        if isinstance(held, EncodedFrame) and self.stream is not None:
+        if isinstance(held, EncodedFrame) and self.cuda:
             import torch
 
             main = torch.cuda.current_stream(self.device)
