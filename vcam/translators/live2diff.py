@@ -5,8 +5,9 @@ style's local weight paths onto the model's `PipelineSpec`, and takes its models
 
 The pipeline emits outputs in bursts (nothing while it collects its warmup frames, all of them when the
 warmup runs, then one per call T-1 calls late). The translator turns that into the `Translator` contract
-exactly: call `c` returns the translation of the input of call `c - latency_frames` (latency T-1), or None
-while there is none yet. The warmup's burst covers the T-1 calls in which the stream batch fills.
+exactly: call `c` returns the translation of the input of call `c - latency_frames` (T-1; T with the
+encode overlap, `[models] overlap`), or None while there is none yet. The warmup's burst covers the T-1 calls
+in which the stream batch fills.
 """
 
 from __future__ import annotations
