@@ -8,9 +8,10 @@
 # (SD1.5 + motion modules + depth mapper, TAESD, DPT-Hybrid, CLIP ViT-L, random weights, nothing downloaded) in
 # priority order within the time budget (default 480 s):
 #   1. fp16 eager, every cell: 512x512 and 512x288 x T = 1, 2, 4
-#   2. fp16 torch.compile, 512x512 and 512x288 at T = 2
-#   3. fp32 eager once: 512x512, T = 2
-#   4. fp16 static step captured as a CUDA graph, 512x512 and 512x288 at T = 2
+#   2. fp16 eager with the encode overlap (next frame's encode + depth on a side CUDA stream): 512x512, T = 2
+#   3. fp16 torch.compile, 512x512 and 512x288 at T = 2
+#   4. fp32 eager once: 512x512, T = 2
+#   5. fp16 static step captured as a CUDA graph, 512x512 and 512x288 at T = 2, each without and with overlap
 # Each cell is appended to OUT/cells.jsonl the moment it is done, so a timeout still leaves every finished cell.
 # OUT is --out, else $OUT, else benchmarks/out/. Also written: OUT/versions.txt, OUT/gpu.log, OUT/summary.txt.
 #
@@ -19,7 +20,7 @@
 set -euo pipefail
 
 usage() {
-  sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
   cat <<'EOF'
 
 usage: benchmarks/gpu.sh [--out DIR] [--device cuda|cpu] [--tiny] [--budget SECONDS] [--frames N]
@@ -72,11 +73,12 @@ fi
 # name, seconds at most, then the cell selection
 PHASES=(
   "fp16-eager|150|--dtypes float16 --modes eager --sizes $SIZES_ALL --steps $STEPS_ALL"
+  "fp16-overlap|90|--dtypes float16 --modes eager --sizes $SIZE_ONE --steps 2 --overlap on"
   "fp16-compiled|210|--dtypes float16 --modes compiled --sizes $SIZES_ALL --steps 2"
   "fp32-eager|60|--dtypes float32 --modes eager --sizes $SIZE_ONE --steps 2"
 )
 if [ "$DEVICE" = cuda ]; then
-  PHASES+=("fp16-cudagraph|120|--dtypes float16 --modes cudagraph --sizes $SIZES_ALL --steps 2")
+  PHASES+=("fp16-cudagraph|120|--dtypes float16 --modes cudagraph --sizes $SIZES_ALL --steps 2 --overlap off,on")
 fi
 
 if [ "$DRY_RUN" = 1 ]; then
@@ -165,13 +167,13 @@ done
 "$PYTHON" - "$CELLS" <<'EOF' | tee "$OUT_DIR/summary.txt"
 import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1], encoding="utf-8") if line.strip()]
-print(f"{'cell':34} {'ms/frame':>9} {'fps':>7} {'unet ms':>8} {'latency':>7} {'KV MB':>8} {'peak MB':>9}")
+print(f"{'cell':38} {'ms/frame':>9} {'fps':>7} {'unet ms':>8} {'latency':>7} {'KV MB':>8} {'peak MB':>9}")
 for row in rows:
     if "error" in row:
-        print(f"{row['cell']:34} error: {row['error'][:80]}")
+        print(f"{row['cell']:38} error: {row['error'][:80]}")
         continue
     print(
-        f"{row['cell']:34} {row['ms_per_frame']:9.2f} {row['fps']:7.2f} {row['breakdown_ms']['unet']:8.2f}"
+        f"{row['cell']:38} {row['ms_per_frame']:9.2f} {row['fps']:7.2f} {row['breakdown_ms']['unet']:8.2f}"
         f" {row['latency_frames']!s:>7} {row['kv_cache_mb']:8.1f} {row['peak_memory_mb']:9.1f}"
     )
 print(f"{len(rows)} cells")

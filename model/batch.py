@@ -59,6 +59,8 @@ def batched_step(pipelines: Sequence[StreamPipeline], images: Sequence[np.ndarra
                 noise_pred = first.unet.stream_entries(
                     samples, timesteps, embeds, depth, entry_caches
                 )  # [sum B, 4, h, w]
+            for position, _ in members:  # with overlap, each pipeline's next encode runs behind the UNet call
+                pipelines[position].launch_encode()
             start = 0
             for position, plan in members:
                 count = len(plan.entries)

@@ -71,6 +71,7 @@ class PipelineSpec:
     attention: str = "auto"  # temporal attention kernel: auto | math | sdpa | xformers
     compile: bool = False  # torch.compile the UNet (CUDA; the first calls are slow)
     depth_every: int = 1  # estimate depth on every N-th frame, reuse it in between (`StreamPipeline`)
+    overlap: bool = False  # encode the next frame during the UNet call (vcam.model.overlap; one more frame late)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -276,6 +277,7 @@ def assemble_stream_pipeline(
         similar_filter=SimilarFrameFilter(seed=spec.seed) if spec.similar_filter else None,
         unet_lock=unet_lock,
         depth_every=spec.depth_every,
+        overlap=spec.overlap,
     )
 
 

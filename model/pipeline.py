@@ -15,6 +15,9 @@ One call:
 `set_prompt` changes the prompt without a stall: the new prompt's warmup runs in a background thread on
 the most recent warmup-size input frames, with its own caches, while calls keep using the old prompt;
 the next call after it finishes swaps prompt, embeddings and caches at once.
+
+With `overlap` (`vcam.model.overlap`) call k runs steps 2-3 on frame k-1 while frame k's step 1 runs on a side
+CUDA stream: the outputs are the same, one call later.
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from vcam.model.depth import check_depth_every
 from vcam.model.noise import DEFAULT_NOISE, NOISE_MODES, StreamNoise, check_noise_mode
+from vcam.model.overlap import EncodeOverlap
 from vcam.model.similar_filter import SimilarFrameFilter
 from vcam.model.stage_times import STAGES, StageTimes
-from vcam.model.stream_state import EncodedFrame, InFlight, PromptState, StreamResult, StreamStepPlan
+from vcam.model.stream_state import EncodedFrame, InFlight, PromptState, SkippedFrame, StreamResult, StreamStepPlan
 
 from vcam.errors import ConfigError
 from vcam.frame import check_image
@@ -50,6 +54,11 @@ __all__ = ["NOISE_MODES", "STAGES", "StageTimes", "StreamPipeline", "StreamResul
 #: Live2Diff's inference constants: sink slots and cache window
 WARMUP_FRAMES = 8
 WINDOW = 16
+#: the constructor arguments a `sibling` takes over as they are (besides the UNet lock; never the similar filter)
+_SIBLING_KEPT = (
+    *("unet", "prompt_encoder", "codec", "depth_encoder", "schedule", "prompt", "width", "height", "seed", "noise"),
+    *("stream_batch", "warmup_frames", "window", "depth_every", "overlap"),
+)
 
 
 class StreamPipeline:
@@ -78,9 +87,11 @@ class StreamPipeline:
         window: int = WINDOW,
         unet_lock: threading.Lock | None = None,
         depth_every: int = 1,
+        overlap: bool = False,
     ) -> None:
         """`unet_lock`: shared by every pipeline on the same `unet` (see `sibling`); a new lock when None.
-        `depth_every`: estimate depth on every N-th frame only and reuse it in between (depth changes slowly)."""
+        `depth_every`: estimate depth on every N-th frame only and reuse it in between (depth changes slowly).
+        `overlap`: encode the next frame while the UNet runs (`vcam.model.overlap`; one more frame of latency)."""
         check_noise_mode(noise)
         check_depth_every(depth_every)
         if width % 8 or height % 8 or width < 8 or height < 8:
@@ -98,6 +109,7 @@ class StreamPipeline:
         self.warmup_frames = warmup_frames
         self.window = window
         self.depth_every = depth_every
+        self.overlap = overlap
         parameter = next(unet.parameters())
         self.device: torch.device = parameter.device
         self.dtype: torch.dtype = parameter.dtype
@@ -111,6 +123,7 @@ class StreamPipeline:
         self._switch_ready: PromptState | None = None
         self._switch_thread: threading.Thread | None = None
         self._switch_error: BaseException | None = None
+        self._overlap = EncodeOverlap(self.device)
         self._reset_stream()
 
     # ----------------------------------------------------------------------------------------------
@@ -122,8 +135,8 @@ class StreamPipeline:
 
     @property
     def latency_frames(self) -> int:
-        """Calls between an input and its output once warmed up (T - 1 with the stream batch)."""
-        return self.num_steps - 1 if self.stream_batch else 0
+        """Calls between an input and its output once warmed up (T - 1 with the stream batch, 1 more with overlap)."""
+        return (self.num_steps - 1 if self.stream_batch else 0) + (1 if self.overlap else 0)
 
     @property
     def prompt(self) -> str:
@@ -164,24 +177,8 @@ class StreamPipeline:
         this pipeline's UNet lock, so both can run at once from different threads (a style's warmup while
         another streams).
         """
-        arguments: dict[str, Any] = {
-            "unet": self.unet,
-            "prompt_encoder": self.prompt_encoder,
-            "codec": self.codec,
-            "depth_encoder": self.depth_encoder,
-            "schedule": self.schedule,
-            "prompt": self.prompt,
-            "width": self.width,
-            "height": self.height,
-            "seed": self.seed,
-            "noise": self.noise,
-            "stream_batch": self.stream_batch,
-            "similar_filter": None,
-            "warmup_frames": self.warmup_frames,
-            "window": self.window,
-            "unet_lock": self._unet_lock,
-            "depth_every": self.depth_every,
-        }
+        arguments: dict[str, Any] = {name: getattr(self, name) for name in _SIBLING_KEPT}
+        arguments.update(similar_filter=None, unet_lock=self._unet_lock)
         arguments.update(overrides)
         return StreamPipeline(**arguments)
 
@@ -197,17 +194,11 @@ class StreamPipeline:
 
     def step(self, image: np.ndarray) -> list[StreamResult]:
         """Like `__call__`, with each output's input index."""
-        import torch
-
         with self._state_lock:
             plan = self.begin_step(image)
             if plan.results is not None:
                 return plan.results
-            with self._unet_lock, self._timed("unet"), torch.inference_mode():
-                noise_pred = self.unet.stream(
-                    plan.samples, plan.timesteps, plan.embeds, plan.depth, self._prompt.caches, steps=plan.steps
-                )  # [B, 4, h, w]
-            return self.finish_step(plan, noise_pred)
+            return self.finish_step(plan, self._unet_stream(plan))
 
     def begin_step(self, image: np.ndarray) -> StreamStepPlan:
         """The first half of `step`: everything up to the stream batch's UNet call, which the caller makes.
@@ -217,6 +208,8 @@ class StreamPipeline:
         caller runs `unet.stream_entries` on them (alone, or stacked with other pipelines' plans on the same
         UNet: `vcam.model.batch`), holding `unet_lock`, and passes the noise prediction to `finish_step`. Call
         both from one thread, with no other call on this pipeline in between.
+        With `overlap` the plan is for the frame held since the last call; this one's encode is held for
+        `launch_encode`, or launched here when there is no UNet call.
         """
         check_image(image, self.width, self.height)
         with self._state_lock:
@@ -224,39 +217,53 @@ class StreamPipeline:
             index = self._next_index
             self._next_index += 1
             pixels = self._to_tensor(image)  # [1, 3, H, W]
-            if self._warmed and self.similar_filter is not None and self.similar_filter.should_skip(pixels[0]):
-                self._order.append((index, True))
-                return StreamStepPlan(results=self._emit())
-            encoded = self._encode(index, pixels)
-            self._recent.append(encoded)
-            if not self._warmed:
-                self._order.append((index, False))
-                self._pending.append(encoded)
-                if len(self._pending) == self.warmup_frames:
-                    self._run_stream_warmup()
-                return StreamStepPlan(results=self._emit())
-            self._order.append((index, False))
-            if not self.stream_batch:
-                self._sequential_steps(encoded)
-                self.times.calls += 1
-                return StreamStepPlan(results=self._emit())
-            return self._stream_inputs(encoded)
+            if not self.overlap:
+                return self._process(SkippedFrame(index) if self._skips(pixels) else self._encode(index, pixels))
+            held = self._overlap.take(self._encode)  # frame index - 1, ready on this stream
+            plan = self._process(held) if held is not None else StreamStepPlan(results=self._emit())
+            if self._skips(pixels):  # after `_process`: the filter runs once warmed up, as without overlap
+                self._overlap.skip(index)
+            else:
+                self._overlap.defer(index, pixels)
+                if plan.results is not None:
+                    self._overlap.launch(self._encode)
+            return plan
+
+    def launch_encode(self) -> None:
+        """With `overlap`: launch the held frame's encode and depth on the side stream now, behind the UNet call
+        (`finish_step` does it when not done yet; `vcam.model.batch` right after the stacked UNet call)."""
+        with self._state_lock:
+            self._overlap.launch(self._encode)
 
     def finish_step(self, plan: StreamStepPlan, noise_pred: torch.Tensor) -> list[StreamResult]:
         """The second half of `step`: denoise with the UNet's `noise_pred` [B, 4, h, w], emit what finished."""
         with self._state_lock:
+            self._overlap.launch(self._encode)
             self._stream_outputs(plan, noise_pred)
             self.times.calls += 1
             return self._emit()
 
+    def run_pending(self) -> list[StreamResult]:
+        """With `overlap`: process the frame held for the next call now (a translator's warmup before it goes
+        live; `flush`) and return what that finished; the next call then only encodes its own frame."""
+        with self._state_lock:
+            held = self._overlap.take(self._encode)
+            if held is None:
+                return []
+            plan = self._process(held)
+            if plan.results is not None:
+                return plan.results
+            return self.finish_step(plan, self._unet_stream(plan))
+
     def flush(self) -> list[np.ndarray]:
         """Finish every frame still in the pipeline (end of a video): returns their outputs in order."""
         with self._state_lock:
+            results = self.run_pending()
             if not self._warmed and self._pending:
                 self._run_stream_warmup()
             while self._inflight:
                 self._stream_step(None)
-            return [result.image for result in self._emit()]
+            return [result.image for result in results + self._emit()]
 
     def reset(self) -> None:
         """Forget the stream: caches, frames in flight, warmup; a pending prompt switch is dropped."""
@@ -317,7 +324,7 @@ class StreamPipeline:
     # stream state
 
     def _reset_stream(self) -> None:
-
+        self._overlap.clear()
         self._next_index = 0
         self._warmed = False
         self._pending: list[EncodedFrame] = []
@@ -362,12 +369,35 @@ class StreamPipeline:
     # model stages
 
     def _timed(self, stage: str) -> AbstractContextManager[None]:
-        return self.times.timed(stage, self.device)
+        """On CUDA, device time on the current stream (no host sync inside a frame); on other devices wall time."""
+        return self.times.timed(stage, self.device, self._overlap.current_stream())
 
     def _to_tensor(self, image: np.ndarray) -> torch.Tensor:
         from vcam.model.vae import images_to_tensor
 
         return images_to_tensor([image], self.codec.device, self.codec.dtype)  # [1, 3, H, W]
+
+    def _skips(self, pixels: torch.Tensor) -> bool:
+        """True when the similar-frame filter skips this frame ([1, 3, H, W]); it runs once warmed up."""
+        return self._warmed and self.similar_filter is not None and self.similar_filter.should_skip(pixels[0])
+
+    def _process(self, frame: EncodedFrame | SkippedFrame) -> StreamStepPlan:
+        """Steps 2-3 for one frame: collect it for the warmup, run the sequential steps or plan the stream batch."""
+        if isinstance(frame, SkippedFrame):
+            self._order.append((frame.index, True))
+            return StreamStepPlan(results=self._emit())
+        self._recent.append(frame)
+        self._order.append((frame.index, False))
+        if not self._warmed:
+            self._pending.append(frame)
+            if len(self._pending) == self.warmup_frames:
+                self._run_stream_warmup()
+            return StreamStepPlan(results=self._emit())
+        if not self.stream_batch:
+            self._sequential_steps(frame)
+            self.times.calls += 1
+            return StreamStepPlan(results=self._emit())
+        return self._stream_inputs(frame)
 
     def _encode(self, index: int, pixels: torch.Tensor) -> EncodedFrame:
         """Step 1: the latent and depth of a frame; the depth latent only for a streaming frame (`EncodedFrame`)."""
@@ -445,16 +475,18 @@ class StreamPipeline:
 
     def _stream_step(self, new: EncodedFrame | None) -> None:
         """Step 3: one UNet call over the new frame (step 0) and the frames in flight (their next step)."""
+        plan = self._stream_inputs(new)
+        if plan.entries:
+            self._stream_outputs(plan, self._unet_stream(plan))
+
+    def _unet_stream(self, plan: StreamStepPlan) -> torch.Tensor:
+        """The stream batch's UNet call: the noise prediction [B, 4, h, w]."""
         import torch
 
-        plan = self._stream_inputs(new)
-        if not plan.entries:
-            return
         with self._unet_lock, self._timed("unet"), torch.inference_mode():
-            noise_pred = self.unet.stream(
+            return self.unet.stream(
                 plan.samples, plan.timesteps, plan.embeds, plan.depth, self._prompt.caches, steps=plan.steps
             )  # [B, 4, h, w]
-        self._stream_outputs(plan, noise_pred)
 
     def _stream_inputs(self, new: EncodedFrame | None) -> StreamStepPlan:
         """Step 3's UNet inputs: the new frame at step 0 and every frame in flight at its next step."""
@@ -503,21 +535,14 @@ class StreamPipeline:
 
     def _sequential_steps(self, new: EncodedFrame) -> None:
         """The reference: the new frame runs its T steps as T UNet calls, one after another."""
-        import torch
-
         sample = self.schedule.add_noise(new.latent[None], self._noise(0, 1), [0])  # [1, 4, h, w]
         depth = None if new.depth is None else new.depth[None]  # [1, 4, h, w]
         denoised = sample
         for step in range(self.num_steps):
-            with self._unet_lock, self._timed("unet"), torch.inference_mode():
-                noise_pred = self.unet.stream(
-                    sample,
-                    self.schedule.timesteps[step : step + 1],
-                    self._prompt.embeds,
-                    depth,
-                    self._prompt.caches,
-                    steps=[step],
-                )  # [1, 4, h, w]
+            timesteps = self.schedule.timesteps[step : step + 1]  # [1]
+            plan = StreamStepPlan(samples=sample, timesteps=timesteps, embeds=self._prompt.embeds, depth=depth)
+            plan.steps = [step]
+            noise_pred = self._unet_stream(plan)  # [1, 4, h, w]
             denoised = self.schedule.denoise(sample, noise_pred, [step])  # [1, 4, h, w]
             if step + 1 < self.num_steps:
                 sample = self.schedule.add_noise(denoised, self._noise(step + 1, 1), [step + 1])

@@ -149,6 +149,7 @@ class RandomFullModels:
         vae: str = "taesd",
         seed: int = 0,
         stream_batch: bool = True,
+        overlap: bool = False,
     ) -> StreamPipeline:
         """A `StreamPipeline` on these models (its own prompt embedding, schedule and KV caches)."""
         from vcam.model.pipeline import StreamPipeline
@@ -168,6 +169,7 @@ class RandomFullModels:
             height=height,
             seed=seed,
             stream_batch=stream_batch,
+            overlap=overlap,
         )
 
 

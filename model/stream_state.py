@@ -70,3 +70,10 @@ class PromptState:
     prompt: str
     embeds: torch.Tensor  # [1, 77, d]
     caches: Any  # vcam.model.stream_attention.StreamCaches
+
+
+@dataclass(frozen=True)
+class SkippedFrame:
+    """An input the similar-frame filter skipped: its output repeats the previous one."""
+
+    index: int

@@ -162,6 +162,7 @@ def build_tiny_pipeline(
     depth: bool = True,
     vae: str = "kl",
     depth_every: int = 1,
+    overlap: bool = False,
 ) -> StreamPipeline:
     """The whole streaming pipeline with tiny random weights (seeded), on the CPU in float32.
 
@@ -195,4 +196,5 @@ def build_tiny_pipeline(
         stream_batch=stream_batch,
         similar_filter=similar_filter,
         depth_every=depth_every,
+        overlap=overlap,
     )

@@ -15,7 +15,12 @@ def test_gpu_plan_is_in_priority_order() -> None:
     cells = plan_cells("gpu", [(512, 512), (512, 288)], [1, 2, 4], ["float32"], ["eager"])
     names = [cell.name for cell in cells]
     assert names[:6] == [f"{size}-T{steps}-float16-eager" for size in ("512x512", "512x288") for steps in (1, 2, 4)]
-    assert names[6:] == ["512x512-T2-float16-compiled", "512x288-T2-float16-compiled", "512x512-T2-float32-eager"]
+    assert names[6:] == [
+        "512x512-T2-float16-eager-overlap",
+        "512x512-T2-float16-compiled",
+        "512x288-T2-float16-compiled",
+        "512x512-T2-float32-eager",
+    ]
 
 
 def test_grid_is_dtype_major() -> None:
@@ -26,6 +31,27 @@ def test_grid_is_dtype_major() -> None:
         Cell(64, 32, 1, "float16", "eager"),
         Cell(64, 32, 2, "float16", "eager"),
     ]
+
+
+def test_overlap_cells_follow_the_same_cell_without(capsys: pytest.CaptureFixture[str]) -> None:
+    cells = plan_cells("grid", [(64, 32)], [1, 2], ["float32"], ["eager"], (False, True))
+    assert [cell.name for cell in cells] == [
+        "64x32-T1-float32-eager",
+        "64x32-T1-float32-eager-overlap",
+        "64x32-T2-float32-eager",
+        "64x32-T2-float32-eager-overlap",
+    ]
+    argv = ["bench", "model", "--model", "tiny", "--sizes", "64x32", "--steps", "2", "--frames", "3", "--settle", "0"]
+    assert main([*argv, "--overlap", "off,on"]) == 0
+    plain, overlapped = json.loads(capsys.readouterr().out)["cells"]
+    assert (plain["overlap"], overlapped["overlap"]) == (False, True)
+    assert (plain["latency_frames"], overlapped["latency_frames"]) == (1, 2)
+    # the same calls are timed: the batch filling (no output), then one output each; the overlap's warmup call
+    # is not among them
+    assert plain["outputs"] == overlapped["outputs"] == 2
+    assert overlapped["stage_timing"] == "wall" and overlapped["breakdown_ms"]["unet"] > 0
+    assert main([*argv, "--overlap", "maybe"]) == 2
+    assert "--overlap: 'maybe' is not one of off, on" in capsys.readouterr().err
 
 
 def test_each_cell_is_written_when_done(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

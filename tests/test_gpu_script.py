@@ -27,7 +27,8 @@ def test_dry_run_prints_the_plan_in_priority_order() -> None:
         [str(SCRIPT), "--dry-run"], capture_output=True, text=True, check=True, env={**os.environ, "OUT": "/x"}
     )
     phases = [line.split()[0] for line in result.stdout.splitlines()[1:]]
-    assert phases == ["fp16-eager", "fp16-compiled", "fp32-eager", "fp16-cudagraph"]
+    assert phases == ["fp16-eager", "fp16-overlap", "fp16-compiled", "fp32-eager", "fp16-cudagraph"]
+    assert "--sizes 512x512 --steps 2 --overlap on" in result.stdout  # against the same cell of fp16-eager
     assert "--model sd15-random" in result.stdout and "--sizes 512x512,512x288 --steps 1,2,4" in result.stdout
     assert "--out /x/cells.jsonl" in result.stdout
 
@@ -40,7 +41,7 @@ def test_bad_options_are_exit_code_2() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # four tiny cells, a torch.compile trace among them: minutes on a loaded 2-core machine
+@pytest.mark.timeout(1800)  # five tiny cells, a torch.compile trace among them: minutes on a loaded 2-core machine
 def test_tiny_cpu_run_writes_every_cell(tmp_path: Path) -> None:
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -57,6 +58,7 @@ def test_tiny_cpu_run_writes_every_cell(tmp_path: Path) -> None:
     assert [cell["cell"] for cell in cells] == [
         "64x32-T1-float16-eager",
         "64x32-T2-float16-eager",
+        "64x32-T2-float16-eager-overlap",
         "64x32-T2-float16-compiled",
         "64x32-T2-float32-eager",
     ], (out / "gpu.log").read_text()
@@ -66,4 +68,5 @@ def test_tiny_cpu_run_writes_every_cell(tmp_path: Path) -> None:
         assert cell["kv_cache_mb"] > 0 and cell["model"] == "tiny" and cell["device"] == "cpu"
     versions = (out / "versions.txt").read_text()
     assert "torch:" in versions and "vcam: 0.1.0" in versions and str(ROOT / "vcam") not in versions
-    assert "4 cells" in (out / "summary.txt").read_text()
+    assert "5 cells" in (out / "summary.txt").read_text()
+    assert [cell["overlap"] for cell in cells] == [False, False, True, False, False]

@@ -24,6 +24,7 @@ from vcam.latency import MAX_DELAY_MS
 from vcam.model.depth import check_depth_every
 from vcam.model.loading import DEVICES, DTYPES, VAE_KINDS
 from vcam.model.noise import check_noise_mode
+from vcam.model.overlap import check_overlap_mode
 from vcam.model.scheduler import check_t_index_list
 from vcam.model.similar_filter import SIMILAR_THRESHOLD, check_similar_threshold
 from vcam.model.step_backends import MODEL_BACKENDS
@@ -101,6 +102,7 @@ class ModelsConfig:
     similar_filter: bool = False  # skip camera frames nearly equal to the last one (saves GPU when still)
     similar_threshold: float = SIMILAR_THRESHOLD
     backend: str = "auto"  # auto | torch | onnx: what runs the UNet's stream step (vcam.model.step_backends)
+    overlap: str = "auto"  # auto | on | off: encode the next frame during the UNet call (vcam.model.overlap)
 
 
 @dataclass
@@ -201,6 +203,7 @@ def validate_model_settings(models: ModelsConfig) -> None:
     _check_choice("models.dtype", models.dtype, DTYPES)
     _check_choice("models.vae", models.vae, VAE_KINDS)
     _check_choice("models.backend", models.backend, MODEL_BACKENDS)
+    check_overlap_mode(models.overlap)
     check_similar_threshold(models.similar_threshold, "models.similar_threshold")
 
 

@@ -128,11 +128,13 @@ def load_translator(
     from vcam.profile import t_index_list_for_steps
 
     if info.kind == "test":
+        from vcam.model.overlap import resolve_overlap
         from vcam.model.tiny import TINY_T_INDEX_LIST
         from vcam.translators.live2diff import build_tiny_translator
 
+        overlap = resolve_overlap(config.models.overlap, "cpu", False)  # the tiny model runs on the CPU, uncompiled
         if profile is None:
-            return build_tiny_translator(seed=config.style.seed, settings=settings)
+            return build_tiny_translator(seed=config.style.seed, settings=settings, overlap=overlap)
         steps = t_index_list_for_steps(TINY_T_INDEX_LIST, profile.steps)
         size = (profile.width, profile.height)
         return build_tiny_translator(
@@ -142,6 +144,7 @@ def load_translator(
             vae=profile.vae,
             depth_every=profile.depth_every,
             settings=settings,
+            overlap=overlap,
         )
     from vcam.store.store import ModelStore
     from vcam.translators.live2diff import Live2DiffTranslator

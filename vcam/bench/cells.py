@@ -13,7 +13,10 @@ at each size with T=2, then fp32 eager once.
 Modes: "eager" (the reference path), "static" (the tensor-only stream step, eager), "compiled" (`torch.compile`
 of the UNet over the static stream step), "cudagraph" (the static stream step captured as a CUDA graph per batch
 composition; CUDA only) and "onnx" (the stream step as an ONNX graph run by onnxruntime, see
-`vcam.model.onnx_step`).
+`vcam.model.onnx_step`). `--overlap off,on` times each cell without and with the encode overlap
+(`vcam.model.overlap`: the next frame's encode and depth on a side CUDA stream during the UNet call; cells named
+`...-overlap`). On CUDA the per-stage breakdown is device time from CUDA events (`stage_timing`; no host sync
+inside a frame, with or without overlap), on a CPU wall time.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ log = logging.getLogger(__name__)
 CELL_MODES = ("eager", "static", "compiled", "cudagraph", "onnx")
 CELL_DTYPES = ("float16", "float32")
 PLANS = ("grid", "gpu")
+#: `--overlap`: each cell without ("off") and/or with ("on") the encode overlap
+CELL_OVERLAPS = ("off", "on")
 GPU_PLAN_SIZES = ((512, 512), (512, 288))
 GPU_PLAN_STEPS = (1, 2, 4)
 #: the stream batch the compiled cells and the single fp32 cell of the GPU plan use
@@ -55,10 +60,12 @@ class Cell:
     steps: int
     dtype: str
     mode: str
+    overlap: bool = False
 
     @property
     def name(self) -> str:
-        return f"{self.width}x{self.height}-T{self.steps}-{self.dtype}-{self.mode}"
+        suffix = "-overlap" if self.overlap else ""
+        return f"{self.width}x{self.height}-T{self.steps}-{self.dtype}-{self.mode}{suffix}"
 
 
 def parse_list(text: str, what: str) -> list[str]:
@@ -101,26 +108,34 @@ def parse_choices(text: str, what: str, allowed: tuple[str, ...]) -> list[str]:
 
 
 def plan_cells(
-    plan: str, sizes: list[tuple[int, int]], steps: list[int], dtypes: list[str], modes: list[str]
+    plan: str,
+    sizes: list[tuple[int, int]],
+    steps: list[int],
+    dtypes: list[str],
+    modes: list[str],
+    overlaps: tuple[bool, ...] = (False,),
 ) -> list[Cell]:
     """The cells to run, in order.
 
-    "grid": every size x T x dtype x mode, dtype-major (the models are built once per dtype).
-    "gpu": fp16 eager for every size and T; then compiled at every size with T=2; then fp32 eager once (the
-    first size, T=2). `dtypes`/`modes` are ignored; `sizes`/`steps` replace the plan's defaults when given.
+    "grid": every size x T x dtype x mode x overlap, dtype-major (the models are built once per dtype), a cell
+    without overlap right before the same cell with it. "gpu": fp16 eager for every size and T; the first size
+    with T=2 and overlap; then compiled at every size with T=2; then fp32 eager once (the first size, T=2).
+    `dtypes`/`modes`/`overlaps` are ignored; `sizes`/`steps` replace the plan's defaults when given.
     """
     if plan not in PLANS:
         raise UserError(f"--plan {plan!r} is not one of {', '.join(PLANS)}")
     if plan == "grid":
         return [
-            Cell(width, height, count, dtype, mode)
+            Cell(width, height, count, dtype, mode, overlap)
             for dtype in dtypes
             for mode in modes
             for (width, height) in sizes
             for count in steps
+            for overlap in overlaps
         ]
     compiled_steps = PLAN_COMPILED_STEPS if PLAN_COMPILED_STEPS in steps else steps[0]
     cells = [Cell(width, height, count, "float16", "eager") for (width, height) in sizes for count in steps]
+    cells.append(Cell(sizes[0][0], sizes[0][1], compiled_steps, "float16", "eager", overlap=True))
     cells += [Cell(width, height, compiled_steps, "float16", "compiled") for (width, height) in sizes]
     cells.append(Cell(sizes[0][0], sizes[0][1], compiled_steps, "float32", "eager"))
     return cells
@@ -159,13 +174,16 @@ def measure_stream(pipeline: StreamPipeline, frames: int, settle: int = 0) -> di
     import torch
 
     device_type = pipeline.device.type
-    images = frames_for(pipeline.warmup_frames + settle + frames, pipeline.width, pipeline.height)
+    # with overlap the warmup runs one call later: that call is part of the warmup, and every timed call then
+    # runs one UNet call (the previous frame) and one encode (its own), as in the steady state
+    warmup_calls = pipeline.warmup_frames + (1 if pipeline.overlap else 0)
+    images = frames_for(warmup_calls + settle + frames, pipeline.width, pipeline.height)
     warmup_started = time.perf_counter()
-    for image in images[: pipeline.warmup_frames]:
+    for image in images[:warmup_calls]:
         pipeline.step(image)
     warmup_seconds = time.perf_counter() - warmup_started
     settle_started = time.perf_counter()
-    for image in images[pipeline.warmup_frames : pipeline.warmup_frames + settle]:
+    for image in images[warmup_calls : warmup_calls + settle]:
         pipeline.step(image)
     settle_seconds = time.perf_counter() - settle_started
     pipeline.times.clear()
@@ -175,7 +193,7 @@ def measure_stream(pipeline: StreamPipeline, frames: int, settle: int = 0) -> di
     emitted = 0
     last_latent = None
     started = time.perf_counter()
-    for image in images[pipeline.warmup_frames + settle :]:
+    for image in images[warmup_calls + settle :]:
         call_index = pipeline.frames_in
         for result in pipeline.step(image):
             emitted += 1
@@ -192,6 +210,8 @@ def measure_stream(pipeline: StreamPipeline, frames: int, settle: int = 0) -> di
         "breakdown_ms": {stage: round(value, 3) for stage, value in pipeline.times.per_call_ms().items()},
         "latency_frames": max(latencies) if latencies else None,
         "outputs": emitted,
+        "overlap": pipeline.overlap,
+        "stage_timing": "cuda-events" if device_type == "cuda" else "wall",  # device time per stage on CUDA
         "warmup_s": round(warmup_seconds, 3),
         "settle_s": round(settle_seconds, 3),
         "kv_cache_mb": round(pipeline.cache_nbytes() / 2**20, 2),
@@ -276,10 +296,11 @@ class _TinyModels:
         self.unet = self.base.unet
         self.build_seconds = 0.0
 
-    def pipeline(self, width: int, height: int, t_index_list: Any, vae: str) -> StreamPipeline:
+    def pipeline(self, width: int, height: int, t_index_list: Any, vae: str, overlap: bool = False) -> StreamPipeline:
         from vcam.model.scheduler import build_stream_schedule
 
-        return self.base.sibling(width=width, height=height, schedule=build_stream_schedule(t_index_list))
+        schedule = build_stream_schedule(t_index_list)
+        return self.base.sibling(width=width, height=height, schedule=schedule, overlap=overlap)
 
     def parameter_count(self) -> dict[str, int]:
         return {"unet": sum(p.numel() for p in self.unet.parameters())}
@@ -309,7 +330,8 @@ def run_cells(args: argparse.Namespace) -> dict[str, Any]:
     default_dtype = "float16" if device.type == "cuda" else "float32"
     dtypes = parse_choices(args.dtypes or default_dtype, "dtypes", CELL_DTYPES)
     modes = parse_choices(args.modes or "eager", "modes", CELL_MODES)
-    cells = plan_cells(args.plan, sizes, steps, dtypes, modes)
+    overlaps = tuple(value == "on" for value in parse_choices(args.overlap or "off", "overlap", CELL_OVERLAPS))
+    cells = plan_cells(args.plan, sizes, steps, dtypes, modes, overlaps)
     if args.only:
         wanted = set(parse_list(args.only, "only"))
         cells = [cell for cell in cells if cell.name in wanted]
@@ -380,7 +402,7 @@ def _run_cell(
     try:
         with cell_mode(models.unet, cell.mode, args.compile_backend):
             for _ in range(args.repeats):
-                pipeline = models.pipeline(cell.width, cell.height, t_index, args.vae)
+                pipeline = models.pipeline(cell.width, cell.height, t_index, args.vae, overlap=cell.overlap)
                 pipeline.depth_every = args.depth_every
                 try:
                     runs.append(measure_stream(pipeline, args.frames, args.settle))

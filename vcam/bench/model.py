@@ -47,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     grid.add_argument(
         "--only", metavar="CELL,..", help="run only these cells of the plan, e.g. 512x512-T2-float16-eager"
     )
+    grid.add_argument(
+        "--overlap", metavar="off,on", help="each cell without (off, the default) and/or with the encode overlap"
+    )
     grid.add_argument("--vae", default="taesd", help="taesd (default) | kl (SD's full VAE)")
     grid.add_argument("--depth-every", type=int, default=1, help="depth on every N-th frame only (default 1)")
     grid.add_argument("--settle", type=int, default=2, help="untimed frames after the warmup (default 2)")
@@ -57,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 #: options that switch `vcam bench model --model tiny` to the grid of cells
-GRID_OPTIONS = ("sizes", "steps", "dtypes", "modes", "only", "out")
+GRID_OPTIONS = ("sizes", "steps", "dtypes", "modes", "only", "out", "overlap")
 
 
 def wants_grid(args: argparse.Namespace) -> bool:

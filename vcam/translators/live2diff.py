@@ -5,8 +5,9 @@ style's local weight paths onto the model's `PipelineSpec`, and takes its models
 
 The pipeline emits outputs in bursts (nothing while it collects its warmup frames, all of them when the
 warmup runs, then one per call T-1 calls late). The translator turns that into the `Translator` contract
-exactly: call `c` returns the translation of the input of call `c - latency_frames` (latency T-1), or None
-while there is none yet. The warmup's burst covers the T-1 calls in which the stream batch fills.
+exactly: call `c` returns the translation of the input of call `c - latency_frames` (T-1; T with the
+encode overlap, `[models] overlap`), or None while there is none yet. The warmup's burst covers the T-1 calls
+in which the stream batch fills.
 """
 
 from __future__ import annotations
@@ -215,13 +216,15 @@ class Live2DiffTranslator(Translator):
         spec_overrides = dict(overrides or {})
         if settings is not None:
             spec_overrides.update(settings.spec_overrides(paths.name))  # the user's values win
-        if spec_overrides.get("compile"):
-            from vcam.model.loading import resolve_device
+        from vcam.model.loading import resolve_device
+        from vcam.model.overlap import resolve_overlap
 
-            device = resolve_device(config.models.device)
-            if device.type != "cuda":
-                log.warning("models.compile applies on CUDA only: running %s without it on %s", paths.name, device)
-                spec_overrides["compile"] = False
+        device = resolve_device(config.models.device)
+        if spec_overrides.get("compile") and device.type != "cuda":
+            log.warning("models.compile applies on CUDA only: running %s without it on %s", paths.name, device)
+            spec_overrides["compile"] = False
+        compiled = bool(spec_overrides.get("compile", config.models.compile))
+        spec_overrides.setdefault("overlap", resolve_overlap(config.models.overlap, device.type, compiled))
         spec = pipeline_spec(paths, seed=config.style.seed, width=width, height=height, **spec_overrides)
         pool = pool or shared_pool()
         lease = pool.acquire(spec, device=config.models.device, dtype=config.models.dtype)
@@ -264,6 +267,7 @@ class Live2DiffTranslator(Translator):
         for image in images[-self.pipeline.warmup_frames :]:
             check_image(image)
             self.pipeline.step(self.fitter.to_model(image))
+        self.pipeline.run_pending()  # with overlap, the last frame (and so the warmup) waits for the next call
         self._ready.clear()
 
     def resident_memory_mb(self) -> float:
@@ -313,6 +317,7 @@ def build_tiny_translator(
     size: tuple[int, int] = (TINY_WIDTH, TINY_HEIGHT),
     vae: str = "kl",
     depth_every: int = 1,
+    overlap: bool = False,
 ) -> Translator:
     """The "tiny-random" style: a `Live2DiffTranslator` over `vcam.model.tiny.build_tiny_pipeline(seed)`, with
     what the user set in `settings` (prompt, strength, noise, depth rate, VAE; compile does not apply on the CPU)."""
@@ -324,6 +329,7 @@ def build_tiny_translator(
         "height": size[1],
         "vae": vae,
         "depth_every": depth_every,
+        "overlap": overlap,
     }
     if settings is not None:
         overrides.update(settings.spec_overrides(TINY_STYLE_NAME))  # the user's values win
