@@ -1,0 +1,322 @@
+"""The attention of the stream step's one cached query: the plain kernels ("math") and a fused Triton kernel.
+
+One query per spatial row attends to the ``window`` slots of its KV cache (K/V stored without PE, each slot's
+PE key and value terms added at attention time, hidden slots masked) and, in the static step, to the new
+frame's own row, which is not in the cache yet. Each kernel comes in two forms with one signature per form:
+``*_cached_attention`` for the eager stream step (the new row already appended) and ``*_static_attention`` for
+the static step (the cache read only; the PE additions of the query and the new row are part of the kernel).
+
+The plain kernels launch one kernel per operation (matmuls, einsums for the PE terms, masked_fill, the new
+row's score, cat, softmax, adds): on a GPU these tiny shapes (h*w rows x 8 heads x 40 channels against 16
+slots) are bound by launches, not arithmetic. The fused kernel runs one program per (block of rows, head): it
+loads the query, walks the slots once with an online softmax (running max and sum), adds each slot's PE key
+and value terms on the fly and writes the output, one launch per layer per batch entry. It reads fp16 or fp32
+and accumulates in fp32. It runs on CUDA, or on any tensors under Triton's interpreter (``TRITON_INTERPRET=1``
+set before triton is imported: slow, for tests on a CPU). It takes no host sync and no data-dependent Python
+branch, so it can be captured in a CUDA graph. While torch.compile traces (inductor fuses the plain kernels
+itself) or an ONNX export runs (the graph needs standard ops), ``can_run`` says no and the plain kernels run.
+triton is imported only when the kernel is first used.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+BLOCK_ROWS = 32  # rows per program: 1024-4096 rows x 8 heads give 256-1024 programs
+NUM_WARPS = 4
+
+
+@functools.cache
+def triton_available() -> bool:
+    """True when triton imports (CUDA builds of torch on Linux ship it)."""
+    try:
+        import triton  # noqa: F401
+        import triton.language  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def interpreter_on() -> bool:
+    """True when Triton's interpreter is asked for (``TRITON_INTERPRET=1``): kernels then run on CPU tensors."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def tracing() -> bool:
+    """True while torch.compile, TorchScript or the ONNX exporter traces: the plain ops are wanted there."""
+    return bool(torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
+
+
+def can_run(device: torch.device) -> bool:
+    """True where the fused kernel runs: CUDA with triton, or any device under Triton's interpreter."""
+    return (device.type == "cuda" or interpreter_on()) and not tracing() and triton_available()
+
+
+def math_cached_attention(
+    query: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    pe_key: torch.Tensor,
+    pe_value: torch.Tensor,
+    valid: torch.Tensor | None,
+    scale: float,
+) -> torch.Tensor:
+    """Plain matmul-softmax over cached K/V plus per-slot PE terms, without materialising ``K + pe``.
+
+    query ``[rows, heads, 1, d]`` (PE in), keys/values ``[rows, heads, window, d]`` (no PE), pe_key/pe_value
+    ``[heads, window, d]``, valid ``[window]`` bool or None (all visible). Returns ``[rows, heads, 1, d]``.
+    """
+    # einsum for the PE terms: a broadcasting matmul against [heads, window, d] is ~15x slower on the CPU
+    scores = torch.matmul(query, keys.transpose(-1, -2))  # [rows, heads, 1, window]
+    scores = scores + torch.einsum("rhqd,hkd->rhqk", query, pe_key)  # [rows, heads, 1, window]
+    scores = scores * scale
+    if valid is not None:
+        scores = scores.masked_fill(~valid, -math.inf)
+    weights = scores.softmax(dim=-1)  # [rows, heads, 1, window]
+    out = torch.matmul(weights, values)  # [rows, heads, 1, d]
+    return out + torch.einsum("rhqk,hkd->rhqd", weights, pe_value)  # [rows, heads, 1, d]
+
+
+def math_static_attention(
+    query_raw: torch.Tensor,
+    query_pe: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    new_key_raw: torch.Tensor,
+    new_value_raw: torch.Tensor,
+    pe_key: torch.Tensor,
+    pe_value: torch.Tensor,
+    visible: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    """One query against the visible old slots plus the new row, in one softmax; the cache is only read.
+
+    query_raw/new_key_raw/new_value_raw ``[rows, heads, 1, d]`` (no PE), query_pe ``[heads, d]``, keys/values
+    ``[rows, heads, window, d]`` (no PE), pe_key/pe_value ``[heads, window + 1, d]`` (slot ``window``: the new
+    row's PE terms), visible ``[window]`` bool (the old slots seen). Returns ``[rows, heads, 1, d]``.
+    """
+    window = keys.shape[2]
+    query = query_raw + query_pe[None, :, None]  # [rows, heads, 1, d]
+    new_key = new_key_raw + pe_key[None, :, window:]  # [rows, heads, 1, d]
+    new_value = new_value_raw + pe_value[None, :, window:]  # [rows, heads, 1, d]
+    scores = torch.matmul(query, keys.transpose(-1, -2))  # [rows, heads, 1, window]
+    scores = scores + torch.einsum("rhqd,hkd->rhqk", query, pe_key[:, :window])  # [rows, heads, 1, window]
+    scores = scores.masked_fill(~visible, -math.inf)  # [rows, heads, 1, window]
+    new_score = (query * new_key).sum(dim=-1, keepdim=True)  # [rows, heads, 1, 1]
+    weights = (torch.cat([scores, new_score], dim=-1) * scale).softmax(dim=-1)  # [rows, heads, 1, window + 1]
+    old_weights = weights[..., :-1]  # [rows, heads, 1, window]
+    out = torch.matmul(old_weights, values)  # [rows, heads, 1, d]
+    out = out + torch.einsum("rhqk,hkd->rhqd", old_weights, pe_value[:, :window])  # [rows, heads, 1, d]
+    return out + weights[..., -1:] * new_value  # [rows, heads, 1, d]
+
+
+@functools.cache
+def _kernel() -> Any:
+    import triton
+    import triton.language as tl
+
+    @triton.jit  # type: ignore[misc]
+    def cached_attention_kernel(  # type: ignore[no-untyped-def]  # triton reads the annotations
+        q_ptr,  # [rows, heads, d]
+        q_pe_ptr,  # [heads, d] (HAS_QUERY_PE)
+        k_ptr,  # [rows, heads, window, d]
+        v_ptr,  # [rows, heads, window, d]
+        pe_k_ptr,  # [heads, window (+1 with HAS_NEW), d]
+        pe_v_ptr,  # [heads, window (+1 with HAS_NEW), d]
+        mask_ptr,  # [window] bool (HAS_MASK)
+        new_k_ptr,  # [rows, heads, d] (HAS_NEW)
+        new_v_ptr,  # [rows, heads, d] (HAS_NEW)
+        out_ptr,  # [rows, heads, d]
+        rows,
+        scale,
+        stride_q_r,
+        stride_q_h,
+        stride_qpe_h,
+        stride_k_r,
+        stride_k_h,
+        stride_k_s,
+        stride_v_r,
+        stride_v_h,
+        stride_v_s,
+        stride_pek_h,
+        stride_pek_s,
+        stride_pev_h,
+        stride_pev_s,
+        stride_nk_r,
+        stride_nk_h,
+        stride_nv_r,
+        stride_nv_h,
+        stride_o_r,
+        stride_o_h,
+        WINDOW: tl.constexpr,
+        HEAD_DIM: tl.constexpr,
+        BLOCK_R: tl.constexpr,
+        BLOCK_D: tl.constexpr,
+        HAS_QUERY_PE: tl.constexpr,
+        HAS_MASK: tl.constexpr,
+        HAS_NEW: tl.constexpr,
+    ) -> None:
+        head = tl.program_id(1)
+        row = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)  # [BLOCK_R]
+        dim = tl.arange(0, BLOCK_D)  # [BLOCK_D]; the last dimension of every tensor is contiguous
+        dim_ok = dim < HEAD_DIM
+        tile_ok = (row < rows)[:, None] & dim_ok[None, :]  # [BLOCK_R, BLOCK_D]
+        query = tl.load(q_ptr + row[:, None] * stride_q_r + head * stride_q_h + dim[None, :], mask=tile_ok, other=0.0)
+        query = query.to(tl.float32)  # [BLOCK_R, BLOCK_D]
+        if HAS_QUERY_PE:
+            query_pe = tl.load(q_pe_ptr + head * stride_qpe_h + dim, mask=dim_ok, other=0.0)  # [BLOCK_D]
+            query = query + query_pe.to(tl.float32)[None, :]
+        query = query * scale
+        running_max = tl.full([BLOCK_R], -1e30, tl.float32)  # finite: a hidden first slot gives exp(0) * 0
+        running_sum = tl.zeros([BLOCK_R], tl.float32)
+        acc = tl.zeros([BLOCK_R, BLOCK_D], tl.float32)
+        k_tile = k_ptr + row[:, None] * stride_k_r + head * stride_k_h + dim[None, :]  # [BLOCK_R, BLOCK_D]
+        v_tile = v_ptr + row[:, None] * stride_v_r + head * stride_v_h + dim[None, :]  # [BLOCK_R, BLOCK_D]
+        for slot in tl.static_range(WINDOW):
+            key = tl.load(k_tile + slot * stride_k_s, mask=tile_ok, other=0.0).to(tl.float32)
+            key_pe = tl.load(pe_k_ptr + head * stride_pek_h + slot * stride_pek_s + dim, mask=dim_ok, other=0.0)
+            score = tl.sum(query * (key + key_pe.to(tl.float32)[None, :]), axis=1)  # [BLOCK_R]
+            if HAS_MASK:
+                visible = tl.load(mask_ptr + slot).to(tl.int32) != 0
+                score = tl.where(visible, score, float("-inf"))
+            new_max = tl.maximum(running_max, score)
+            correction = tl.exp(running_max - new_max)  # [BLOCK_R]
+            weight = tl.exp(score - new_max)  # [BLOCK_R]; 0 for a hidden slot
+            value = tl.load(v_tile + slot * stride_v_s, mask=tile_ok, other=0.0).to(tl.float32)
+            value_pe = tl.load(pe_v_ptr + head * stride_pev_h + slot * stride_pev_s + dim, mask=dim_ok, other=0.0)
+            value = value + value_pe.to(tl.float32)[None, :]  # [BLOCK_R, BLOCK_D]
+            running_sum = running_sum * correction + weight
+            acc = acc * correction[:, None] + weight[:, None] * value
+            running_max = new_max
+        if HAS_NEW:  # the new frame's own row, its PE terms in slot WINDOW of pe_k/pe_v
+            new_key = tl.load(
+                new_k_ptr + row[:, None] * stride_nk_r + head * stride_nk_h + dim[None, :], mask=tile_ok, other=0.0
+            )
+            key_pe = tl.load(pe_k_ptr + head * stride_pek_h + WINDOW * stride_pek_s + dim, mask=dim_ok, other=0.0)
+            score = tl.sum(query * (new_key.to(tl.float32) + key_pe.to(tl.float32)[None, :]), axis=1)
+            new_max = tl.maximum(running_max, score)
+            correction = tl.exp(running_max - new_max)
+            weight = tl.exp(score - new_max)
+            new_value = tl.load(
+                new_v_ptr + row[:, None] * stride_nv_r + head * stride_nv_h + dim[None, :], mask=tile_ok, other=0.0
+            )
+            value_pe = tl.load(pe_v_ptr + head * stride_pev_h + WINDOW * stride_pev_s + dim, mask=dim_ok, other=0.0)
+            value = new_value.to(tl.float32) + value_pe.to(tl.float32)[None, :]
+            running_sum = running_sum * correction + weight
+            acc = acc * correction[:, None] + weight[:, None] * value
+        out = acc / running_sum[:, None]  # [BLOCK_R, BLOCK_D]
+        out_tile = out_ptr + row[:, None] * stride_o_r + head * stride_o_h + dim[None, :]
+        tl.store(out_tile, out.to(out_ptr.dtype.element_ty), mask=tile_ok)
+
+    return cached_attention_kernel
+
+
+def _check_last_dim(**tensors: torch.Tensor | None) -> None:
+    for name, tensor in tensors.items():
+        if tensor is not None and tensor.shape[-1] > 1 and tensor.stride(-1) != 1:
+            raise ValueError(f"fused attention needs {name} contiguous in its last dimension, got {tensor.stride()}")
+
+
+def _launch(
+    query: torch.Tensor,
+    query_pe: torch.Tensor | None,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    pe_key: torch.Tensor,
+    pe_value: torch.Tensor,
+    visible: torch.Tensor | None,
+    new_key: torch.Tensor | None,
+    new_value: torch.Tensor | None,
+    scale: float,
+) -> torch.Tensor:
+    import triton
+
+    rows, heads, window, head_dim = keys.shape
+    _check_last_dim(query=query, query_pe=query_pe, keys=keys, values=values, pe_key=pe_key, pe_value=pe_value)
+    _check_last_dim(new_key=new_key, new_value=new_value)
+    out = torch.empty(rows, 1, heads, head_dim, device=query.device, dtype=query.dtype)  # [rows, 1, heads, d]
+    q = query[:, :, 0]  # [rows, heads, d]
+    new_k = q if new_key is None else new_key[:, :, 0]  # [rows, heads, d]; q: a placeholder, never read
+    new_v = q if new_value is None else new_value[:, :, 0]  # [rows, heads, d]
+    q_pe = q[0] if query_pe is None else query_pe  # [heads, d]
+    grid = (triton.cdiv(rows, BLOCK_ROWS), heads)
+    _kernel()[grid](
+        q,
+        q_pe,
+        keys,
+        values,
+        pe_key,
+        pe_value,
+        q if visible is None else visible,
+        new_k,
+        new_v,
+        out,
+        rows,
+        scale,
+        q.stride(0),
+        q.stride(1),
+        q_pe.stride(0),
+        *keys.stride()[:3],
+        *values.stride()[:3],
+        *pe_key.stride()[:2],
+        *pe_value.stride()[:2],
+        *new_k.stride()[:2],
+        *new_v.stride()[:2],
+        out.stride(0),
+        out.stride(2),
+        WINDOW=window,
+        HEAD_DIM=head_dim,
+        BLOCK_R=BLOCK_ROWS,
+        BLOCK_D=triton.next_power_of_2(head_dim),
+        HAS_QUERY_PE=query_pe is not None,
+        HAS_MASK=visible is not None,
+        HAS_NEW=new_key is not None,
+        num_warps=NUM_WARPS,
+    )
+    return out.transpose(1, 2)  # [rows, heads, 1, d]
+
+
+def fused_cached_attention(
+    query: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    pe_key: torch.Tensor,
+    pe_value: torch.Tensor,
+    valid: torch.Tensor | None,
+    scale: float,
+) -> torch.Tensor:
+    """``math_cached_attention`` in one launch: the eager stream step's query against its (already written) cache.
+
+    query ``[rows, heads, 1, d]`` (PE in), keys/values ``[rows, heads, window, d]`` (no PE), pe_key/pe_value
+    ``[heads, window, d]``, valid ``[window]`` bool or None (all visible). Returns ``[rows, heads, 1, d]``.
+    """
+    return _launch(query, None, keys, values, pe_key, pe_value, valid, None, None, scale)
+
+
+def fused_static_attention(
+    query_raw: torch.Tensor,
+    query_pe: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    new_key_raw: torch.Tensor,
+    new_value_raw: torch.Tensor,
+    pe_key: torch.Tensor,
+    pe_value: torch.Tensor,
+    visible: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    """``math_static_attention`` in one launch.
+
+    query_raw/new_key_raw/new_value_raw ``[rows, heads, 1, d]`` (no PE), query_pe ``[heads, d]``, keys/values
+    ``[rows, heads, window, d]`` (read only), pe_key/pe_value ``[heads, window + 1, d]`` (slot ``window``: the
+    new row's PE terms), visible ``[window]`` bool (the old slots seen). Returns ``[rows, heads, 1, d]``.
+    """
+    return _launch(query_raw, query_pe, keys, values, pe_key, pe_value, visible, new_key_raw, new_value_raw, scale)
