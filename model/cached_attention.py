@@ -30,7 +30,8 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-BLOCK_ROWS = 32  # rows per program: 1024-4096 rows x 8 heads give 256-1024 programs
+BLOCK_ROWS = 8  # rows per program on a GPU: [8, 16, 64] fp32 tiles (64 registers a thread); 1024-8192 programs
+INTERPRETER_BLOCK_ROWS = 64  # the interpreter's cost is per program, not per element
 NUM_WARPS = 4
 
 
@@ -159,60 +160,65 @@ def _kernel() -> Any:
         WINDOW: tl.constexpr,
         HEAD_DIM: tl.constexpr,
         BLOCK_R: tl.constexpr,
+        BLOCK_S: tl.constexpr,
         BLOCK_D: tl.constexpr,
         HAS_QUERY_PE: tl.constexpr,
         HAS_MASK: tl.constexpr,
         HAS_NEW: tl.constexpr,
-    ) -> None:
+    ):
         head = tl.program_id(1)
-        row = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)  # [BLOCK_R]
-        dim = tl.arange(0, BLOCK_D)  # [BLOCK_D]; the last dimension of every tensor is contiguous
+        row = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)  # [R]
+        slot = tl.arange(0, BLOCK_S)  # [S]
+        dim = tl.arange(0, BLOCK_D)  # [D]; the last dimension of every tensor is contiguous
+        row_ok = row < rows
+        slot_ok = slot < WINDOW
         dim_ok = dim < HEAD_DIM
-        tile_ok = (row < rows)[:, None] & dim_ok[None, :]  # [BLOCK_R, BLOCK_D]
+        tile_ok = row_ok[:, None] & dim_ok[None, :]  # [R, D]
+        cube_ok = row_ok[:, None, None] & slot_ok[None, :, None] & dim_ok[None, None, :]  # [R, S, D]
+        plane_ok = slot_ok[:, None] & dim_ok[None, :]  # [S, D]
+        # 1. the query, PE in, pre-scaled
         query = tl.load(q_ptr + row[:, None] * stride_q_r + head * stride_q_h + dim[None, :], mask=tile_ok, other=0.0)
-        query = query.to(tl.float32)  # [BLOCK_R, BLOCK_D]
+        query = query.to(tl.float32)  # [R, D]
         if HAS_QUERY_PE:
-            query_pe = tl.load(q_pe_ptr + head * stride_qpe_h + dim, mask=dim_ok, other=0.0)  # [BLOCK_D]
+            query_pe = tl.load(q_pe_ptr + head * stride_qpe_h + dim, mask=dim_ok, other=0.0)  # [D]
             query = query + query_pe.to(tl.float32)[None, :]
         query = query * scale
-        running_max = tl.full([BLOCK_R], -1e30, tl.float32)  # finite: a hidden first slot gives exp(0) * 0
-        running_sum = tl.zeros([BLOCK_R], tl.float32)
-        acc = tl.zeros([BLOCK_R, BLOCK_D], tl.float32)
-        k_tile = k_ptr + row[:, None] * stride_k_r + head * stride_k_h + dim[None, :]  # [BLOCK_R, BLOCK_D]
-        v_tile = v_ptr + row[:, None] * stride_v_r + head * stride_v_h + dim[None, :]  # [BLOCK_R, BLOCK_D]
-        for slot in tl.static_range(WINDOW):
-            key = tl.load(k_tile + slot * stride_k_s, mask=tile_ok, other=0.0).to(tl.float32)
-            key_pe = tl.load(pe_k_ptr + head * stride_pek_h + slot * stride_pek_s + dim, mask=dim_ok, other=0.0)
-            score = tl.sum(query * (key + key_pe.to(tl.float32)[None, :]), axis=1)  # [BLOCK_R]
-            if HAS_MASK:
-                visible = tl.load(mask_ptr + slot).to(tl.int32) != 0
-                score = tl.where(visible, score, float("-inf"))
-            new_max = tl.maximum(running_max, score)
-            correction = tl.exp(running_max - new_max)  # [BLOCK_R]
-            weight = tl.exp(score - new_max)  # [BLOCK_R]; 0 for a hidden slot
-            value = tl.load(v_tile + slot * stride_v_s, mask=tile_ok, other=0.0).to(tl.float32)
-            value_pe = tl.load(pe_v_ptr + head * stride_pev_h + slot * stride_pev_s + dim, mask=dim_ok, other=0.0)
-            value = value + value_pe.to(tl.float32)[None, :]  # [BLOCK_R, BLOCK_D]
-            running_sum = running_sum * correction + weight
-            acc = acc * correction[:, None] + weight[:, None] * value
-            running_max = new_max
-        if HAS_NEW:  # the new frame's own row, its PE terms in slot WINDOW of pe_k/pe_v
-            new_key = tl.load(
-                new_k_ptr + row[:, None] * stride_nk_r + head * stride_nk_h + dim[None, :], mask=tile_ok, other=0.0
-            )
-            key_pe = tl.load(pe_k_ptr + head * stride_pek_h + WINDOW * stride_pek_s + dim, mask=dim_ok, other=0.0)
-            score = tl.sum(query * (new_key.to(tl.float32) + key_pe.to(tl.float32)[None, :]), axis=1)
-            new_max = tl.maximum(running_max, score)
-            correction = tl.exp(running_max - new_max)
-            weight = tl.exp(score - new_max)
+        # 2. scores of the cached slots: K + PE key term, hidden and padding slots at -inf
+        k_offsets = row[:, None, None] * stride_k_r + slot[None, :, None] * stride_k_s + dim[None, None, :]
+        keys = tl.load(k_ptr + head * stride_k_h + k_offsets, mask=cube_ok, other=0.0).to(tl.float32)  # [R, S, D]
+        pe_offsets = slot[:, None] * stride_pek_s + dim[None, :]  # [S, D]
+        key_pe = tl.load(pe_k_ptr + head * stride_pek_h + pe_offsets, mask=plane_ok, other=0.0).to(tl.float32)
+        scores = tl.sum(query[:, None, :] * (keys + key_pe[None, :, :]), axis=2)  # [R, S]
+        seen = slot_ok
+        if HAS_MASK:
+            seen = seen & (tl.load(mask_ptr + slot, mask=slot_ok, other=0).to(tl.int32) != 0)  # [S]
+        scores = tl.where(seen[None, :], scores, float("-inf"))
+        top = tl.max(scores, axis=1)  # [R]
+        # 3. the new frame's own row (static step): its score joins the same softmax
+        if HAS_NEW:
+            new_key = tl.load(new_k_ptr + row[:, None] * stride_nk_r + head * stride_nk_h + dim[None, :], mask=tile_ok)
+            new_key_pe = tl.load(pe_k_ptr + head * stride_pek_h + WINDOW * stride_pek_s + dim, mask=dim_ok, other=0.0)
+            new_score = tl.sum(query * (new_key.to(tl.float32) + new_key_pe.to(tl.float32)[None, :]), axis=1)  # [R]
+            top = tl.maximum(top, new_score)
+        # 4. softmax weights (fp32) and the weighted sum of V + PE value term
+        weights = tl.exp(scores - top[:, None])  # [R, S]; 0 where hidden
+        total = tl.sum(weights, axis=1)  # [R]
+        v_offsets = row[:, None, None] * stride_v_r + slot[None, :, None] * stride_v_s + dim[None, None, :]
+        values = tl.load(v_ptr + head * stride_v_h + v_offsets, mask=cube_ok, other=0.0).to(tl.float32)  # [R, S, D]
+        pe_offsets = slot[:, None] * stride_pev_s + dim[None, :]  # [S, D]
+        value_pe = tl.load(pe_v_ptr + head * stride_pev_h + pe_offsets, mask=plane_ok, other=0.0).to(tl.float32)
+        out = tl.sum(weights[:, :, None] * (values + value_pe[None, :, :]), axis=1)  # [R, D]
+        if HAS_NEW:
+            new_weight = tl.exp(new_score - top)  # [R]
             new_value = tl.load(
-                new_v_ptr + row[:, None] * stride_nv_r + head * stride_nv_h + dim[None, :], mask=tile_ok, other=0.0
+                new_v_ptr + row[:, None] * stride_nv_r + head * stride_nv_h + dim[None, :], mask=tile_ok
             )
-            value_pe = tl.load(pe_v_ptr + head * stride_pev_h + WINDOW * stride_pev_s + dim, mask=dim_ok, other=0.0)
-            value = new_value.to(tl.float32) + value_pe.to(tl.float32)[None, :]
-            running_sum = running_sum * correction + weight
-            acc = acc * correction[:, None] + weight[:, None] * value
-        out = acc / running_sum[:, None]  # [BLOCK_R, BLOCK_D]
+            new_value_pe = tl.load(
+                pe_v_ptr + head * stride_pev_h + WINDOW * stride_pev_s + dim, mask=dim_ok, other=0.0
+            )
+            out += new_weight[:, None] * (new_value.to(tl.float32) + new_value_pe.to(tl.float32)[None, :])
+            total += new_weight
+        out = out / total[:, None]  # [R, D]
         out_tile = out_ptr + row[:, None] * stride_o_r + head * stride_o_h + dim[None, :]
         tl.store(out_tile, out.to(out_ptr.dtype.element_ty), mask=tile_ok)
 
@@ -247,7 +253,8 @@ def _launch(
     new_k = q if new_key is None else new_key[:, :, 0]  # [rows, heads, d]; q: a placeholder, never read
     new_v = q if new_value is None else new_value[:, :, 0]  # [rows, heads, d]
     q_pe = q[0] if query_pe is None else query_pe  # [heads, d]
-    grid = (triton.cdiv(rows, BLOCK_ROWS), heads)
+    block_rows = INTERPRETER_BLOCK_ROWS if interpreter_on() else BLOCK_ROWS
+    grid = (triton.cdiv(rows, block_rows), heads)
     _kernel()[grid](
         q,
         q_pe,
@@ -274,7 +281,8 @@ def _launch(
         out.stride(2),
         WINDOW=window,
         HEAD_DIM=head_dim,
-        BLOCK_R=BLOCK_ROWS,
+        BLOCK_R=block_rows,
+        BLOCK_S=triton.next_power_of_2(window),
         BLOCK_D=triton.next_power_of_2(head_dim),
         HAS_QUERY_PE=query_pe is not None,
         HAS_MASK=visible is not None,
