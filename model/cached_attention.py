@@ -30,9 +30,12 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-BLOCK_ROWS = 8  # rows per program on a GPU: [8, 16, 64] fp32 tiles (64 registers a thread); 1024-8192 programs
+#: elements of a program's [rows, slots, head_dim] tile on a GPU: 8 rows x 16 slots x 64 (head_dim 40 padded),
+#: 64 fp32 registers a thread at 4 warps; fewer rows for wider heads (4 at head_dim 80, 2 at 160)
+TILE_ELEMENTS = 8192
 INTERPRETER_BLOCK_ROWS = 64  # the interpreter's cost is per program, not per element
 NUM_WARPS = 4
+_failures: list[str] = []  # the compiled kernel's first error on this machine; the plain kernels run from then on
 
 
 @functools.cache
@@ -58,7 +61,12 @@ def tracing() -> bool:
 
 def can_run(device: torch.device) -> bool:
     """True where the fused kernel runs: CUDA with triton, or any device under Triton's interpreter."""
-    return (device.type == "cuda" or interpreter_on()) and not tracing() and triton_available()
+    return (device.type == "cuda" or interpreter_on()) and not tracing() and not _failures and triton_available()
+
+
+def kernel_failure() -> str | None:
+    """Why the fused kernel failed to compile or launch here (the plain kernels then run instead), or None."""
+    return _failures[0] if _failures else None
 
 
 def math_cached_attention(
@@ -225,6 +233,16 @@ def _kernel() -> Any:
     return cached_attention_kernel
 
 
+def _fall_back(error: Exception) -> None:
+    """The kernel is untried on most GPUs: a compile or launch error makes the plain kernels run from now on,
+    said once in the log (and by ``kernel_failure``) rather than stopping the camera. Not under the interpreter,
+    where the tests must see the error."""
+    if interpreter_on():
+        raise error
+    _failures.append(f"{type(error).__name__}: {error}")
+    logger.warning("the fused attention kernel failed (%s); using the plain kernels from now on", _failures[0])
+
+
 def _check_last_dim(**tensors: torch.Tensor | None) -> None:
     for name, tensor in tensors.items():
         if tensor is not None and tensor.shape[-1] > 1 and tensor.stride(-1) != 1:
@@ -246,14 +264,13 @@ def _launch(
     import triton
 
     rows, heads, window, head_dim = keys.shape
-    _check_last_dim(query=query, query_pe=query_pe, keys=keys, values=values, pe_key=pe_key, pe_value=pe_value)
-    _check_last_dim(new_key=new_key, new_value=new_value)
     out = torch.empty(rows, 1, heads, head_dim, device=query.device, dtype=query.dtype)  # [rows, 1, heads, d]
     q = query[:, :, 0]  # [rows, heads, d]
     new_k = q if new_key is None else new_key[:, :, 0]  # [rows, heads, d]; q: a placeholder, never read
     new_v = q if new_value is None else new_value[:, :, 0]  # [rows, heads, d]
     q_pe = q[0] if query_pe is None else query_pe  # [heads, d]
-    block_rows = INTERPRETER_BLOCK_ROWS if interpreter_on() else BLOCK_ROWS
+    block_slots, block_dim = triton.next_power_of_2(window), triton.next_power_of_2(head_dim)
+    block_rows = INTERPRETER_BLOCK_ROWS if interpreter_on() else max(1, TILE_ELEMENTS // (block_slots * block_dim))
     grid = (triton.cdiv(rows, block_rows), heads)
     _kernel()[grid](
         q,
@@ -282,8 +299,8 @@ def _launch(
         WINDOW=window,
         HEAD_DIM=head_dim,
         BLOCK_R=block_rows,
-        BLOCK_S=triton.next_power_of_2(window),
-        BLOCK_D=triton.next_power_of_2(head_dim),
+        BLOCK_S=block_slots,
+        BLOCK_D=block_dim,
         HAS_QUERY_PE=query_pe is not None,
         HAS_MASK=visible is not None,
         HAS_NEW=new_key is not None,
@@ -306,7 +323,13 @@ def fused_cached_attention(
     query ``[rows, heads, 1, d]`` (PE in), keys/values ``[rows, heads, window, d]`` (no PE), pe_key/pe_value
     ``[heads, window, d]``, valid ``[window]`` bool or None (all visible). Returns ``[rows, heads, 1, d]``.
     """
-    return _launch(query, None, keys, values, pe_key, pe_value, valid, None, None, scale)
+    _check_last_dim(query=query, keys=keys, values=values, pe_key=pe_key, pe_value=pe_value)
+    if not _failures:
+        try:
+            return _launch(query, None, keys, values, pe_key, pe_value, valid, None, None, scale)
+        except Exception as error:  # a compile or launch error on an untried GPU
+            _fall_back(error)
+    return math_cached_attention(query, keys, values, pe_key, pe_value, valid, scale)
 
 
 def fused_static_attention(
@@ -327,4 +350,14 @@ def fused_static_attention(
     ``[rows, heads, window, d]`` (read only), pe_key/pe_value ``[heads, window + 1, d]`` (slot ``window``: the
     new row's PE terms), visible ``[window]`` bool (the old slots seen). Returns ``[rows, heads, 1, d]``.
     """
-    return _launch(query_raw, query_pe, keys, values, pe_key, pe_value, visible, new_key_raw, new_value_raw, scale)
+    _check_last_dim(query=query_raw, query_pe=query_pe, keys=keys, values=values, pe_key=pe_key, pe_value=pe_value)
+    _check_last_dim(new_key=new_key_raw, new_value=new_value_raw)
+    args = (query_raw, query_pe, keys, values, new_key_raw, new_value_raw, pe_key, pe_value, visible)
+    if not _failures:
+        try:
+            return _launch(
+                query_raw, query_pe, keys, values, pe_key, pe_value, visible, new_key_raw, new_value_raw, scale
+            )
+        except Exception as error:  # a compile or launch error on an untried GPU
+            _fall_back(error)
+    return math_static_attention(*args, scale)
