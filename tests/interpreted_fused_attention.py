@@ -30,7 +30,8 @@ import torch  # noqa: E402
 from diffusers.models.attention_processor import Attention  # noqa: E402
 from vcam.model import cached_attention  # noqa: E402
 from vcam.model.cached_attention import (  # noqa: E402
-    BLOCK_ROWS,
+    INTERPRETER_BLOCK_ROWS,
+    TILE_ELEMENTS,
     fused_cached_attention,
     fused_static_attention,
     math_cached_attention,
@@ -106,7 +107,7 @@ def test_masks_cover_the_fill_states() -> None:
 
 
 @pytest.mark.parametrize("state", ["first", "filling", "full", "wrapped", "one slot"])
-@pytest.mark.parametrize(("rows", "heads", "head_dim"), [(70, 8, 40), (BLOCK_ROWS, 2, 16), (5, 3, 8)])
+@pytest.mark.parametrize(("rows", "heads", "head_dim"), [(70, 8, 40), (INTERPRETER_BLOCK_ROWS, 2, 16), (5, 3, 8)])
 def test_cached_kernel_equals_math(state: str, rows: int, heads: int, head_dim: int) -> None:
     generator = torch.Generator().manual_seed(rows + heads)
     query = _split(torch.randn(rows, 1, heads * head_dim, generator=generator), heads)  # [rows, heads, 1, d]
@@ -127,7 +128,9 @@ def test_cached_kernel_equals_math(state: str, rows: int, heads: int, head_dim: 
 
 
 @pytest.mark.parametrize("state", ["first", "filling", "full", "wrapped", "none visible"])
-def test_static_kernel_equals_math(state: str) -> None:
+def test_static_kernel_equals_math(state: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the GPU's block of rows (8 at head_dim 40): 70 rows are 9 programs per head, the last one partial."""
+    monkeypatch.setattr(cached_attention, "INTERPRETER_BLOCK_ROWS", TILE_ELEMENTS // (16 * 64))
     rows, heads, head_dim = 70, 8, 40
     generator = torch.Generator().manual_seed(7)
     raw = torch.randn(rows, 3, heads * head_dim, generator=generator)  # [rows, q/k/v, inner]
