@@ -56,12 +56,19 @@ def interpreter_on() -> bool:
 
 def tracing() -> bool:
     """True while torch.compile, TorchScript or the ONNX exporter traces: the plain ops are wanted there."""
-    return bool(torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
+    exporting = getattr(torch.compiler, "is_exporting", None)  # torch.export (torch >= 2.6)
+    return bool(
+        torch.compiler.is_compiling()
+        or (exporting is not None and exporting())
+        or torch.jit.is_tracing()
+        or torch.onnx.is_in_onnx_export()
+    )
 
 
 def can_run(device: torch.device) -> bool:
     """True where the fused kernel runs: CUDA with triton, or any device under Triton's interpreter."""
-    return (device.type == "cuda" or interpreter_on()) and not tracing() and not _failures and triton_available()
+    # tracing first: under torch.compile it is a constant, and nothing after it is traced
+    return not tracing() and (device.type == "cuda" or interpreter_on()) and not _failures and triton_available()
 
 
 def kernel_failure() -> str | None:

@@ -82,6 +82,7 @@ def _cuda_or_skip() -> None:
         pytest.skip("no CUDA GPU")
     if not HAS_TRITON:
         pytest.skip(NO_TRITON)
+    assert cached_attention.kernel_failure() is None  # an earlier failure would make "fused" run the plain kernels
 
 
 def _static_inputs(dtype: torch.dtype, rows: int = 4096, heads: int = 8, head_dim: int = 40) -> list[torch.Tensor]:
@@ -113,6 +114,7 @@ def test_kernels_on_cuda_equal_math(dtype: torch.dtype) -> None:
             query.float(), keys.float(), values.float(), pe_key[:, :16].float(), pe_value[:, :16].float(), valid, 0.2
         )
         torch.testing.assert_close(got.float(), expected, rtol=tolerance, atol=tolerance)
+    assert cached_attention.kernel_failure() is None  # the kernel itself ran, not the fallback
 
 
 @pytest.mark.gpu
@@ -135,6 +137,7 @@ def test_static_kernel_replays_in_a_cuda_graph() -> None:
     graph.replay()
     expected = math_static_attention(*[t.float() if t.is_floating_point() else t for t in inputs], 40**-0.5)  # type: ignore[call-arg]
     torch.testing.assert_close(out.float(), expected, rtol=FP16_TOLERANCE, atol=FP16_TOLERANCE)
+    assert cached_attention.kernel_failure() is None
 
 
 @pytest.mark.gpu
@@ -162,3 +165,28 @@ def test_cudagraph_step_with_the_fused_kernel_equals_math(t_index_list: tuple[in
     assert len(runs[0]) == len(runs[1])
     worst = max(float((a - b).abs().max()) for a, b in zip(runs[0], runs[1], strict=True))
     assert worst < 1e-4, worst
+    assert cached_attention.kernel_failure() is None
+
+
+@pytest.mark.usefixtures("no_interpreter")
+def test_a_kernel_that_cannot_compile_gives_way_to_the_plain_kernels(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Here no GPU driver exists, so triton cannot compile the kernel: the plain kernels answer, the log says
+    why once, and "auto" stops choosing the kernel."""
+    if not HAS_TRITON:
+        pytest.skip(NO_TRITON)
+    monkeypatch.setattr(cached_attention, "_failures", [])
+    generator = torch.Generator().manual_seed(13)
+    query = torch.randn(6, 2, 1, 8, generator=generator)  # [rows, heads, 1, d]
+    kv = torch.randn(2, 6, 2, 16, 8, generator=generator)  # [2, rows, heads, window, d]
+    pe_key, pe_value = torch.randn(2, 2, 16, 8, generator=generator)  # [heads, window, d] each
+    valid = torch.arange(16) < 10
+    got = fused_cached_attention(query, kv[0], kv[1], pe_key, pe_value, valid, 0.3)
+    torch.testing.assert_close(got, math_cached_attention(query, kv[0], kv[1], pe_key, pe_value, valid, 0.3))
+    failure = cached_attention.kernel_failure()
+    assert failure is not None and "fused attention kernel failed" in caplog.text
+    assert not cached_attention.can_run(torch.device("cuda"))
+    assert resolve_backend("auto", torch.device("cuda")) == resolve_backend("auto", torch.device("cuda"), cached=False)
+    fused_cached_attention(query, kv[0], kv[1], pe_key, pe_value, valid, 0.3)
+    assert caplog.text.count("fused attention kernel failed") == 1 and cached_attention.kernel_failure() == failure
