@@ -7,14 +7,17 @@ frame's own row, which is not in the cache yet. Each kernel comes in two forms w
 the static step (the cache read only; the PE additions of the query and the new row are part of the kernel).
 
 The plain kernels launch one kernel per operation (matmuls, einsums for the PE terms, masked_fill, the new
-row's score, cat, softmax, adds): on a GPU these tiny shapes (h*w rows x 8 heads x 40 channels against 16
-slots) are bound by launches, not arithmetic. The fused kernel runs one program per (block of rows, head): it
-loads the query, walks the slots once with an online softmax (running max and sum), adds each slot's PE key
-and value terms on the fly and writes the output, one launch per layer per batch entry. It reads fp16 or fp32
-and accumulates in fp32. It runs on CUDA, or on any tensors under Triton's interpreter (``TRITON_INTERPRET=1``
+row's score, cat, softmax, adds); on a GPU such tiny shapes (h*w rows x 8 heads x 40-160 channels against 16
+slots) cost more in launches and memory round trips than in arithmetic. The fused kernel runs one program per
+(block of rows, head): it loads the query and the block's slots as one ``[rows, slots, head_dim]`` tile of K
+(and then of V), adds each slot's PE key and value terms, masks the hidden slots, takes one softmax over the
+slots and the new row in registers (fp32, whatever the input dtype) and writes the output: one launch per
+layer per batch entry. It runs on CUDA, or on any tensors under Triton's interpreter (``TRITON_INTERPRET=1``
 set before triton is imported: slow, for tests on a CPU). It takes no host sync and no data-dependent Python
 branch, so it can be captured in a CUDA graph. While torch.compile traces (inductor fuses the plain kernels
-itself) or an ONNX export runs (the graph needs standard ops), ``can_run`` says no and the plain kernels run.
+itself) or an export runs (the graph needs standard ops), ``can_run`` says no and the plain kernels run. The
+kernel is untried on most GPUs: if it fails to compile or launch, the plain kernels run from then on and the
+log says why once (``kernel_failure``).
 triton is imported only when the kernel is first used.
 """
 
