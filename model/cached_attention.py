@@ -214,7 +214,8 @@ def _kernel() -> Any:
         top = tl.max(scores, axis=1)  # [R]
         # 3. the new frame's own row (static step): its score joins the same softmax
         if HAS_NEW:
-            new_key = tl.load(new_k_ptr + row[:, None] * stride_nk_r + head * stride_nk_h + dim[None, :], mask=tile_ok)
+            new_k_tile = new_k_ptr + row[:, None] * stride_nk_r + head * stride_nk_h + dim[None, :]  # [R, D]
+            new_key = tl.load(new_k_tile, mask=tile_ok, other=0.0)  # 0 in the padding: it joins a dot product
             new_key_pe = tl.load(pe_k_ptr + head * stride_pek_h + WINDOW * stride_pek_s + dim, mask=dim_ok, other=0.0)
             new_score = tl.sum(query * (new_key.to(tl.float32) + new_key_pe.to(tl.float32)[None, :]), axis=1)  # [R]
             top = tl.maximum(top, new_score)
@@ -228,9 +229,8 @@ def _kernel() -> Any:
         out = tl.sum(weights[:, :, None] * (values + value_pe[None, :, :]), axis=1)  # [R, D]
         if HAS_NEW:
             new_weight = tl.exp(new_score - top)  # [R]
-            new_value = tl.load(
-                new_v_ptr + row[:, None] * stride_nv_r + head * stride_nv_h + dim[None, :], mask=tile_ok
-            )
+            new_v_tile = new_v_ptr + row[:, None] * stride_nv_r + head * stride_nv_h + dim[None, :]  # [R, D]
+            new_value = tl.load(new_v_tile, mask=tile_ok, other=0.0)
             new_value_pe = tl.load(
                 pe_v_ptr + head * stride_pev_h + WINDOW * stride_pev_s + dim, mask=dim_ok, other=0.0
             )
