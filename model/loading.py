@@ -68,7 +68,7 @@ class PipelineSpec:
     noise: str = DEFAULT_NOISE  # "fresh" (Live2Diff's reference) or "fixed" (StreamDiffusion's): vcam.model.noise
     vae: str = "taesd"  # "taesd" (fast, the default) or "kl" (SD's VAE)
     similar_filter: bool = False
-    attention: str = "auto"  # temporal attention kernel: auto | math | sdpa | xformers
+    attention: str = "auto"  # temporal attention kernel: auto | math | sdpa | xformers | fused
     compile: bool = False  # torch.compile the UNet (CUDA; the first calls are slow)
     depth_every: int = 1  # estimate depth on every N-th frame, reuse it in between (`StreamPipeline`)
     overlap: bool = False  # encode the next frame during the UNet call (vcam.model.overlap; one more frame late)

@@ -285,6 +285,9 @@ class OnnxStepBackend(StaticStepBackend):
                 options.append({})
         session_options = onnxruntime.SessionOptions()
         session_options.log_severity_level = 3
+        # idle worker threads sleep instead of spinning: a spinning pool takes the CPU from the camera's other
+        # threads (and from PyTorch: spinning after each run tripled the next PyTorch step in `vcam bench onnx`)
+        session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = onnxruntime.InferenceSession(
             str(path), sess_options=session_options, providers=providers, provider_options=options
         )

@@ -30,13 +30,19 @@ current call through a shared ``StreamContext``:
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
+from vcam.model import cached_attention
+from vcam.model.cached_attention import (
+    fused_cached_attention,
+    fused_static_attention,
+    math_cached_attention,
+    math_static_attention,
+)
 from vcam.model.slot_positions import SlotPositionalEncoding
 
 if TYPE_CHECKING:
@@ -44,7 +50,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-ATTENTION_BACKENDS = ("auto", "math", "sdpa", "xformers")
+ATTENTION_BACKENDS = ("auto", "math", "sdpa", "xformers", "fused")
 MODES = ("full", "warmup", "stream")
 
 
@@ -275,12 +281,19 @@ class StaticStep:
 def resolve_backend(backend: str, device: torch.device, cached: bool = True) -> str:
     """The attention kernel to use.
 
-    "auto": xformers (if installed) or SDPA on CUDA; on other devices the plain matmul-softmax for the cached
-    shape (1 query against 16 slots: measured several times faster than SDPA on the CPU, see ``vcam bench
-    unet``) and SDPA for the bi-directional warmup shape. "xformers" falls back to SDPA off CUDA.
+    "auto": for the cached shape on CUDA the fused Triton kernel when triton imports (``cached_attention``), else
+    xformers (if installed) or SDPA, as for the warmup shape; on other devices the plain matmul-softmax for the
+    cached shape (1 query against 16 slots: measured several times faster than SDPA on the CPU, see ``vcam bench
+    unet``) and SDPA for the bi-directional warmup shape. "xformers" falls back to SDPA off CUDA; "fused" falls
+    back to what "auto" picks without it where the kernel cannot run (no triton, no CUDA, warmup, tracing).
     """
     if backend not in ATTENTION_BACKENDS:
         raise ValueError(f"attention backend must be one of {ATTENTION_BACKENDS}, got {backend!r}")
+    wants_fused = backend == "fused" or (backend == "auto" and device.type == "cuda")
+    if cached and wants_fused and cached_attention.can_run(device):
+        return "fused"
+    if backend == "fused":
+        backend = "auto"  # the kernel cannot run here: what "auto" picks without it
     if backend == "xformers" and device.type != "cuda":
         return "sdpa"
     if backend != "auto":
@@ -420,6 +433,9 @@ class StreamTemporalAttnProcessor:
         heads = attn.heads
         entry_rows = rows // entries
         window = static.key_positions.shape[1]
+        kernel = (
+            fused_static_attention if resolve_backend(self.backend, x.device) == "fused" else math_static_attention
+        )
         query_raw = _split_heads(attn.to_q(x), heads)  # [rows, heads, 1, d]
         key_raw = _split_heads(attn.to_k(x), heads)  # [rows, heads, 1, d]
         value_raw = _split_heads(attn.to_v(x), heads)  # [rows, heads, 1, d]
@@ -435,20 +451,8 @@ class StreamTemporalAttnProcessor:
             kv = static.caches[entry][self.layer_index]  # [2, entry_rows, heads, window, d]
             new_key, new_value = key_raw[part], value_raw[part]  # [entry_rows, heads, 1, d] each
             static.new_rows[entry][self.layer_index] = torch.stack([new_key[:, :, 0], new_value[:, :, 0]])
-            query = query_raw[part] + pe_query[entry][None, :, None]  # [entry_rows, heads, 1, d]
-            outs.append(
-                _static_attention(
-                    query,
-                    kv[0],
-                    kv[1],
-                    new_key + pe_key[entry][None, :, window:],
-                    new_value + pe_value[entry][None, :, window:],
-                    pe_key[entry][:, :window],
-                    pe_value[entry][:, :window],
-                    static.visible[entry],
-                    attn.scale,
-                )
-            )  # [entry_rows, heads, 1, d]
+            args = (query_raw[part], pe_query[entry], kv[0], kv[1], new_key, new_value, pe_key[entry], pe_value[entry])
+            outs.append(kernel(*args, static.visible[entry], attn.scale))  # [entry_rows, heads, 1, d]
         out = torch.cat(outs) if len(outs) > 1 else outs[0]  # [rows, heads, 1, d]
         return out.transpose(1, 2).reshape(rows, 1, -1)
 
@@ -469,69 +473,16 @@ class StreamTemporalAttnProcessor:
         pe_value = _split_heads(_pe_terms(attn.to_v, pe[:-1])[None], heads)[0]  # [heads, window, d]
         query = query_raw + pe_query  # [rows, heads, 1, d]
         keys, values = cache.kv[0], cache.kv[1]  # [rows, heads, window, d] each
+        if backend in ("math", "fused"):
+            kernel = fused_cached_attention if backend == "fused" else math_cached_attention
+            valid = None if all(layout.valid) else torch.tensor(layout.valid, device=device)  # [window]
+            return kernel(query, keys, values, pe_key, pe_value, valid, attn.scale)
         if all(layout.valid):
-            if backend == "math":
-                return _math_with_pe(query, keys, values, pe_key, pe_value, None, attn.scale)
             return _attend(query, keys + pe_key, values + pe_value, backend, attn.scale)
         visible = torch.tensor([slot for slot, ok in enumerate(layout.valid) if ok], device=device)  # [n]
-        if backend == "math":
-            valid = torch.tensor(layout.valid, device=device)  # [window]
-            return _math_with_pe(query, keys, values, pe_key, pe_value, valid, attn.scale)
         keys = keys.index_select(2, visible) + pe_key.index_select(1, visible)  # [rows, heads, n, d]
         values = values.index_select(2, visible) + pe_value.index_select(1, visible)  # [rows, heads, n, d]
         return _attend(query, keys, values, backend, attn.scale)
-
-
-def _math_with_pe(
-    query: torch.Tensor,
-    keys: torch.Tensor,
-    values: torch.Tensor,
-    pe_key: torch.Tensor,
-    pe_value: torch.Tensor,
-    valid: torch.Tensor | None,
-    scale: float,
-) -> torch.Tensor:
-    """Plain matmul-softmax over cached K/V plus per-slot PE terms, without materialising ``K + pe``.
-
-    query ``[rows, heads, 1, d]``, keys/values ``[rows, heads, window, d]``, pe_key/pe_value ``[heads, window, d]``,
-    valid ``[window]`` bool or None (all visible).
-    """
-    # einsum for the PE terms: a broadcasting matmul against [heads, window, d] is ~15x slower on the CPU
-    scores = torch.matmul(query, keys.transpose(-1, -2))  # [rows, heads, 1, window]
-    scores = scores + torch.einsum("rhqd,hkd->rhqk", query, pe_key)  # [rows, heads, 1, window]
-    scores = scores * scale
-    if valid is not None:
-        scores = scores.masked_fill(~valid, -math.inf)
-    weights = scores.softmax(dim=-1)  # [rows, heads, 1, window]
-    out = torch.matmul(weights, values)  # [rows, heads, 1, d]
-    return out + torch.einsum("rhqk,hkd->rhqd", weights, pe_value)  # [rows, heads, 1, d]
-
-
-def _static_attention(
-    query: torch.Tensor,
-    keys: torch.Tensor,
-    values: torch.Tensor,
-    new_key: torch.Tensor,
-    new_value: torch.Tensor,
-    pe_key: torch.Tensor,
-    pe_value: torch.Tensor,
-    visible: torch.Tensor,
-    scale: float,
-) -> torch.Tensor:
-    """One query against the visible old slots plus the new row, in one softmax; the cache is only read.
-
-    query ``[rows, heads, 1, d]`` (PE in), keys/values ``[rows, heads, window, d]`` (no PE), new_key/new_value
-    ``[rows, heads, 1, d]`` (PE in), pe_key/pe_value ``[heads, window, d]``, visible ``[window]`` bool.
-    """
-    scores = torch.matmul(query, keys.transpose(-1, -2))  # [rows, heads, 1, window]
-    scores = scores + torch.einsum("rhqd,hkd->rhqk", query, pe_key)  # [rows, heads, 1, window]
-    scores = scores.masked_fill(~visible, -math.inf)  # [rows, heads, 1, window]
-    new_score = (query * new_key).sum(dim=-1, keepdim=True)  # [rows, heads, 1, 1]
-    weights = (torch.cat([scores, new_score], dim=-1) * scale).softmax(dim=-1)  # [rows, heads, 1, window + 1]
-    old_weights = weights[..., :-1]  # [rows, heads, 1, window]
-    out = torch.matmul(old_weights, values)  # [rows, heads, 1, d]
-    out = out + torch.einsum("rhqk,hkd->rhqd", old_weights, pe_value)  # [rows, heads, 1, d]
-    return out + weights[..., -1:] * new_value  # [rows, heads, 1, d]
 
 
 def static_step_layout(

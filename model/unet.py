@@ -196,7 +196,7 @@ class StreamUNet(ModelMixin, ConfigMixin):  # type: ignore[misc]
         return len(self._processors)
 
     def set_attention_backend(self, backend: str) -> None:
-        """Kernel of the temporal attention: "auto", "math" (matmul-softmax), "sdpa" or "xformers"."""
+        """Kernel of the temporal attention: "auto", "math" (matmul-softmax), "sdpa", "xformers" or "fused"."""
         if backend not in ATTENTION_BACKENDS:
             raise ValueError(f"attention backend must be one of {ATTENTION_BACKENDS}, got {backend!r}")
         for processor in self._processors:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -54,6 +55,24 @@ def test_unet_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
     for key in ("cached_ms_per_frame", "recompute_window_ms_per_frame", "speedup", "cache_bytes_per_step"):
         assert key in size
     assert {row["state"] for row in result["cached_attention"]} >= {"steady", "filling"}
+
+
+def test_unet_benchmark_attention_only(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    out = tmp_path / "attention.jsonl"
+    shapes = ["--attention-shapes", "12x64", "--attention-repeats", "1", "--threads", "1", "--out", str(out)]
+    result = bench(capsys, "unet", "--attention-only", *shapes)
+    assert result["unet"] == []
+    rows = result["cached_attention"]
+    assert [(row["rows"], row["head_dim"], row["state"]) for row in rows] == [
+        (12, 8, "steady"),
+        (12, 8, "filling"),
+        (12, 8, "warmup 8x8"),
+    ]
+    assert rows[0]["math_static_kernel_ms"] > 0 and "fused_layer_ms" not in rows[0]  # the CPU: no fused kernel
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [{k: v for k, v in line.items() if k not in ("benchmark", "device")} for line in lines] == rows
+    assert main(["bench", "unet", "--attention-shapes", "64x30"]) == 2
+    assert "--attention-shapes '64x30' is not ROWSxCHANNELS" in capsys.readouterr().err
 
 
 def test_model_benchmark(capsys: pytest.CaptureFixture[str]) -> None:

@@ -27,10 +27,13 @@ def test_dry_run_prints_the_plan_in_priority_order() -> None:
         [str(SCRIPT), "--dry-run"], capture_output=True, text=True, check=True, env={**os.environ, "OUT": "/x"}
     )
     phases = [line.split()[0] for line in result.stdout.splitlines()[1:]]
-    assert phases == ["fp16-eager", "fp16-overlap", "fp16-compiled", "fp32-eager", "fp16-cudagraph"]
+    assert phases == ["fp16-eager", "fp16-attention", "fp16-overlap", "fp16-compiled", "fp32-eager", "fp16-cudagraph"]
     assert "--sizes 512x512 --steps 2 --overlap on" in result.stdout  # against the same cell of fp16-eager
     assert "--model sd15-random" in result.stdout and "--sizes 512x512,512x288 --steps 1,2,4" in result.stdout
     assert "--out /x/cells.jsonl" in result.stdout
+    attention = result.stdout.splitlines()[2]
+    assert "bench unet --attention-only --device cuda --attention-shapes 4096x320 1024x640" in attention
+    assert "--out /x/attention.jsonl" in attention
 
 
 def test_bad_options_are_exit_code_2() -> None:
@@ -66,7 +69,13 @@ def test_tiny_cpu_run_writes_every_cell(tmp_path: Path) -> None:
         assert "error" not in cell, cell
         assert cell["ms_per_frame"] > 0 and set(cell["breakdown_ms"]) == {"encode", "depth", "unet", "decode"}
         assert cell["kv_cache_mb"] > 0 and cell["model"] == "tiny" and cell["device"] == "cpu"
+    attention = [json.loads(line) for line in (out / "attention.jsonl").read_text().splitlines()]
+    assert [row["state"] for row in attention] == ["steady", "filling", "warmup 8x8"]
+    assert all(row["math_layer_ms"] > 0 and row["sdpa_layer_ms"] > 0 for row in attention)
+    assert "fused_layer_ms" not in attention[0]  # no CUDA: the fused kernel does not run
+    summary = (out / "summary.txt").read_text()
+    assert "64 x 40, steady" in summary and "fused kernel not run here (it needs CUDA and triton)" in summary
     versions = (out / "versions.txt").read_text()
     assert "torch:" in versions and "vcam: 0.1.0" in versions and str(ROOT / "vcam") not in versions
-    assert "5 cells" in (out / "summary.txt").read_text()
+    assert "5 cells" in summary
     assert [cell["overlap"] for cell in cells] == [False, False, True, False, False]

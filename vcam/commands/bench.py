@@ -11,7 +11,7 @@ from typing import Any
 TARGETS = {
     "runtime": "frame loop overhead and output pacing (demo source, passthrough)",
     "latency": "capture-to-send latency, content fps and stage times of a style (demo source), audio delay to set",
-    "unet": "streaming UNet: KV cache vs full-window recompute, SDPA vs plain attention",
+    "unet": "streaming UNet: KV cache vs full-window recompute; cached attention: plain vs SDPA vs fused (CUDA)",
     "model": "streaming pipeline: pipelined vs sequential steps, per-stage breakdown",
     "segment": "segmentation and compositing per mode at 1280x720",
     "lora": "style LoRA on a shared base: fused copy vs PEFT adapter, per UNet call",
