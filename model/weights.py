@@ -365,7 +365,7 @@ def _finish_depth_mapper(unet: StreamUNet, motion: Path) -> None:
     if empty and unet.depth_mapper is not None and all(name.startswith("depth_mapper.") for name in empty):
         config = unet.config
         unet.depth_mapper = DepthMapper(
-            config.in_channels, config.block_out_channels[0], tuple(config.depth_mapper_channels)
+            config["in_channels"], config["block_out_channels"][0], tuple(config["depth_mapper_channels"])
         )
         empty = meta_tensor_names(unet)
     if empty:
