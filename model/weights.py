@@ -77,7 +77,8 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a ``.safetensors`` file, or a pickle with ``torch.load(weights_only=True)``, onto the CPU.
 
     Both are memory-mapped (safetensors always; a pickle when it is a zip archive, as every ``torch.save`` since
-    torch 1.6 writes): the tensors are read-only views of the file's pages (copy-on-write), read when first used.
+    torch 1.6 writes): the tensors are private views of the file's pages (a write copies the page, never touches
+    the file), read when first used; `vcam.model.materialize.assign_weights` copies them into memory of their own.
     A checkpoint wrapping its weights in ``state_dict`` is unwrapped. Raises ``WeightsError`` naming the file when
     it is missing, truncated, corrupt or of an unknown kind.
     """

@@ -55,6 +55,7 @@ MODEL_STACK_IMPORTS: tuple[tuple[str, str | None], ...] = (
     ("torch", None),
     ("torch.nn.functional", None),
     ("safetensors.torch", None),
+    ("accelerate", "init_empty_weights"),  # `vcam.model.materialize`: models built without init
     ("diffusers", "LCMScheduler"),
     ("diffusers", "AutoencoderKL"),
     ("diffusers", "AutoencoderTiny"),
