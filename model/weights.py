@@ -17,11 +17,14 @@ from __future__ import annotations
 import json
 import logging
 import re
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vcam.errors import WeightsError
+
+from .materialize import assign_weights, empty_parameters, meta_tensor_names, owned_copy
 
 if TYPE_CHECKING:
     import torch
@@ -73,6 +76,9 @@ _PE_KEY = re.compile(r"\.(pos_encoder|pos_embed)\.pe$")
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a ``.safetensors`` file, or a pickle with ``torch.load(weights_only=True)``, onto the CPU.
 
+    Both are memory-mapped (safetensors always; a pickle when it is a zip archive, as every ``torch.save`` since
+    torch 1.6 writes): the tensors are private views of the file's pages (a write copies the page, never touches
+    the file), read when first used; `vcam.model.materialize.assign_weights` copies them into memory of their own.
     A checkpoint wrapping its weights in ``state_dict`` is unwrapped. Raises ``WeightsError`` naming the file when
     it is missing, truncated, corrupt or of an unknown kind.
     """
@@ -97,7 +103,10 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
             f"unknown weights file type {path.name!r}: expected one of {SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES}"
         )
     try:
-        loaded = torch.load(str(path), map_location="cpu", weights_only=True)
+        # a zip checkpoint (every torch.save since 1.6) is memory-mapped: unpickling reads no tensor data, so the
+        # loader never holds the GIL for a long read (the tensors' pages are read by later kernels, GIL released)
+        mmap = zipfile.is_zipfile(path)
+        loaded = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as error:  # zip/pickle errors (truncation) and weights_only refusals
         raise WeightsError(
             f"cannot read weights file {path} ({path.stat().st_size} bytes) with torch.load(weights_only=True): "
@@ -189,7 +198,6 @@ def load_motion_state_dict(
     against the model's sinusoidal table (over their common length) and not loaded. A mid-block motion module
     (AnimateDiff v2 adapters) is dropped with a warning: AnimateDiff's layout here has none.
     """
-    import torch
 
     model_state = unet.state_dict()
     expected = {
@@ -223,8 +231,7 @@ def load_motion_state_dict(
         unexpected_hint="; this is not a Live2Diff/AnimateDiff motion checkpoint for this UNet layout",
         missing_hint="; the file is incomplete",
     )
-    with torch.no_grad():
-        unet.load_state_dict(to_load, strict=False)
+    assign_weights(unet, to_load)
     logger.info("%s: loaded %d motion tensors", source, len(to_load))
 
 
@@ -342,14 +349,28 @@ def load_base_state_dict(base: str | Path) -> dict[str, torch.Tensor]:
 
 def load_base_weights(unet: StreamUNet, state_dict: dict[str, torch.Tensor], source: str) -> None:
     """Load spatial UNet weights (diffusers UNet2DConditionModel names) into ``unet.unet``; checks every key."""
-    import torch
 
     model_state = unet.unet.state_dict()
     spatial = {key for key in model_state if ".motion_modules." not in key}
     unexpected = [key for key in state_dict if key not in spatial]
     _check_keys(source, state_dict, model_state, unexpected, sorted(spatial - set(state_dict)), "UNet keys")
-    with torch.no_grad():
-        unet.unet.load_state_dict(state_dict, strict=False)
+    assign_weights(unet.unet, state_dict)
+
+
+def _finish_depth_mapper(unet: StreamUNet, motion: Path) -> None:
+    """A motion file without the depth mapper leaves it unloaded: it gets its own init (its zero last layer keeps
+    the depth prior off). Any other tensor still without data is a loader fault, named."""
+    from .depth_mapper import DepthMapper
+
+    empty = meta_tensor_names(unet)
+    if empty and unet.depth_mapper is not None and all(name.startswith("depth_mapper.") for name in empty):
+        config = unet.config
+        unet.depth_mapper = DepthMapper(
+            config["in_channels"], config["block_out_channels"][0], tuple(config["depth_mapper_channels"])
+        )
+        empty = meta_tensor_names(unet)
+    if empty:
+        raise WeightsError(f"{motion}: {len(empty)} UNet tensors were given no weights: {_name_keys(empty)}")
 
 
 def load_stream_unet(
@@ -379,13 +400,18 @@ def load_stream_unet(
         overrides.setdefault("motion_max_seq_length", adapter_config.get("motion_max_seq_length", 32))
         overrides.setdefault("motion_num_attention_heads", adapter_config.get("motion_num_attention_heads", 8))
     base_state = load_base_state_dict(base)
-    unet = StreamUNet(**stream_unet_config(base_unet_config(base), **overrides))
+    config = stream_unet_config(base_unet_config(base), **overrides)
+    if motion_path is None:
+        logger.warning("no motion weights given: the motion modules of the UNet are random")
+        unet = StreamUNet(**config)
+    else:
+        with empty_parameters():  # every parameter comes from the files: no random init to throw away
+            unet = StreamUNet(**config)
     load_base_weights(unet, base_state, str(base))
     del base_state
     if motion_path is not None:
         load_motion_weights(unet, motion_path)
-    else:
-        logger.warning("no motion weights given: the motion modules of the UNet are random")
+        _finish_depth_mapper(unet, motion_path)
     # nn.Module.to: ModelMixin.to warns about fp32 modules on every dtype cast, even when there are none
     if torch_dtype is None:
         torch_dtype = torch.float16 if torch.device(device).type == "cuda" else torch.float32
@@ -422,10 +448,16 @@ def load_lora_adapters(unet: StreamUNet, loras: Sequence[tuple[str | Path, str, 
 
     The weights stay unchanged (the LoRA runs beside them on every call); ``set_lora_scales`` changes scales.
     """
+    dtype = unet.dtype
     for path, adapter_name, _ in loras:
         state_dict, alphas = lora_unet_state_dict(path)
+        # at the UNet's dtype, copied one tensor at a time: PEFT then assigns them to LoRA layers built empty
+        # (low_cpu_mem_usage: no kaiming init of layers whose weights are read next), the values PEFT would copy
+        state_dict = {key: owned_copy(value, dtype) for key, value in state_dict.items()}
         try:
-            unet.unet.load_lora_adapter(state_dict, network_alphas=alphas, prefix="unet", adapter_name=adapter_name)
+            unet.unet.load_lora_adapter(
+                state_dict, network_alphas=alphas, prefix="unet", adapter_name=adapter_name, low_cpu_mem_usage=True
+            )
         except Exception as error:  # PEFT raises ValueError/RuntimeError for names or shapes that do not fit
             raise WeightsError(f"cannot apply LoRA {path} to this UNet: {error}") from error
     set_lora_scales(unet, [name for _, name, _ in loras], [scale for _, _, scale in loras])

@@ -228,3 +228,124 @@ def test_real_live2diff_checkpoint_loads() -> None:
     model = StreamUNet()
     load_motion_weights(model, path)
     assert model.depth_mapper is not None and model.depth_mapper.conv_out.weight.any()
+
+
+# -- what a load costs: no init thrown away, memory-mapped files, owned weights --------------------------------
+
+INIT_FUNCTIONS = ("kaiming_uniform_", "kaiming_normal_", "uniform_", "normal_", "xavier_uniform_", "zeros_", "ones_")
+
+
+@pytest.fixture(scope="module")
+def base_folder(source: StreamUNet, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The source's spatial weights as a diffusers UNet folder (``unet/``)."""
+    spatial = {k: v for k, v in source.unet.state_dict().items() if ".motion_modules." not in k}
+    base = UNet2DConditionModel(
+        sample_size=16,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=2,
+    )
+    base.load_state_dict(spatial)
+    folder = tmp_path_factory.mktemp("base")
+    base.save_pretrained(folder / "unet")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def lcm_lora_file(source: StreamUNet, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A rank-4 LoRA on the spatial attention projections, in fp16 (as the LCM-LoRA ships), diffusers names."""
+    generator = torch.Generator().manual_seed(21)
+    lora = {}
+    for name, module in source.unet.named_modules():
+        if ".attentions." in name and name.endswith(("to_q", "to_v")):
+            lora[f"unet.{name}.lora_A.weight"] = torch.randn(4, module.in_features, generator=generator)
+            lora[f"unet.{name}.lora_B.weight"] = torch.randn(module.out_features, 4, generator=generator) * 0.1
+    path = tmp_path_factory.mktemp("lora") / "lcm_lora.safetensors"
+    save_file({key: value.half() for key, value in lora.items()}, path)
+    return path
+
+
+def _initialised_then_copied(base_folder: Path, motion: Path, lora: Path) -> StreamUNet:
+    """The UNet as loads built it before: initialised at random, then the files' tensors copied in, the LoRA's
+    layers initialised by PEFT, then the LoRA's tensors copied in and fused."""
+    from vcam.model.weights import (
+        base_unet_config,
+        convert_live2diff_motion_state_dict,
+        load_base_state_dict,
+        lora_unet_state_dict,
+        stream_unet_config,
+    )
+
+    unet = StreamUNet(**stream_unet_config(base_unet_config(base_folder), **TINY_OVERRIDES))
+    unet.unet.load_state_dict(load_base_state_dict(base_folder), strict=False)
+    motion_tensors = convert_live2diff_motion_state_dict(load_state_dict_file(motion))
+    unet.load_state_dict({k: v for k, v in motion_tensors.items() if not k.endswith(".pe")}, strict=False)
+    state_dict, alphas = lora_unet_state_dict(lora)
+    unet.unet.load_lora_adapter(state_dict, network_alphas=alphas, prefix="unet", adapter_name="lcm")
+    unet.unet.fuse_lora(lora_scale=0.5, adapter_names=["lcm"])
+    unet.unet.unload_lora()
+    return unet.eval()
+
+
+def test_a_load_runs_no_parameter_init_and_gives_the_same_weights(
+    base_folder: Path, live2diff_ckpt: Path, lcm_lora_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The UNet and the LoRA's layers are built empty and given the files' tensors: no random init runs on real
+    tensors (at SD1.5 size it was seconds of CPU), and every tensor equals what init-then-copy gave."""
+    initialised: list[str] = []
+    for name in INIT_FUNCTIONS:
+        original = getattr(torch.nn.init, name)
+
+        def counting(
+            tensor: torch.Tensor, *args: object, _name: str = name, _original: object = original, **kwargs: object
+        ) -> object:
+            if not tensor.is_meta:
+                initialised.append(f"{_name}{tuple(tensor.shape)}")
+            return _original(tensor, *args, **kwargs)  # type: ignore[operator]
+
+        monkeypatch.setattr(torch.nn.init, name, counting)
+    loaded = load_stream_unet(base_folder, live2diff_ckpt, **TINY_OVERRIDES)
+    fuse_lora(loaded, lcm_lora_file, scale=0.5, adapter_name="lcm")
+    assert initialised == []
+    monkeypatch.undo()
+
+    reference = _initialised_then_copied(base_folder, live2diff_ckpt, lcm_lora_file)
+    assert_same_weights(loaded, reference)
+    for name, tensor in loaded.state_dict().items():  # contiguous, in memory of their own, not views of a file
+        assert tensor.is_contiguous() and tensor.untyped_storage().nbytes() == tensor.nbytes, name
+
+
+def test_a_zip_checkpoint_is_memory_mapped_and_a_legacy_pickle_still_loads(
+    source: StreamUNet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    weights = to_live2diff_names(motion_state(source))
+    zipped, legacy = tmp_path / "zip.ckpt", tmp_path / "legacy.ckpt"
+    torch.save({"state_dict": weights}, zipped)
+    torch.save({"state_dict": weights}, legacy, _use_new_zipfile_serialization=False)
+    mmap_flags: list[bool] = []
+    original_load = torch.load
+
+    def recording_load(*args: object, **kwargs: object) -> object:
+        mmap_flags.append(bool(kwargs.get("mmap")))
+        return original_load(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(torch, "load", recording_load)
+    from_zip = load_state_dict_file(zipped)
+    from_legacy = load_state_dict_file(legacy)
+    assert mmap_flags == [True, False]  # unpickling a zip checkpoint reads no tensor data
+    assert set(from_zip) == set(from_legacy) == set(weights)
+    for key, value in weights.items():
+        assert torch.equal(from_zip[key], value) and torch.equal(from_legacy[key], value), key
+
+
+def test_a_motion_file_without_depth_mapper_leaves_it_initialised(base_folder: Path, adapter_folder: Path) -> None:
+    """The depth mapper (not in a MotionAdapter) gets its own init: its zero last layer keeps the prior off."""
+    from vcam.model.materialize import meta_tensor_names
+
+    loaded = load_stream_unet(base_folder, adapter_folder, **TINY_OVERRIDES)
+    assert meta_tensor_names(loaded) == []
+    assert loaded.depth_mapper is not None and not loaded.depth_mapper.conv_out.weight.any()
+    assert loaded.depth_mapper.conv_in.weight.any()

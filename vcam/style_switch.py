@@ -10,6 +10,9 @@ and the collector walking every object. So:
   runtime's `preload`), with torch's shared libraries opened first through a foreign call that releases the GIL;
   a later load imports nothing;
 - a load runs under `loader_policy()`: the collector off (`vcam.gc_policy.CollectorPause`);
+- at real size, reading the weights holds the GIL only briefly: checkpoints are memory-mapped (no unpickling of
+  tensor data), the UNet is built without init and given its tensors one copy at a time
+  (`vcam.model.materialize`);
 - the loader holds no lock the output thread takes: it hands its result over under the runtime's lock, briefly.
 
 The crossfade runs on the output side by time (`Crossfade`, `CROSSFADE_S`), whatever the model's speed.
@@ -55,6 +58,7 @@ MODEL_STACK_IMPORTS: tuple[tuple[str, str | None], ...] = (
     ("torch", None),
     ("torch.nn.functional", None),
     ("safetensors.torch", None),
+    ("accelerate", "init_empty_weights"),  # `vcam.model.materialize`: models built without init
     ("diffusers", "LCMScheduler"),
     ("diffusers", "AutoencoderKL"),
     ("diffusers", "AutoencoderTiny"),

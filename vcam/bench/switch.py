@@ -46,7 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", type=int, default=3, help="runs per case; figures are medians (default 3)")
     parser.add_argument("--size", default="1280x720", help="output size (default 1280x720)")
     parser.add_argument("--fps", type=float, default=30.0, help="output fps (default 30)")
-    parser.add_argument("--timeout", type=float, default=900.0, help="seconds a load may take (default 900)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=2400.0,
+        help="seconds a load may take, its warmup included (default 2400: at real size a CPU warms for many minutes)",
+    )
     parser.add_argument(
         "--cases", default="startup,switch", help="which loads to measure: startup, switch or both (default both)"
     )
