@@ -45,6 +45,10 @@ def test_onnxruntime_equals_pytorch(t_index_list: tuple[int, ...], tmp_path: Pat
     worst = max(float((a - b).abs().max()) for a, b in zip(exported, reference, strict=True))
     assert worst < 1e-4, worst
     assert backend is not None and backend.providers_used == [["CPUExecutionProvider"]]  # type: ignore[attr-defined]
+    for entry in backend._sessions.values():  # type: ignore[attr-defined]
+        # idle workers sleep: a spinning pool took the CPU from PyTorch and the camera's threads
+        options = entry.session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     (graph,) = tmp_path.glob(f"*-b{len(t_index_list)}-float32-depth-*/stream_step.onnx")
     import onnx
 
