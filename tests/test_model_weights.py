@@ -161,24 +161,12 @@ def test_pickle_with_code_is_refused(tmp_path: Path) -> None:
         load_state_dict_file(path)
 
 
-def test_load_stream_unet_from_diffusers_folder(source: StreamUNet, live2diff_ckpt: Path, tmp_path: Path) -> None:
-    spatial = {k: v for k, v in source.unet.state_dict().items() if ".motion_modules." not in k}
-    base = UNet2DConditionModel(
-        sample_size=16,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=2,
-    )
-    base.load_state_dict(spatial)
-    base.save_pretrained(tmp_path / "unet")
-    loaded = load_stream_unet(tmp_path, live2diff_ckpt, **TINY_OVERRIDES)
+def test_load_stream_unet_from_diffusers_folder(source: StreamUNet, live2diff_ckpt: Path, base_folder: Path) -> None:
+    loaded = load_stream_unet(base_folder, live2diff_ckpt, **TINY_OVERRIDES)
     assert loaded.dtype == torch.float32
     assert_same_weights(loaded, source)
     torch.testing.assert_close(predict(loaded), predict(source), **LOADED_OUTPUT_TOLERANCE)
-    half = load_stream_unet(tmp_path, live2diff_ckpt, torch_dtype=torch.float16, **TINY_OVERRIDES)
+    half = load_stream_unet(base_folder, live2diff_ckpt, torch_dtype=torch.float16, **TINY_OVERRIDES)
     assert half.dtype == torch.float16
 
 
