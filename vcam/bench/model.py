@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import sys
-import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -69,70 +67,6 @@ def wants_grid(args: argparse.Namespace) -> bool:
     return args.model == SD15_RANDOM_NAME or args.plan != "grid" or any(getattr(args, o) for o in GRID_OPTIONS)
 
 
-def _frames(count: int, width: int, height: int) -> list[Any]:
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    texture = rng.integers(0, 256, size=(height, width + 4 * count, 3), dtype=np.uint8)
-    return [np.ascontiguousarray(texture[:, 4 * i : 4 * i + width]) for i in range(count)]
-
-
-def _peak_memory_mb(device_type: str) -> float:
-    if device_type == "cuda":
-        import torch
-
-        return torch.cuda.max_memory_allocated() / 2**20
-    if sys.platform.startswith("linux"):
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return float("nan")
-
-
-def measure(pipeline: StreamPipeline, frames: int) -> dict[str, Any]:
-    """Warm up, then time `frames` calls: ms per frame, per-stage breakdown, latency, memory."""
-    import torch
-
-    images = _frames(pipeline.warmup_frames + frames, pipeline.width, pipeline.height)
-    warmup_started = time.perf_counter()
-    for image in images[: pipeline.warmup_frames]:
-        pipeline.step(image)
-    warmup_seconds = time.perf_counter() - warmup_started
-    pipeline.times.clear()
-    if pipeline.device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    latencies: list[int] = []
-    emitted = 0
-    started = time.perf_counter()
-    for image in images[pipeline.warmup_frames :]:
-        call_index = pipeline.frames_in
-        for result in pipeline.step(image):
-            emitted += 1
-            if result.index >= pipeline.warmup_frames:
-                latencies.append(call_index - result.index)
-    if pipeline.device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - started
-    ms_per_frame = 1000.0 * seconds / frames
-    return {
-        "ms_per_frame": round(ms_per_frame, 3),
-        "fps": round(1000.0 / ms_per_frame, 2),
-        "breakdown_ms": {stage: round(value, 3) for stage, value in pipeline.times.per_call_ms().items()},
-        "latency_frames": max(latencies) if latencies else None,
-        "outputs": emitted,
-        "warmup_s": round(warmup_seconds, 3),
-        "kv_cache_mb": round(pipeline.cache_nbytes() / 2**20, 2),
-        "peak_memory_mb": round(_peak_memory_mb(pipeline.device.type), 1),
-    }
-
-
-def _median_run(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run with the median ms per frame (its breakdown and memory figures come with it)."""
-    ordered = sorted(results, key=lambda result: result["ms_per_frame"])
-    return ordered[len(ordered) // 2]
-
-
 def _build(args: argparse.Namespace, t_index_list: tuple[int, ...] | None) -> StreamPipeline:
     from vcam.commands.common import parse_size
 
@@ -176,9 +110,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     if args.repeats is not None and args.repeats < 1:
         raise UserError(f"--repeats {args.repeats} must be 1 or more")
-    if wants_grid(args):
-        from vcam.bench.cells import run_cells
+    from vcam.bench.cells import measure_stream, median_run, run_cells
 
+    if wants_grid(args):
         return run_cells(args)
     args.repeats = 5 if args.repeats is None else args.repeats
     base = _build(args, t_index_list)
@@ -188,10 +122,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         modes = ("pipelined", "sequential") if repeat % 2 == 0 else ("sequential", "pipelined")
         for mode in modes:
             pipeline = base.sibling(stream_batch=mode == "pipelined")
-            runs[mode].append(measure(pipeline, args.frames))
+            runs[mode].append(measure_stream(pipeline, args.frames))
             pipeline.close()
-    result_pipelined = _median_run(runs["pipelined"])
-    result_sequential = _median_run(runs["sequential"])
+    result_pipelined = median_run(runs["pipelined"])
+    result_sequential = median_run(runs["sequential"])
     ratios = [
         s["ms_per_frame"] / p["ms_per_frame"] for p, s in zip(runs["pipelined"], runs["sequential"], strict=True)
     ]
