@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -170,8 +171,28 @@ def test_the_crossfade_weight_follows_the_clock() -> None:
         now = 50.0 + step * 0.05
         expected = min(1.0, step * 0.05 / CROSSFADE_S)
         assert fade.weight(now) == pytest.approx(expected, abs=1e-12)
-        assert np.all(fade.apply(new, now) == np.rint(200 * (1 - expected) + 100 * expected))
+        blended = fade.apply(new, now).astype(np.int16)
+        assert np.all(np.abs(blended - (200 * (1 - expected) + 100 * expected)) <= 0.5 + 1e-6)  # rounded
     assert fade.weight(60.0) == 1.0  # finished: the new look alone
+
+
+def test_the_crossfade_allocates_only_its_output_image() -> None:
+    """The output thread blends every tick of a fade: no float temporaries (at 1280x720 their page faults took a
+    loaded 2-core machine's output thread 130 ms per frame), only the blended uint8 image."""
+    rng = np.random.default_rng(0)
+    old = rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8)
+    new = rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8)
+    fade = Crossfade()
+    fade.start(old, 0.0)
+    tracemalloc.start()
+    try:
+        blended = fade.apply(new, CROSSFADE_S / 3)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * new.nbytes, f"the blend allocated {peak} bytes for a {new.nbytes}-byte image"
+    expected = old.astype(np.float64) * (2 / 3) + new.astype(np.float64) / 3
+    assert np.abs(blended - expected).max() <= 0.5 + 1e-4  # the blend, rounded to the nearest level
 
 
 class SlowBlack(Translator):
@@ -218,7 +239,7 @@ def test_a_switch_fades_in_over_the_output_clock_whatever_the_model_speed() -> N
     assert not np.all(still == 0)
     for index, frame in enumerate(faded):
         weight = min(1.0, index / FPS / CROSSFADE_S)
-        assert np.array_equal(frame, np.rint(still * (1 - weight)).astype(np.uint8)), f"frame {index}"
+        assert np.abs(frame - still * (1 - weight)).max() <= 0.5 + 1e-4, f"frame {index}"  # rounded
     assert np.all(faded[-1] == 0)
 
 

@@ -169,8 +169,11 @@ class Crossfade:
         if self._from is None or alpha >= 1.0 or self._from.shape != image.shape:
             self.cancel()
             return image
-        blended = self._from.astype(np.float32) * (1.0 - alpha) + image.astype(np.float32) * alpha
-        return np.rint(blended).astype(np.uint8)
+        import cv2
+
+        # one pass over uint8 images, no float temporaries: numpy's float32 blend of 1280x720 took the output
+        # thread 130 ms of CPU (page faults of its 11 MB temporaries) on a loaded 2-core machine, a 270 ms gap
+        return cv2.addWeighted(self._from, 1.0 - alpha, image, alpha, 0.0)
 
 
 class StyleLoads:
