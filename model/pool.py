@@ -152,7 +152,8 @@ class ModelPool:
         self._unets: dict[UNetKey, _Entry[StreamUNet]] = {}
         self._parts: dict[PartsKey, _Entry[PipelineParts]] = {}
         self._peak_bytes = 0
-        self._resident_bytes = 0  # recomputed when an entry comes or goes
+        self._resident_bytes = 0  # recounted when an entry comes or goes (`_recount`)
+        self._tables_version = 0  # bumped under `_lock` at each change of the tables
 
     # -- leases ----------------------------------------------------------------------------------------------
 
@@ -207,8 +208,8 @@ class ModelPool:
             entry = _Entry(value, nbytes, unet_lock=threading.Lock() if table is self._unets else None)
             with self._lock:
                 table[key] = entry
-                self._resident_bytes = self._resident_locked()
-                self._peak_bytes = max(self._peak_bytes, self._resident_bytes)
+                self._tables_version += 1
+            self._recount()
             log.info("model pool: loaded %s (%.1f MB)", type(value).__name__, nbytes / MB)
             return entry
 
@@ -221,18 +222,25 @@ class ModelPool:
             if entry.users > 0:
                 return
             del table[key]
-            self._resident_bytes = self._resident_locked()
+            self._tables_version += 1
+        self._recount()
         log.info("model pool: released %s (%.1f MB)", type(entry.value).__name__, entry.nbytes / MB)
 
     # -- figures ---------------------------------------------------------------------------------------------
 
-    def _resident_locked(self) -> int:
-        storages: dict[int, int] = {}
-        for unet_entry in self._unets.values():
-            storages.update(module_storages(_unet_modules(unet_entry.value)))
-        for parts_entry in self._parts.values():
-            storages.update(module_storages(_parts_modules(parts_entry.value)))
-        return sum(storages.values())
+    def _recount(self) -> None:
+        """Recount `resident_bytes` after the tables changed. The walk over every tensor (tens of ms at real size)
+        runs outside `_lock`: a status query, which the output thread makes, never waits for it. The count of the
+        newest tables wins: an older recount that finishes later is dropped."""
+        with self._lock:
+            version = self._tables_version
+            held = [module for entry in self._unets.values() for module in _unet_modules(entry.value)]
+            held += [module for entry in self._parts.values() for module in _parts_modules(entry.value)]
+        total = sum(module_storages(held).values())
+        with self._lock:
+            if version == self._tables_version:
+                self._resident_bytes = total
+                self._peak_bytes = max(self._peak_bytes, total)
 
     def resident_bytes(self) -> int:
         """Bytes of the model tensors the pool holds now (a storage shared by two entries counted once)."""

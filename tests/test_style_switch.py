@@ -147,6 +147,59 @@ def test_the_output_thread_waits_on_nothing_a_load_holds(where: str) -> None:
     assert gc.isenabled()
 
 
+class _SlowToCount(Translator):
+    """A model whose memory figure is slow to answer for one caller (the pool counting a load at real size)."""
+
+    name = "slow-to-count"
+
+    def __init__(self) -> None:
+        self.counting = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        return 255 - image
+
+    def resident_memory_mb(self) -> float:
+        if threading.current_thread().name == "status-caller":
+            self.counting.set()
+            self.release.wait(30)
+        return 1.0
+
+
+def test_a_status_query_holds_nothing_the_output_thread_takes() -> None:
+    """While a status query waits for a model's memory figure (answered under the model pool's lock, which a load
+    holds), every clock tick still sends exactly one frame: the query asks other components outside the runtime's
+    lock, which the output thread takes every tick."""
+    clock = ManualClock()
+    translator = _SlowToCount()
+    sink = RecordingSink(clock)
+    runtime = Runtime(
+        DemoSource(W, H, FPS),
+        [sink],
+        width=W,
+        height=H,
+        fps=FPS,
+        style="slow-to-count",
+        translator_loader=lambda name: translator,
+        clock=clock,
+    )
+    runtime.start()
+    asker = threading.Thread(target=runtime.status, name="status-caller", daemon=True)
+    try:
+        wait_for(lambda: runtime.status().style == "slow-to-count", what="the style shown")
+        first = len(sink.frames)
+        asker.start()
+        wait_for(translator.counting.is_set, what="the status query inside the memory figure")
+        for tick in range(1, 31):
+            clock.advance(1 / FPS)
+            wait_for(lambda tick=tick: len(sink.frames) == first + tick, what=f"frame {tick} during the query")
+    finally:
+        translator.release.set()
+        runtime.stop()
+    asker.join(30)
+    assert not asker.is_alive()
+
+
 def test_the_runtime_preloads_before_its_first_frame() -> None:
     sink = RecordingSink()
     seen: list[tuple[int, list[str]]] = []

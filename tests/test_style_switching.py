@@ -10,6 +10,7 @@ fails to load leaves the old one running with the error in the status.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -128,6 +129,42 @@ def test_real_loader_builds_the_style_from_the_cache(config: Config, tiny_set: T
     assert pool.unets() == [unet]  # tiny-b still uses it
     translator_b.close()
     assert pool.unets() == [] and pool.resident_bytes() == 0
+
+
+def test_the_pool_answers_its_memory_figure_while_a_load_counts_its_tensors(
+    config: Config, pool: ModelPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runtime's status (the output thread asks it every 15 ticks) reads the pool's resident bytes. After a load
+    the pool recounts them by walking every tensor (tens of ms at real size): that walk (a load's second one,
+    after the new model's own count) must not hold the lock the figure is read under."""
+    walks: list[str] = []
+    counting, release = threading.Event(), threading.Event()
+
+    def slow_walk(modules: list[Any]) -> dict[int, int]:
+        if threading.current_thread().name == "loader":
+            walks.append("walk")
+            if len(walks) == 2:
+                counting.set()
+                release.wait(30)
+        return module_storages(modules)
+
+    monkeypatch.setattr("vcam.model.pool.module_storages", slow_walk)
+    loaded: list[Any] = []
+    loader = threading.Thread(target=lambda: loaded.append(load_translator("tiny-a", config)), name="loader")
+    loader.start()
+    answers: list[int] = []
+    try:
+        wait_for(counting.is_set, timeout=120, what="the pool recounting after the UNet's load")
+        asker = threading.Thread(target=lambda: answers.append(pool.resident_bytes()), daemon=True)
+        asker.start()
+        wait_for(lambda: answers, what="the pool's memory figure during the recount")
+    finally:
+        release.set()
+        loader.join(120)
+    assert answers == [0]  # the recount had not finished: nothing counted yet
+    assert pool.resident_bytes() > 0
+    loaded[0].close()
+    assert pool.resident_bytes() == 0
 
 
 def test_the_depth_rate_reaches_the_pipeline_through_the_real_loader(

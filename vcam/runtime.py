@@ -383,23 +383,26 @@ class Runtime(OutputThread):
                 state = "running"
             segment_mode = self._segmentation.mode if self._segmentation is not None else "off"
             figures = {**stats.figures(now), **latency_status(self._latency.figures(now), self._audio_offset_ms)}
-            profile, rung, rungs = self._profile.describe() if self._profile is not None else ("off", "", ())
-            return Status(
-                state=state,
-                style=self._style,
-                segment=segment_mode,
-                source=self.source.description,
-                sinks=tuple(sink.description for sink in self._outputs.working()),
-                **figures,
-                delay_ms=self._delay_ms,
-                profile=profile,
-                profile_settings=rung,
-                profiles=rungs,
-                last_error=translator.problem or self._last_error,
-                preview_url=self._preview_url,
-                styles_loading=loading,
-                model_memory_mb=round(max(held.resident_memory_mb() for held in holding), 1),
-            )
+            style, delay_ms, last_error = self._style, self._delay_ms, translator.problem or self._last_error
+        # outside the runtime's lock, which the output thread takes every tick: what other components answer under
+        # their own locks (the model pool's, the profile's)
+        profile, rung, rungs = self._profile.describe() if self._profile is not None else ("off", "", ())
+        return Status(
+            state=state,
+            style=style,
+            segment=segment_mode,
+            source=self.source.description,
+            sinks=tuple(sink.description for sink in self._outputs.working()),
+            **figures,
+            delay_ms=delay_ms,
+            profile=profile,
+            profile_settings=rung,
+            profiles=rungs,
+            last_error=last_error,
+            preview_url=self._preview_url,
+            styles_loading=loading,
+            model_memory_mb=round(max(held.resident_memory_mb() for held in holding), 1),
+        )
 
     def _notify(self) -> None:
         status = self.status()
