@@ -15,6 +15,7 @@ from tests.fakes.camera import FakeCamera, FakeCameraWorld
 from tests.fakes.clock import ManualClock
 from tests.test_runtime import RecordingSink
 from vcam.frame import Frame
+from vcam.frame_stats import FrameStats
 from vcam.latency import (
     LATENCY_STAGES,
     FrameTiming,
@@ -160,6 +161,26 @@ def test_meter_figures_cover_only_the_window() -> None:
         {"queue": 10.0, "segment": 0.0, "translate": 80.0, "composite": 0.0, "send_wait": 10.0}
     )
     assert LatencyMeter().figures(now=0.0).latency_ms_p50 == 0.0
+    # the status computes its figures from a snapshot, outside the runtime's lock: later frames do not change it
+    snapshot = meter.snapshot()
+    meter.record(FrameTiming(11.0, 11.0, 11.0, 11.9, 11.9), 11.95)
+    assert snapshot.figures(now=11.1) == figures
+    assert meter.figures(now=11.95).latency_ms_p95 == pytest.approx(950.0)
+
+
+def test_frame_stats_snapshot_gives_the_same_figures_and_stays_as_taken() -> None:
+    stats = FrameStats()
+    for n in range(90):
+        stats.captured.append(n / 30)
+        stats.sent.append(n / 30 + 0.01)
+        stats.latency_ms.append(10.0 + n % 7)
+        stats.translate_ms.append(5.0 + n % 3)
+    stats.frames_out, stats.dropped, stats.repeated = 90, 2, 3
+    snapshot = stats.snapshot()
+    assert snapshot.figures(now=3.0) == stats.figures(now=3.0)
+    stats.sent.append(3.0)
+    stats.frames_out += 1
+    assert snapshot.frames_out == 90 and len(snapshot.sent) == 90
 
 
 @pytest.mark.parametrize(("delay", "cost_ticks"), [(0, 2.0), (2, 2.0), (3, 3.0)])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -29,7 +30,7 @@ from vcam.imaging import slate
 from vcam.runtime import Runtime
 from vcam.sources.base import Source
 from vcam.sources.demo import DemoSource
-from vcam.style_switch import CROSSFADE_S, RECENT_FRAMES, Crossfade
+from vcam.style_switch import CROSSFADE_S, LOADER_NICE, RECENT_FRAMES, Crossfade
 from vcam.translators.base import Translator
 
 W, H, FPS = 64, 48, 30.0
@@ -145,6 +146,49 @@ def test_the_output_thread_waits_on_nothing_a_load_holds(where: str) -> None:
         runtime.stop()
     assert loader.collector_enabled_inside is False
     assert gc.isenabled()
+
+
+def _nice(thread_id: int) -> int:
+    return os.getpriority(os.PRIO_PROCESS, thread_id)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+def test_a_load_and_the_threads_it_starts_run_below_the_runtimes_threads() -> None:
+    """A load (and its warmup) runs `LOADER_NICE` levels lower, with the threads it starts (torch's OpenMP workers
+    inherit it that way); the runtime's threads keep the process's priority."""
+    base = _nice(threading.get_native_id())
+    seen: dict[str, int] = {}
+
+    class Niced(Translator):
+        name = "niced"
+
+        def __call__(self, image: np.ndarray) -> np.ndarray:
+            seen.setdefault("work", _nice(threading.get_native_id()))
+            return image
+
+        def warmup(self, images: list[np.ndarray]) -> None:
+            seen["warmup"] = _nice(threading.get_native_id())
+            started = threading.Thread(target=lambda: seen.setdefault("started", _nice(threading.get_native_id())))
+            started.start()
+            started.join()
+
+    def load(name: str) -> Translator:
+        seen["load"] = _nice(threading.get_native_id())
+        return Niced()
+
+    runtime = Runtime(DemoSource(W, H, FPS), [RecordingSink()], width=W, height=H, fps=FPS, translator_loader=load)
+    runtime.start()
+    try:
+        runtime.set_style("niced")
+        wait_for(lambda: "work" in seen, what="the loaded style running")
+        output = next(thread for thread in threading.enumerate() if thread.name == "vcam-output")
+        assert output.native_id is not None
+        seen["output"] = _nice(output.native_id)
+    finally:
+        runtime.stop()
+    lowered = min(19, base + LOADER_NICE)
+    assert seen == {"load": lowered, "warmup": lowered, "started": lowered, "work": base, "output": base}
+    assert _nice(threading.get_native_id()) == base
 
 
 class _SlowToCount(Translator):

@@ -32,7 +32,8 @@ def _percentile(values: Sequence[float], q: float) -> float:
 class FrameStats:
     """Monotonic times of captured, finished and sent frames, latencies, stage times and counters.
 
-    Written by the runtime's threads under the runtime's lock; `figures` is read under it too.
+    Written by the runtime's threads under the runtime's lock; a `snapshot` taken under it gives the `figures`
+    outside it (the output thread takes that lock every tick).
     """
 
     captured: deque[float] = field(default_factory=lambda: deque(maxlen=1024))
@@ -44,6 +45,20 @@ class FrameStats:
     frames_out: int = 0
     dropped: int = 0
     repeated: int = 0
+
+    def snapshot(self) -> FrameStats:
+        """A copy (the deques copied in C: microseconds) to compute `figures` from without the runtime's lock."""
+        return FrameStats(
+            captured=self.captured.copy(),
+            sent=self.sent.copy(),
+            finished=self.finished.copy(),
+            latency_ms=self.latency_ms.copy(),
+            segment_ms=self.segment_ms.copy(),
+            translate_ms=self.translate_ms.copy(),
+            frames_out=self.frames_out,
+            dropped=self.dropped,
+            repeated=self.repeated,
+        )
 
     def figures(self, now: float) -> dict[str, Any]:
         """The `vcam.status.Status` fields these counters give, at monotonic time `now`."""

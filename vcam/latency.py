@@ -88,7 +88,7 @@ class LatencyFigures:
 class LatencyMeter:
     """Collects the send time and stage times of every new frame sent; `figures(now)` sums up the window.
 
-    Not thread-safe: the runtime calls it under its lock.
+    Not thread-safe: the runtime records under its lock, and takes a `snapshot` under it to compute `figures`.
     """
 
     def __init__(self, window_s: float = LATENCY_WINDOW_S, max_frames: int = 1024) -> None:
@@ -101,6 +101,12 @@ class LatencyMeter:
 
     def clear(self) -> None:
         self._sent.clear()
+
+    def snapshot(self) -> LatencyMeter:
+        """A copy (the deque copied in C) whose `figures` can be computed without the caller's lock."""
+        copy = LatencyMeter(self.window_s)
+        copy._sent = self._sent.copy()
+        return copy
 
     def figures(self, now: float) -> LatencyFigures:
         recent = [entry for entry in self._sent if now - entry[0] <= self.window_s]

@@ -150,8 +150,9 @@ class OutputThread:
         with self._lock:
             steady = not (self._loads.loading() or self._loads.has_pending or self._paused or self._camera_lost)
             steady = steady and not self._translator.warming_up
-            fps = self._latency.figures(now).fps_content
-            call_ms = float(np.median(self._stats.translate_ms)) if self._stats.translate_ms else 0.0
+            latency, translate_ms = self._latency.snapshot(), self._stats.translate_ms.copy()
+        fps = latency.figures(now).fps_content
+        call_ms = float(np.median(translate_ms)) if translate_ms else 0.0
         settings = self._profile.observe(now, fps, steady, call_ms)
         if settings is not None:
             self.set_style(self._style, settings)

@@ -359,7 +359,7 @@ class Runtime(OutputThread):
     def status(self) -> Status:
         now = self._clock.now()
         with self._lock:
-            stats = self._stats
+            stats, latency = self._stats.snapshot(), self._latency.snapshot()
             translator = self._translator
             pending = self._loads.pending_translator()
             holding = [translator] if pending is None else [translator, pending]
@@ -382,10 +382,11 @@ class Runtime(OutputThread):
             else:
                 state = "running"
             segment_mode = self._segmentation.mode if self._segmentation is not None else "off"
-            figures = {**stats.figures(now), **latency_status(self._latency.figures(now), self._audio_offset_ms)}
             style, delay_ms, last_error = self._style, self._delay_ms, translator.problem or self._last_error
-        # outside the runtime's lock, which the output thread takes every tick: what other components answer under
-        # their own locks (the model pool's, the profile's)
+            audio_offset_ms = self._audio_offset_ms
+        # outside the runtime's lock, which the output thread takes every tick: the figures' Python work, and what
+        # other components answer under their own locks (the model pool's, the profile's)
+        figures = {**stats.figures(now), **latency_status(latency.figures(now), audio_offset_ms)}
         profile, rung, rungs = self._profile.describe() if self._profile is not None else ("off", "", ())
         return Status(
             state=state,

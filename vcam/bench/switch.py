@@ -5,7 +5,8 @@ the way `vcam run` builds it (the model libraries imported before the first fram
 - start-up: the runtime starts with the style configured: the camera image flows while it loads and warms;
 - switch: the runtime starts on the classic `cartoon` look and switches to the style.
 Reported per case: the longest output gap from the load's start until the style is shown plus one second,
-in ms and in frame intervals (medians over the runs), and the load time. A baseline gap with no load (the
+in ms and in frame intervals (medians over the runs), the load time, and on Linux the CPU time the hypervisor
+took from this machine meanwhile (steal: every thread stops). A baseline gap with no load (the
 same runtime on `cartoon` alone) says what the machine's scheduling adds by itself.
 """
 
@@ -101,6 +102,16 @@ def _timed_runtime(
     return runtime, send_times
 
 
+def _stolen_seconds() -> float | None:
+    """Seconds of CPU time the hypervisor gave to other guests so far (/proc/stat's steal; None off Linux)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 and fields[0] == "cpu" else None
+
+
 def _one_run(args: argparse.Namespace, style: str, case: str, width: int, height: int) -> dict[str, float]:
     import numpy as np
 
@@ -167,7 +178,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "runs": args.runs,
     }
     for case in cases:
+        stolen_before = _stolen_seconds()
         runs = [_one_run(args, style, case, width, height) for _ in range(args.runs)]
+        stolen_after = _stolen_seconds()
         log.info("%s: %s", case, runs)
         gaps = [run["longest_gap_ms"] for run in runs]
         median_gap = statistics.median(gaps)
@@ -177,6 +190,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "longest_gap_frame_intervals_median": round(median_gap / interval_ms, 2),
             "load_s_median": round(statistics.median(run["load_s"] for run in runs), 2),
         }
+        if stolen_before is not None and stolen_after is not None:  # a virtual machine's CPUs taken by its host
+            result[case]["cpu_steal_s"] = round(stolen_after - stolen_before, 2)
     baseline = [_baseline(args, width, height, args.baseline_seconds) for _ in range(args.runs)]
     result["baseline_no_load_longest_gap_ms_median"] = round(statistics.median(baseline), 1)
     result["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}"
