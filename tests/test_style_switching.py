@@ -289,6 +289,13 @@ def test_switching_styles_mid_stream_has_no_gap_and_frees_the_old_base(
     assert runtime.status().model_memory_mb == pytest.approx(one_y / MB, abs=0.1)
     assert pool.peak_bytes() == one_x + _nbytes(unet_y)  # two bases during the switch, the parts once
     assert runtime.status().last_error is None
+    # the loads froze what was alive out of the collector's view (`CollectorPause`), the runtime with its callback
+    # cycles among it: once stopped it must hold no model, or a process that runs again would keep the old models
+    unet_y_ref = weakref.ref(unet_y)
+    del unet_y, translator_c
+    runtime.stop()
+    assert unet_y_ref() is None, "the stopped runtime still holds its style's UNet"
+    assert pool.unets() == [] and pool.resident_bytes() == 0
     # no gap: checked by mechanism in test_style_switch.py (the output thread waits on nothing a load holds), not
     # by wall time here (a loaded 2-core machine stretches any gap); the frames kept coming through the switches
     assert camera.frames_received > first

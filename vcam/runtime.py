@@ -226,6 +226,8 @@ class Runtime(OutputThread):
             self._close_quietly(sink)
         self._close_quietly(self.source)
         self._close_quietly(self._translator)
+        with self._lock:  # a stopped runtime holds no model: it may live on, e.g. frozen out of the collector's
+            self._translator = PassthroughTranslator()  # view (`CollectorPause`) with the cycles its callbacks make
         if self._segmentation is not None:
             self._close_quietly(self._segmentation)
         self._notify()
