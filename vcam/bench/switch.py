@@ -5,9 +5,9 @@ the way `vcam run` builds it (the model libraries imported before the first fram
 - start-up: the runtime starts with the style configured: the camera image flows while it loads and warms;
 - switch: the runtime starts on the classic `cartoon` look and switches to the style.
 Reported per case: the longest output gap from the load's start until the style is shown plus one second,
-in ms and in frame intervals (medians over the runs), the load time, and on Linux the CPU time the hypervisor
-took from this machine meanwhile (steal: every thread stops). A baseline gap with no load (the
-same runtime on `cartoon` alone) says what the machine's scheduling adds by itself.
+in ms and in frame intervals (medians over the runs, each in a fresh process), the load time, and on Linux
+the CPU time the hypervisor took from this machine meanwhile (steal: every thread stops). A baseline gap with
+no load (the same runtime on `cartoon` alone) says what the machine's scheduling adds by itself.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -112,6 +113,15 @@ def _stolen_seconds() -> float | None:
     return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 and fields[0] == "cpu" else None
 
 
+def _in_a_fresh_process(function: Callable[..., Any], *arguments: Any) -> Any:
+    """`function(*arguments)` in a new interpreter: each run starts the way `vcam run` does, with nothing that an
+    earlier run loaded, froze out of the collector or left in the allocator (at real size that is gigabytes)."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(function, arguments)
+
+
 def _one_run(args: argparse.Namespace, style: str, case: str, width: int, height: int) -> dict[str, float]:
     import numpy as np
 
@@ -179,7 +189,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     for case in cases:
         stolen_before = _stolen_seconds()
-        runs = [_one_run(args, style, case, width, height) for _ in range(args.runs)]
+        runs = [_in_a_fresh_process(_one_run, args, style, case, width, height) for _ in range(args.runs)]
         stolen_after = _stolen_seconds()
         log.info("%s: %s", case, runs)
         gaps = [run["longest_gap_ms"] for run in runs]
@@ -192,7 +202,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         if stolen_before is not None and stolen_after is not None:  # a virtual machine's CPUs taken by its host
             result[case]["cpu_steal_s"] = round(stolen_after - stolen_before, 2)
-    baseline = [_baseline(args, width, height, args.baseline_seconds) for _ in range(args.runs)]
+    baseline = [_in_a_fresh_process(_baseline, args, width, height, args.baseline_seconds) for _ in range(args.runs)]
     result["baseline_no_load_longest_gap_ms_median"] = round(statistics.median(baseline), 1)
     result["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}"
     result["load_average"] = [round(value, 2) for value in os.getloadavg()]
