@@ -25,6 +25,7 @@ import pytest
 from tests.fakes.clock import ManualClock
 from tests.test_runtime import DelayedTranslator, RecordingSink
 from tests.waiting import wait_for
+from vcam.clock import SYSTEM_CLOCK
 from vcam.frame import Frame
 from vcam.imaging import slate
 from vcam.runtime import Runtime
@@ -44,6 +45,22 @@ def _is_slate(image: np.ndarray) -> bool:
         slate(W, H, "Camera unavailable", "reconnecting..."),
     ]
     return any(np.array_equal(image, card) for card in cards)
+
+
+def _demo_runtime(
+    translator: Translator, sink: RecordingSink, style: str = "passthrough", clock: ManualClock | None = None
+) -> Runtime:
+    """The demo source into `sink` at W x H, FPS (on `clock`, else the system's); every style loads `translator`."""
+    return Runtime(
+        DemoSource(W, H, FPS),
+        [sink],
+        width=W,
+        height=H,
+        fps=FPS,
+        style=style,
+        translator_loader=lambda name: translator,
+        clock=clock if clock is not None else SYSTEM_CLOCK,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- 1. loads never hold
@@ -217,16 +234,7 @@ def test_a_status_query_holds_nothing_the_output_thread_takes() -> None:
     clock = ManualClock()
     translator = _SlowToCount()
     sink = RecordingSink(clock)
-    runtime = Runtime(
-        DemoSource(W, H, FPS),
-        [sink],
-        width=W,
-        height=H,
-        fps=FPS,
-        style="slow-to-count",
-        translator_loader=lambda name: translator,
-        clock=clock,
-    )
+    runtime = _demo_runtime(translator, sink, "slow-to-count", clock)
     runtime.start()
     asker = threading.Thread(target=runtime.status, name="status-caller", daemon=True)
     try:
@@ -310,15 +318,7 @@ def test_a_switch_fades_in_over_the_output_clock_whatever_the_model_speed() -> N
     clock = ManualClock()
     sink = RecordingSink(clock)
     translator = SlowBlack()
-    runtime = Runtime(
-        DemoSource(W, H, FPS),
-        [sink],
-        width=W,
-        height=H,
-        fps=FPS,
-        translator_loader=lambda name: translator,
-        clock=clock,
-    )
+    runtime = _demo_runtime(translator, sink, clock=clock)
     runtime.start()
     try:
         wait_for(lambda: len(sink.frames) == 1, what="the first frame")
@@ -366,15 +366,7 @@ class CountingWarmup(Translator):
 def test_the_configured_style_warms_on_real_frames_while_the_camera_flows() -> None:
     translator = CountingWarmup()
     sink = RecordingSink()
-    runtime = Runtime(
-        DemoSource(W, H, FPS),
-        [sink],
-        width=W,
-        height=H,
-        fps=FPS,
-        style="counting",
-        translator_loader=lambda name: translator,
-    )
+    runtime = _demo_runtime(translator, sink, "counting")
     translator.runtime = runtime
     runtime.start()
     try:
