@@ -33,6 +33,7 @@ import numpy as np
 from vcam.model.depth import check_depth_every
 from vcam.model.noise import DEFAULT_NOISE, NOISE_MODES, StreamNoise, check_noise_mode
 from vcam.model.overlap import EncodeOverlap
+from vcam.model.priority import lower_thread_priority
 from vcam.model.similar_filter import SimilarFrameFilter
 from vcam.model.stage_times import STAGES, StageTimes
 from vcam.model.stream_state import EncodedFrame, InFlight, PromptState, SkippedFrame, StreamResult, StreamStepPlan
@@ -293,7 +294,7 @@ class StreamPipeline:
             generation = self._switch_generation
             thread = threading.Thread(
                 target=self._prepare_switch,
-                args=(prompt, frames, generation),
+                args=(prompt, frames, generation, background),
                 name="vcam-prompt-warmup",
                 daemon=True,
             )
@@ -551,10 +552,13 @@ class StreamPipeline:
     # ----------------------------------------------------------------------------------------------
     # prompt switch
 
-    def _prepare_switch(self, prompt: str, frames: list[EncodedFrame], generation: int) -> None:
-        """Background: the new prompt's embeddings, caches and warmup on the most recent frames."""
+    def _prepare_switch(self, prompt: str, frames: list[EncodedFrame], generation: int, own_thread: bool) -> None:
+        """Background: the new prompt's embeddings, caches and warmup on the most recent frames (in `own_thread`:
+        below the frame loop's threads in CPU priority)."""
         import torch
 
+        if own_thread:
+            lower_thread_priority()
         try:
             state = self._make_prompt_state(prompt)
             if frames:

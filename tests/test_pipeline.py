@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from vcam.model.pipeline import StreamPipeline, StreamResult
+from vcam.model.priority import BACKGROUND_NICE
 from vcam.model.similar_filter import SimilarFrameFilter
 from vcam.model.tiny import build_tiny_pipeline
 
@@ -165,6 +169,29 @@ def test_prompt_change_runs_in_the_background_without_a_gap() -> None:
         assert torch.equal(recorded["embeds"][0], expected[0])
     # the new caches got the warmup on the most recent frames, then the stream frames after the switch
     assert pipeline._prompt.caches.frames_seen(0) == WARMUP + (len(frames) - switched_at)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+def test_a_new_prompts_background_warmup_runs_below_the_frame_loop() -> None:
+    """The background warmup of a new prompt runs `BACKGROUND_NICE` levels below the caller's thread; one run in
+    the caller (`background=False`) leaves the caller's priority alone."""
+    pipeline = build_tiny_pipeline(prompt="old prompt")
+    for frame in moving_frames(WARMUP + 1):
+        pipeline.step(frame)
+    seen: list[int] = []
+    make_state = pipeline._make_prompt_state
+
+    def recording(prompt: str) -> Any:  # the first step of the warmup, in its thread
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return make_state(prompt)
+
+    pipeline._make_prompt_state = recording  # type: ignore[method-assign]
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    pipeline.set_prompt("new prompt")
+    assert pipeline.wait_prompt_switch(timeout=60)
+    pipeline.set_prompt("third prompt", background=False)
+    assert seen == [min(19, base + BACKGROUND_NICE), base]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
 
 
 def test_prompt_set_before_the_warmup_replaces_the_prompt() -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from vcam.model.priority import BACKGROUND_NICE
 
 from tests.fakes.clock import ManualClock
 from tests.test_runtime import DelayedTranslator, RecordingSink
@@ -31,7 +32,7 @@ from vcam.imaging import slate
 from vcam.runtime import Runtime
 from vcam.sources.base import Source
 from vcam.sources.demo import DemoSource
-from vcam.style_switch import CROSSFADE_S, LOADER_NICE, RECENT_FRAMES, Crossfade
+from vcam.style_switch import CROSSFADE_S, RECENT_FRAMES, Crossfade
 from vcam.translators.base import Translator
 
 W, H, FPS = 64, 48, 30.0
@@ -171,7 +172,7 @@ def _nice(thread_id: int) -> int:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
 def test_a_load_and_the_threads_it_starts_run_below_the_runtimes_threads() -> None:
-    """A load (and its warmup) runs `LOADER_NICE` levels lower, with the threads it starts (torch's OpenMP workers
+    """A load (and its warmup) runs `BACKGROUND_NICE` levels lower, with the threads it starts (torch's OpenMP workers
     inherit it that way); the runtime's threads keep the process's priority."""
     base = _nice(threading.get_native_id())
     seen: dict[str, int] = {}
@@ -203,7 +204,7 @@ def test_a_load_and_the_threads_it_starts_run_below_the_runtimes_threads() -> No
         seen["output"] = _nice(output.native_id)
     finally:
         runtime.stop()
-    lowered = min(19, base + LOADER_NICE)
+    lowered = min(19, base + BACKGROUND_NICE)
     assert seen == {"load": lowered, "warmup": lowered, "started": lowered, "work": base, "output": base}
     assert _nice(threading.get_native_id()) == base
 

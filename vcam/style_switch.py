@@ -10,7 +10,7 @@ and the collector walking every object. So:
   runtime's `preload`), with torch's shared libraries opened first through a foreign call that releases the GIL;
   a later load imports nothing;
 - a load runs under `loader_policy()`: the collector off (`vcam.gc_policy.CollectorPause`), and the loading thread
-  with its OpenMP workers at a lower CPU priority (`LOADER_NICE`): the runtime's threads get a core first;
+  with its OpenMP workers at a lower CPU priority (`vcam.model.priority`): the runtime's threads get a core first;
 - at real size, reading the weights holds the GIL only briefly: checkpoints are memory-mapped (no unpickling of
   tensor data), the UNet is built without init and given its tensors one copy at a time
   (`vcam.model.materialize`);
@@ -38,6 +38,7 @@ import numpy as np
 
 from vcam.errors import UserError
 from vcam.gc_policy import CollectorPause
+from vcam.model.priority import lower_thread_priority
 
 if TYPE_CHECKING:
     from vcam.profile import ProfileController, ProfileSettings
@@ -49,10 +50,6 @@ log = logging.getLogger(__name__)
 RECENT_FRAMES = 8
 #: seconds over which the output blends from the old look to the new one, from the new look's first frame
 CROSSFADE_S = 0.3
-#: nice levels below the process's at which a style loads and warms (Linux): on a CPU its warmup's kernels keep
-#: every core busy, and at the same priority the output, capture and status threads, or the one holding a lock or
-#: the GIL they wait for, queued behind them (real-size warmup on 2 cores: 150-170 ms output gaps)
-LOADER_NICE = 10
 #: torch's shared libraries, in dependency order, opened without the GIL before `import torch`
 TORCH_LIBRARIES = ("libgomp.so.1", "libc10.so", "libtorch_cpu.so", "libtorch.so", "libtorch_global_deps.so")
 #: (module, attribute or None) a model load imports; attributes of diffusers' and transformers' lazy modules
@@ -136,22 +133,10 @@ def preload_model_stack() -> None:
     log.debug("model stack imported")
 
 
-def lower_thread_priority(steps: int = LOADER_NICE) -> None:
-    """Run the calling thread, and the threads it starts from now on (torch's OpenMP workers: Linux threads inherit
-    their creator's nice value), `steps` nice levels lower, up to 19. Linux only: elsewhere it does nothing."""
-    if not sys.platform.startswith("linux"):
-        return
-    thread = threading.get_native_id()
-    try:
-        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + steps))
-    except OSError as error:  # a sandbox that forbids it: the load runs at the normal priority
-        log.debug("could not lower the loader's priority: %s", error)
-
-
 @contextmanager
 def loader_policy() -> Iterator[None]:
     """How a style load runs in its own thread: imports done beforehand, the collector paused (its walks hold the
-    GIL) and the thread at a lower CPU priority (`lower_thread_priority`, for good: the thread ends with the load)."""
+    GIL) and the thread at a lower CPU priority (`lower_thread_priority`: the thread ends with the load)."""
     lower_thread_priority()
     with CollectorPause():
         yield
