@@ -131,11 +131,11 @@ def test_a_prompt_change_runs_beside_the_frames_and_is_never_waited_for(
     threads: list[str] = []
     original = StreamPipeline._prepare_switch
 
-    def gated(self: StreamPipeline, prompt: str, frames: list[Any], generation: int) -> None:
+    def gated(self: StreamPipeline, prompt: str, frames: list[Any], generation: int, own_thread: bool) -> None:
         threads.append(threading.current_thread().name)
         held.set()
         release.wait(60)
-        original(self, prompt, frames, generation)
+        original(self, prompt, frames, generation, own_thread)
 
     monkeypatch.setattr(StreamPipeline, "_prepare_switch", gated)
     frames = DistinctFrames()
