@@ -123,5 +123,20 @@ def test_switch_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
         )
         if sys.platform.startswith("linux"):  # the hypervisor's share while it ran (0 on bare metal)
             assert figures["cpu_steal_s"] >= 0
+            assert len(figures["steal_in_longest_gap_ms"]) == 1
+            assert figures["longest_steal_free_gap_ms_median"] <= figures["longest_gap_ms_median"]
     assert result["baseline_no_load_longest_gap_ms_median"] > 0
     assert main(["bench", "switch", "--runs", "0"]) == 2
+
+
+def test_switch_gaps_say_what_the_hypervisor_stole_during_them() -> None:
+    """Sends at 0, 33, 133 (20 ms stolen meanwhile) and 183 ms: the longest gap is 100 ms with 20 ms stolen; the
+    longest in which nothing was stolen, 50 ms. Without steal counts (off Linux) only the longest gap."""
+    from vcam.bench.switch import _gap_figures
+
+    sends = [(0.0, 5.0), (0.033, 5.0), (0.133, 5.02), (0.183, 5.02)]
+    figures = _gap_figures(sends)
+    assert figures["longest_gap_ms"] == pytest.approx(100.0)
+    assert figures["steal_in_longest_gap_ms"] == pytest.approx(20.0)
+    assert figures["longest_steal_free_gap_ms"] == pytest.approx(50.0)
+    assert _gap_figures([(time, None) for time, _ in sends]) == {"longest_gap_ms": pytest.approx(100.0)}

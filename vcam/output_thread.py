@@ -27,6 +27,7 @@ from vcam.sources.pacing import FramePacer
 from vcam.style_switch import Crossfade
 
 if TYPE_CHECKING:
+    from vcam.output_gate import OutputGate
     from vcam.profile import ProfileController, ProfileSettings
     from vcam.sinks.fanout import SinkFanout
     from vcam.style_switch import StyleLoads
@@ -62,6 +63,7 @@ class OutputThread:
     _max_frames: int | None
     _last_error: str | None
     _loads: StyleLoads
+    _gate: OutputGate
     _translator: Translator
     _style: str
     _profile: ProfileController | None
@@ -107,6 +109,12 @@ class OutputThread:
                 return
 
     def _output_loop(self) -> None:
+        try:
+            self._send_loop()
+        finally:
+            self._gate.open()  # no frame to give way to any more
+
+    def _send_loop(self) -> None:
         self._wait_for_first_frame()
         pacer = FramePacer(self.fps, self._clock, stop=self._stop)  # far behind (suspended?): it restarts the clock
         crossfade = Crossfade()
@@ -114,6 +122,7 @@ class OutputThread:
         last_serial = -1
         last_slate: np.ndarray | None = None  # the card sent last, if the last frame sent was a card
         while not self._stop.is_set():
+            self._gate.expect(pacer.due(tick))  # background model work waits from just before it until it is sent
             if not pacer.wait(tick):
                 break
             image, serial, timing = self._frame_to_send(last_serial, self._clock.now(), crossfade, last_slate)

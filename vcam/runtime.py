@@ -42,6 +42,7 @@ from vcam.frame_stats import FrameStats
 from vcam.gc_policy import freeze_survivors
 from vcam.imaging import fit_cover
 from vcam.latency import FrameTiming, LatencyMeter, history_length, latency_status
+from vcam.output_gate import OutputGate
 from vcam.output_thread import OutputThread
 from vcam.segment.delay import DelayLine
 from vcam.sinks.fanout import SinkFanout
@@ -141,8 +142,15 @@ class Runtime(OutputThread):
         self._translator: Translator = PassthroughTranslator()
         self._style = "passthrough"
         fallback = (style, fallback_style, lambda: self._style == "passthrough")
+        self._gate = OutputGate(clock)  # the output announces each frame's time; loads give way around it
         self._loads = StyleLoads(
-            self._loader, self._notify, self._style_failed, self._close_quietly, fallback, profile=profile
+            self._loader,
+            self._notify,
+            self._style_failed,
+            self._close_quietly,
+            fallback,
+            profile=profile,
+            gate=self._gate,
         )
         self._paused = False
         self._forget_stream = False  # set on pause, resume and reconnect: the work thread resets the translator

@@ -9,8 +9,9 @@ and the collector walking every object. So:
 - `preload_model_stack()` imports every module a model load needs before the frame loop's output starts (the
   runtime's `preload`), with torch's shared libraries opened first through a foreign call that releases the GIL;
   a later load imports nothing;
-- a load runs under `loader_policy()`: the collector off (`vcam.gc_policy.CollectorPause`), and the loading thread
+- a load runs under `loader_policy()`: the collector off (`vcam.gc_policy.CollectorPause`), the loading thread
   with its OpenMP workers at a lower CPU priority (`vcam.model.priority`): the runtime's threads get a core first;
+  and its torch calls waiting while the output sends a frame (`vcam.output_gate`): the GIL is free for it then;
 - at real size, reading the weights holds the GIL only briefly: checkpoints are memory-mapped (no unpickling of
   tensor data), the UNet is built without init and given its tensors one copy at a time
   (`vcam.model.materialize`);
@@ -30,7 +31,7 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,7 @@ import numpy as np
 from vcam.errors import UserError
 from vcam.gc_policy import CollectorPause
 from vcam.model.priority import lower_thread_priority
+from vcam.output_gate import OutputGate, giving_way
 
 if TYPE_CHECKING:
     from vcam.profile import ProfileController, ProfileSettings
@@ -134,11 +136,12 @@ def preload_model_stack() -> None:
 
 
 @contextmanager
-def loader_policy() -> Iterator[None]:
+def loader_policy(gate: OutputGate | None = None) -> Iterator[None]:
     """How a style load runs in its own thread: imports done beforehand, the collector paused (its walks hold the
-    GIL) and the thread at a lower CPU priority (`lower_thread_priority`: the thread ends with the load)."""
+    GIL), the thread at a lower CPU priority (`lower_thread_priority`: the thread ends with the load) and, with
+    the runtime's `gate`, its torch calls giving way to the output's frames (`vcam.output_gate.giving_way`)."""
     lower_thread_priority()
-    with CollectorPause():
+    with CollectorPause(), giving_way(gate) if gate is not None else nullcontext():
         yield
 
 
@@ -196,12 +199,15 @@ class StyleLoads:
         close: Callable[[Translator], None],
         fallback: tuple[str, str, Callable[[], bool]],
         profile: ProfileController | None = None,
+        gate: OutputGate | None = None,
     ) -> None:
         """`on_done()`: a load finished; `on_failed(error, falling_back)`; `close(translator)`: free one;
-        `fallback`: (configured style, fallback style, "is the plain camera shown?")."""
+        `fallback`: (configured style, fallback style, "is the plain camera shown?"); `gate`: the output's, which
+        the loads give way to."""
         self._fallback = fallback
         self._loader = loader
         self._profile = profile
+        self._gate = gate
         self._recent: deque[np.ndarray] = deque(maxlen=RECENT_FRAMES)
         self._on_done = on_done
         self._on_failed = on_failed
@@ -272,7 +278,7 @@ class StyleLoads:
 
     def _load(self, generation: int, name: str, settings: ProfileSettings | None) -> None:
         try:
-            with loader_policy():
+            with loader_policy(self._gate):
                 profile = self._profile
                 if profile is not None:  # the profile measures its choice on the warmup frames
                     frames = self._warmup_frames(generation)

@@ -7,8 +7,11 @@ the way `vcam run` builds it (the model libraries imported before the first fram
 While it waits for the style it asks the runtime's status at a client's pace (`POLL_S`), one query at a time.
 Reported per case: the longest output gap from the load's start until the style is shown plus one second,
 in ms and in frame intervals (medians over the runs, each in a fresh process), the load time, and on Linux
-the CPU time the hypervisor took from this machine meanwhile (steal: every thread stops). A baseline gap with
-no load (the same runtime on `cartoon` alone) says what the machine's scheduling adds by itself.
+the CPU time the hypervisor took from this machine meanwhile (steal: a virtual CPU stops, with whatever thread it
+ran). The sink also reads the steal counter at each send, so on Linux each run says how much was stolen during
+its longest gap, and its longest gap among the intervals in which the counter did not move (the counter moves in
+ticks of 10 ms per CPU: a smaller theft can hide in such an interval). A baseline gap with no load (the same
+runtime on `cartoon` alone) says what the machine's scheduling adds by itself.
 """
 
 from __future__ import annotations
@@ -79,19 +82,20 @@ def _config(args: argparse.Namespace, width: int, height: int) -> Any:
 
 def _timed_runtime(
     args: argparse.Namespace, width: int, height: int, style: str, preload: bool
-) -> tuple[Runtime, list[float]]:
-    """A runtime from the demo source into a sink that records each send's time (the list it returns)."""
+) -> tuple[Runtime, list[tuple[float, float | None]]]:
+    """A runtime from the demo source into a sink that records each send's (time, steal counter) (the list it
+    returns; the counter is None off Linux)."""
     from vcam.runtime import Runtime
     from vcam.sinks.null import NullSink
     from vcam.sources.demo import DemoSource
     from vcam.style_switch import model_stack_installed, preload_model_stack
     from vcam.styles import load_translator
 
-    send_times: list[float] = []
+    send_times: list[tuple[float, float | None]] = []
 
     class TimingSink(NullSink):
         def send(self, image: np.ndarray) -> None:
-            send_times.append(time.perf_counter())
+            send_times.append((time.perf_counter(), _stolen_seconds()))
             super().send(image)
 
     config = _config(args, width, height)
@@ -128,7 +132,6 @@ def _in_a_fresh_process(function: Callable[..., Any], *arguments: Any) -> Any:
 
 
 def _one_run(args: argparse.Namespace, style: str, case: str, width: int, height: int) -> dict[str, float]:
-    import numpy as np
 
     runtime, send_times = _timed_runtime(args, width, height, style if case == "startup" else "cartoon", True)
     runtime.start()
@@ -152,14 +155,30 @@ def _one_run(args: argparse.Namespace, style: str, case: str, width: int, height
         time.sleep(SHOWN_FOR_S)
     finally:
         runtime.stop()
-    during = np.array([t for t in send_times if t >= started])
-    gap = float(np.diff(during).max()) if len(during) > 1 else float("nan")
-    return {"longest_gap_ms": gap * 1000, "load_s": shown - started}
+    return {**_gap_figures([send for send in send_times if send[0] >= started]), "load_s": shown - started}
+
+
+def _gap_figures(sends: list[tuple[float, float | None]]) -> dict[str, float]:
+    """The longest gap between two sends (ms) and, with steal counts, the CPU time stolen during it and the longest
+    gap in which nothing was stolen."""
+    import numpy as np
+
+    if len(sends) < 2:
+        return {"longest_gap_ms": float("nan")}
+    times = np.array([time_ for time_, _ in sends])
+    gaps = np.diff(times) * 1000
+    longest = int(gaps.argmax())
+    figures = {"longest_gap_ms": float(gaps[longest])}
+    if all(stolen is not None for _, stolen in sends):
+        stolen_ms = np.diff(np.array([stolen for _, stolen in sends], dtype=float)) * 1000
+        figures["steal_in_longest_gap_ms"] = float(stolen_ms[longest])
+        clean = gaps[stolen_ms == 0]
+        figures["longest_steal_free_gap_ms"] = float(clean.max()) if len(clean) else float("nan")
+    return figures
 
 
 def _baseline(args: argparse.Namespace, width: int, height: int, seconds: float = 5.0) -> float:
     """The longest output gap (ms) over `seconds` with no load (cartoon look): the machine's own jitter."""
-    import numpy as np
 
     runtime, send_times = _timed_runtime(args, width, height, "cartoon", False)
     runtime.start()
@@ -169,8 +188,7 @@ def _baseline(args: argparse.Namespace, width: int, height: int, seconds: float 
         time.sleep(seconds)
     finally:
         runtime.stop()
-    during = np.array([t for t in send_times if t >= begin])
-    return float(np.diff(during).max()) * 1000
+    return _gap_figures([send for send in send_times if send[0] >= begin])["longest_gap_ms"]
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -205,6 +223,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "longest_gap_frame_intervals_median": round(median_gap / interval_ms, 2),
             "load_s_median": round(statistics.median(run["load_s"] for run in runs), 2),
         }
+        if all("steal_in_longest_gap_ms" in run for run in runs):
+            result[case]["steal_in_longest_gap_ms"] = [round(run["steal_in_longest_gap_ms"], 1) for run in runs]
+            clean = statistics.median(run["longest_steal_free_gap_ms"] for run in runs)
+            result[case]["longest_steal_free_gap_ms_median"] = round(clean, 1)
+            result[case]["longest_steal_free_gap_frame_intervals_median"] = round(clean / interval_ms, 2)
         if stolen_before is not None and stolen_after is not None:  # a virtual machine's CPUs taken by its host
             result[case]["cpu_steal_s"] = round(stolen_after - stolen_before, 2)
     baseline = [_in_a_fresh_process(_baseline, args, width, height, args.baseline_seconds) for _ in range(args.runs)]

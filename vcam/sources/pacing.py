@@ -37,9 +37,13 @@ class FramePacer:
             self.fps = _check_fps(fps)
         self._start = self.clock.now()
 
+    def due(self, index: int) -> float:
+        """When frame `index` is due, on the clock's scale."""
+        return self._start + index / self.fps
+
     def wait(self, index: int) -> bool:
         """Sleep until frame `index` is due; False when the `stop` event was set meanwhile."""
-        due = self._start + index / self.fps
+        due = self.due(index)
         now = self.clock.now()
         if now < due:
             if self.clock.wait(due - now, self._stop):
