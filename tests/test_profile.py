@@ -3,6 +3,7 @@ its cache, and the adaptive loop under a scripted load (a fake model whose cost 
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from tests.fakes.clock import ManualClock
 from tests.waiting import wait_for
 from vcam.config import config_from_dict
 from vcam.errors import ConfigError
+from vcam.output_gate import OutputGate
 from vcam.profile import (
     DEPTH_COST,
     DOWN_AFTER_S,
@@ -258,6 +260,43 @@ def test_the_load_time_measurement_is_cached_per_device_and_style(tmp_path: Path
     again = ProfileController("auto", load, lambda style: StyleKnobs(DEFAULT), target_fps=TARGET, cache=cache)
     again.load(STYLE, None, frames)
     assert loads[2:] == [expected]  # from the cache: no measurement
+
+
+def test_the_measurement_leaves_out_the_time_a_load_gives_way_to_the_output(tmp_path: Path) -> None:
+    """Each measured call computes for 1/12 s and then waits 1/24 s for the output to send a frame (its torch calls
+    give way, `vcam.output_gate`): the capacity measured is the model's, 12 calls a second at that cost."""
+    clock = ManualClock(auto_advance=True)
+    gate = OutputGate(clock, longest_wait_s=30.0)
+
+    class GivingWayModel(FakeModel):
+        def __call__(self, image: np.ndarray) -> np.ndarray:
+            clock.wait(1 / 12)
+            waits = gate.waits
+            gate.expect(clock.now())  # a frame is due now
+
+            def output() -> None:  # the output thread sends it 1/24 s later
+                wait_for(lambda: gate.waits == waits + 1, what="the call to give way")
+                clock.advance(1 / 24)
+                gate.expect(clock.now() + 1.0)
+
+            sender = threading.Thread(target=output)
+            sender.start()
+            gate.give_way()
+            sender.join()
+            return image
+
+    cache = MeasurementCache(tmp_path / "profiles.json")
+    profile = ProfileController(
+        "auto",
+        lambda style, settings: GivingWayModel(settings),
+        lambda style: StyleKnobs(DEFAULT),
+        target_fps=TARGET,
+        cache=cache,
+        clock=clock,
+    )
+    profile.load(STYLE, None, [np.zeros((8, 8, 3), np.uint8)] * 4)
+    assert gate.waits == MEASURE_CALLS
+    assert cache.get(f"cpu|{STYLE}|t2-512x288-kl") == pytest.approx(12 * DEFAULT.cost())
 
 
 def test_set_profile_pins_a_rung_through_the_style_switch(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ So the output thread says when its next frame is due (`OutputGate.expect`), and 
 through `giving_way`: before each call it asks `give_way()`, which waits, without the GIL, from `MARGIN_S` before
 the frame is due until the output has sent it and announced the next one. The output then competes for the GIL only
 with the frame loop's own threads. A stalled output holds background work at most `LONGEST_WAIT_S` per frame.
+Work that times itself (the profile's measurement of a new style) leaves out its waits: `seconds_given_way()`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,14 @@ from vcam.clock import SYSTEM_CLOCK, Clock
 MARGIN_S = 0.004
 #: the longest background work waits for one frame (the output stalled, or stopped without saying so)
 LONGEST_WAIT_S = 0.1
+
+_given_way = threading.local()  # .seconds: how long the thread has waited in `give_way`, on the gates' clocks
+
+
+def seconds_given_way() -> float:
+    """How long the calling thread has waited in `OutputGate.give_way` so far (seconds on the gate's clock)."""
+    seconds: float = getattr(_given_way, "seconds", 0.0)
+    return seconds
 
 
 class OutputGate:
@@ -61,10 +70,12 @@ class OutputGate:
         due = self._due
         if due == self._timed_out or self._clock.now() < due - self.margin_s:
             return
+        started = self._clock.now()
         with self._changed:
             self.waits += 1
             if not self._changed.wait_for(lambda: self._due != due, self.longest_wait_s):
                 self._timed_out = due
+        _given_way.seconds = seconds_given_way() + self._clock.now() - started
 
 
 @functools.cache
