@@ -25,8 +25,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -117,6 +117,7 @@ class StreamPipeline:
         self.schedule = schedule.to(self.device, self.dtype)
         self.times = StageTimes()
         self._state_lock = threading.RLock()  # guards the stream state below
+        self.background_policy: Callable[[], AbstractContextManager[object]] = nullcontext  # a prompt warmup's thread
         # one UNet forward at a time, across every pipeline sharing this UNet (it holds per-call context)
         self._unet_lock = unet_lock if unet_lock is not None else threading.Lock()
         self._prompt = self._make_prompt_state(prompt)
@@ -554,16 +555,17 @@ class StreamPipeline:
 
     def _prepare_switch(self, prompt: str, frames: list[EncodedFrame], generation: int, own_thread: bool) -> None:
         """Background: the new prompt's embeddings, caches and warmup on the most recent frames (in `own_thread`:
-        below the frame loop's threads in CPU priority)."""
+        below the frame loop's threads in CPU priority, under `background_policy`)."""
         import torch
 
         if own_thread:
             lower_thread_priority()
         try:
-            state = self._make_prompt_state(prompt)
-            if frames:
-                generator = torch.Generator(device="cpu").manual_seed(self.seed + generation)
-                self._run_warmup(frames, state, generator)
+            with self.background_policy() if own_thread else nullcontext():
+                state = self._make_prompt_state(prompt)
+                if frames:
+                    generator = torch.Generator(device="cpu").manual_seed(self.seed + generation)
+                    self._run_warmup(frames, state, generator)
         except BaseException as error:  # reported on the next call, which keeps the old prompt
             log.exception("prompt warmup for %r failed", prompt)
             with self._state_lock:

@@ -106,18 +106,24 @@ def test_only_the_giving_threads_torch_calls_wait() -> None:
 
 def test_a_loads_torch_calls_wait_until_the_due_frame_is_sent() -> None:
     """In the runtime: a style load that calls torch while a frame is due within the margin waits until the output
-    thread has sent that frame, so the GIL is not the load's when the output needs it."""
+    thread has sent that frame, so the GIL is not the load's when the output needs it; the loaded translator is
+    told to give way to the same output."""
     torch = pytest.importorskip("torch")
     clock = ManualClock()
     sink = RecordingSink(clock)
     calling = threading.Event()
     frames_sent_when_done: list[int] = []
 
+    gates: list[OutputGate] = []
+
     class Plain(Translator):
         name = "plain"
 
         def __call__(self, image: np.ndarray) -> np.ndarray:
             return image
+
+        def give_way_to(self, gate: OutputGate) -> None:
+            gates.append(gate)
 
     def load(name: str) -> Translator:
         calling.set()
@@ -138,5 +144,33 @@ def test_a_loads_torch_calls_wait_until_the_due_frame_is_sent() -> None:
         clock.advance_to(due)
         wait_for(lambda: frames_sent_when_done, what="the load's torch call to return")
         assert frames_sent_when_done == [2]  # it returned after frame 1 (the second) was sent
+        wait_for(lambda: runtime.status().style == "plain", what="the style to go live")
+        assert gates == [runtime._gate]  # and its later background work gives way too
     finally:
         runtime.stop()
+
+
+def test_a_new_prompts_background_warmup_gives_way_once_the_style_is_live() -> None:
+    """A diffusion look the runtime made give way (`give_way_to`): its new prompt's warmup thread waits while a frame
+    is due, and the prompt switches once the output has sent it."""
+    pytest.importorskip("torch")
+    from vcam.model.tiny import build_tiny_pipeline
+
+    from tests.pipeline_helpers import moving_frames
+    from vcam.translators.live2diff import Live2DiffTranslator
+
+    translator = Live2DiffTranslator(build_tiny_pipeline(prompt="old prompt"))
+    frames = moving_frames(translator.pipeline.warmup_frames + 1)
+    for frame in frames:
+        translator.pipeline.step(frame)
+    clock = ManualClock()
+    gate = OutputGate(clock, longest_wait_s=NEVER_S)
+    translator.give_way_to(gate)
+    gate.expect(clock.now())  # a frame is due
+    translator.set_prompt("new prompt")
+    wait_for(lambda: gate.waits == 1, what="the prompt's warmup to wait")
+    assert not translator.pipeline.wait_prompt_switch(timeout=0.05)
+    gate.expect(clock.now() + 1 / FPS)  # sent: the warmup goes on
+    assert translator.pipeline.wait_prompt_switch(timeout=60)
+    translator.pipeline.step(frames[-1])
+    assert translator.prompt == "new prompt"

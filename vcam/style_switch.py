@@ -288,6 +288,8 @@ class StyleLoads:
                     frames = self._warmup_frames(generation)
                 if frames:
                     translator.warmup(frames)  # the new style's temporal state from the latest camera frames
+                if self._gate is not None:
+                    translator.give_way_to(self._gate)  # its later background work too (a new prompt's warmup)
         except Exception as error:
             message = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
             if not isinstance(error, UserError):

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from vcam.output_gate import OutputGate
 
 
 class Translator(ABC):
@@ -18,6 +22,8 @@ class Translator(ABC):
     - `reset()` forgets all temporal state (caches, previous frames); the next call starts anew.
     - `warmup(images)` fills the temporal state from recent camera frames before the translator goes
       live (a style switch); their outputs are dropped. Stateless translators do nothing.
+    - `give_way_to(gate)`: background work it starts later (a new prompt's warmup) gives way to the output's
+      frames (`vcam.output_gate`); the runtime calls it before the translator goes live.
     - `resident_memory_mb()` is the memory its models hold (0.0 for looks with no model).
     - `warming_up` is True while calls return None or the model is still filling its caches.
     - `close()` frees what the translator holds (GPU memory); called exactly once.
@@ -34,6 +40,9 @@ class Translator(ABC):
 
     def warmup(self, images: list[np.ndarray]) -> None:  # noqa: B027 (stateless translators need no warmup)
         """Fill the temporal state from recent camera frames (HxWx3 uint8 RGB, oldest first); outputs dropped."""
+
+    def give_way_to(self, gate: OutputGate) -> None:  # noqa: B027 (looks that start no background work)
+        """Background work this translator starts later (a new prompt's warmup) gives way to `gate`'s frames."""
 
     def resident_memory_mb(self) -> float:
         """MB of model tensors this translator's models hold in memory (0.0 for looks with no model)."""

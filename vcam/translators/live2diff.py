@@ -12,6 +12,7 @@ in which the stream batch fills.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ from vcam.errors import ConfigError
 from vcam.frame import check_image
 from vcam.model.tiny import TINY_HEIGHT, TINY_T_INDEX_LIST, TINY_WIDTH
 from vcam.model.vae import VAE_SCALE_FACTOR
+from vcam.output_gate import OutputGate, giving_way
 from vcam.styles import TINY_STYLE_NAME
 from vcam.translators.base import Translator
 
@@ -269,6 +271,10 @@ class Live2DiffTranslator(Translator):
             self.pipeline.step(self.fitter.to_model(image))
         self.pipeline.run_pending()  # with overlap, the last frame (and so the warmup) waits for the next call
         self._ready.clear()
+
+    def give_way_to(self, gate: OutputGate) -> None:
+        """A new prompt's background warmup (`set_prompt`) gives way to `gate`'s frames."""
+        self.pipeline.background_policy = functools.partial(giving_way, gate)
 
     def resident_memory_mb(self) -> float:
         """MB of model tensors held by the model pool this translator's models come from (every style sharing
