@@ -81,6 +81,22 @@ def test_the_output_opening_the_gate_releases_background_work() -> None:
     assert not waiter.is_alive()
 
 
+def test_the_output_never_waits_for_the_gates_lock() -> None:
+    """A waiting thread (at a lower priority, possibly off the CPU) may hold the gate's lock: the output's `expect`
+    does not wait for it, and the waiter still sees the frame sent."""
+    clock = ManualClock()
+    gate = OutputGate(clock, longest_wait_s=NEVER_S)
+    gate.expect(clock.now())
+    waiter = _in_thread(gate.give_way)
+    wait_for(lambda: gate.waits == 1, what="the background work to wait")
+    with gate._changed:  # the lock held, as by a waiter the scheduler preempted
+        announcing = _in_thread(lambda: gate.expect(clock.now() + 1 / FPS))
+        announcing.join(5)
+        assert not announcing.is_alive()
+    waiter.join(5)
+    assert not waiter.is_alive()
+
+
 def test_only_the_giving_threads_torch_calls_wait() -> None:
     """A torch call waits in a thread under `giving_way`; the same call in another thread (the frame loop's) does
     not: torch's function modes are per thread."""

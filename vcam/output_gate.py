@@ -19,6 +19,7 @@ import functools
 import math
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -29,6 +30,8 @@ from vcam.clock import SYSTEM_CLOCK, Clock
 MARGIN_S = 0.004
 #: the longest background work waits for one frame (the output stalled, or stopped without saying so)
 LONGEST_WAIT_S = 0.1
+#: how often a waiting thread looks at the due time again (when the output could not take the lock to wake it)
+RECHECK_S = 0.01
 
 _given_way = threading.local()  # .seconds: how long the thread has waited in `give_way`, on the gates' clocks
 
@@ -55,10 +58,15 @@ class OutputGate:
         self.waits = 0  # how many times background work gave way
 
     def expect(self, due: float) -> None:
-        """The output thread: my next frame is due at `due` (the clock's time; the previous one was sent)."""
-        with self._changed:
-            self._due = due
-            self._changed.notify_all()
+        """The output thread: my next frame is due at `due` (the clock's time; the previous one was sent). It never
+        waits for the gate's lock: a waiting thread at a lower priority may hold it while off the CPU; the waiters
+        it cannot wake then see the new time within `RECHECK_S`."""
+        self._due = due
+        if self._changed.acquire(blocking=False):
+            try:
+                self._changed.notify_all()
+            finally:
+                self._changed.release()
 
     def open(self) -> None:
         """The output thread: no frame is expected (it stopped, or has not started): nothing waits."""
@@ -70,11 +78,15 @@ class OutputGate:
         due = self._due
         if due == self._timed_out or self._clock.now() < due - self.margin_s:
             return
-        started = self._clock.now()
+        started, deadline = self._clock.now(), time.monotonic() + self.longest_wait_s
         with self._changed:
             self.waits += 1
-            if not self._changed.wait_for(lambda: self._due != due, self.longest_wait_s):
-                self._timed_out = due
+            while self._due == due:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self._timed_out = due
+                    break
+                self._changed.wait(min(left, RECHECK_S))
         _given_way.seconds = seconds_given_way() + self._clock.now() - started
 
 
