@@ -75,10 +75,10 @@ class OutputGate:
     def give_way(self) -> None:
         """Background work: return at once unless a frame is due within `margin_s`; then wait until the output has
         sent it (it announces the next), at most `longest_wait_s`."""
-        due = self._due
-        if due == self._timed_out or self._clock.now() < due - self.margin_s:
+        due, started = self._due, self._clock.now()
+        if due == self._timed_out or started < due - self.margin_s:
             return
-        started, deadline = self._clock.now(), time.monotonic() + self.longest_wait_s
+        deadline = time.monotonic() + self.longest_wait_s
         with self._changed:
             self.waits += 1
             while self._due == due:
